@@ -1,0 +1,26 @@
+# Two commands matter: `make run` starts the whole system on this machine with embedded defaults,
+# `make test` runs every test. Everything else is a convenience.
+CARGO ?= cargo
+JOBS ?= 2
+DATA_DIR ?= ./data
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: run build test deps clean
+
+## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
+run:
+	$(CARGO) build -j$(JOBS) --release -p kyufu
+	./target/release/kyufu all-in-one --data-dir $(DATA_DIR)
+
+build:
+	$(CARGO) build -j$(JOBS) --workspace --all-targets
+
+## Install what the tests need (only what is missing), then run every test.
+test: deps
+	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
+
+deps:
+	bash scripts/install-deps.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,239 @@
+//! Signed tokens of the waiting room. A token is `<kid>.<payload>.<mac>`: the key id, the claims as
+//! base64url JSON, and HMAC-SHA256 over `<kid>.<payload>` with a purpose label so a ticket can
+//! never pass as an admission pass. Keys carry ids so they can be rotated: new tokens are signed
+//! with the current key, and older keys still verify until they are removed.
+//!
+//! The gateway issues both kinds; intake verifies passes with the same keyring and never calls the
+//! gateway.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Largest token accepted for decoding; anything longer is refused before parsing.
+pub const MAX_TOKEN_LEN: usize = 1024;
+
+/// HMAC keys by id. Keys shorter than 32 bytes are refused.
+#[derive(Clone)]
+pub struct Keyring {
+    current: String,
+    keys: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").field("current", &self.current).field("kids", &self.keys.keys()).finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    #[error("key id {0:?} must be 1-16 letters, digits or '-'")]
+    BadKeyId(String),
+    #[error("key {0:?} is shorter than 32 bytes")]
+    ShortKey(String),
+    #[error("current key id {0:?} is not in the keyring")]
+    NoCurrent(String),
+}
+
+impl Keyring {
+    /// A keyring signing with `current`; `keys` must contain it.
+    pub fn new(current: &str, keys: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self, KeyringError> {
+        let mut map = BTreeMap::new();
+        for (kid, key) in keys {
+            if kid.is_empty() || kid.len() > 16 || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(KeyringError::BadKeyId(kid));
+            }
+            if key.len() < 32 {
+                return Err(KeyringError::ShortKey(kid));
+            }
+            map.insert(kid, key);
+        }
+        if !map.contains_key(current) {
+            return Err(KeyringError::NoCurrent(current.to_owned()));
+        }
+        Ok(Keyring { current: current.to_owned(), keys: map })
+    }
+
+    /// A keyring with one random key; for tests and single-process demos.
+    pub fn random() -> Self {
+        let key: [u8; 32] = rand::random();
+        Keyring { current: "k1".to_owned(), keys: BTreeMap::from([("k1".to_owned(), key.to_vec())]) }
+    }
+
+    /// A keyring from a spec `kid:secret[,kid:secret...]`; the first is current.
+    pub fn from_spec(spec: &str) -> Result<Self, KeyringError> {
+        let mut keys = Vec::new();
+        let mut first = None;
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (kid, secret) = part.split_once(':').unwrap_or(("", part));
+            first.get_or_insert_with(|| kid.to_owned());
+            keys.push((kid.to_owned(), secret.as_bytes().to_vec()));
+        }
+        Keyring::new(&first.unwrap_or_default(), keys)
+    }
+
+    fn mac(&self, kid: &str, purpose: Purpose, signed: &[u8]) -> Option<Hmac<Sha256>> {
+        let key = self.keys.get(kid)?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+        mac.update(purpose.label());
+        mac.update(signed);
+        Some(mac)
+    }
+
+    /// Signs `claims` for `purpose`.
+    pub fn sign<T: Serialize>(&self, purpose: Purpose, claims: &T) -> String {
+        let json = serde_json::to_vec(claims).unwrap_or_default();
+        let signed = format!("{}.{}", self.current, URL_SAFE_NO_PAD.encode(json));
+        let tag = self
+            .mac(&self.current, purpose, signed.as_bytes())
+            .map(|m| m.finalize().into_bytes().to_vec())
+            .unwrap_or_default();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// Verifies a token's signature for `purpose` and decodes its claims. Constant-time compare.
+    pub fn verify<T: DeserializeOwned>(&self, purpose: Purpose, token: &str) -> Result<T, TokenError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(kid), Some(payload), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(TokenError::Malformed);
+        };
+        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+        let signed_len = kid.len() + 1 + payload.len();
+        let mac = self.mac(kid, purpose, &token.as_bytes()[..signed_len]).ok_or(TokenError::UnknownKey)?;
+        // verify_slice compares in constant time.
+        mac.verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+    }
+}
+
+/// What a token is for; part of the MAC, so one kind cannot be replayed as another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Ticket,
+    Pass,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::Ticket => b"kyufu-ticket-v1\x1e",
+            Purpose::Pass => b"kyufu-pass-v1\x1e",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("unknown key id")]
+    UnknownKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token is for another event")]
+    WrongEvent,
+    #[error("token expired")]
+    Expired,
+}
+
+/// Claims of an admission pass: the visitor may submit applications for `event` until `exp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassClaims {
+    /// Event (program) id the pass is bound to.
+    pub ev: String,
+    /// Random pass id (128 bits, hex), for spending and revocation.
+    pub pid: String,
+    /// Queue sequence number the visitor was admitted with.
+    pub seq: u64,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds.
+    pub exp: u64,
+}
+
+impl PassClaims {
+    /// A new pass for `event` valid `ttl_secs` from `now`.
+    pub fn new(event: &str, seq: u64, now: u64, ttl_secs: u64) -> Self {
+        let id: [u8; 16] = rand::random();
+        PassClaims {
+            ev: event.to_owned(),
+            pid: id.iter().map(|b| format!("{b:02x}")).collect(),
+            seq,
+            iat: now,
+            exp: now.saturating_add(ttl_secs),
+        }
+    }
+}
+
+/// Verifies an admission pass locally: signature, event binding and expiry.
+pub fn verify_pass(keyring: &Keyring, token: &str, event: &str, now: u64) -> Result<PassClaims, TokenError> {
+    let claims: PassClaims = keyring.verify(Purpose::Pass, token)?;
+    if claims.ev != event {
+        return Err(TokenError::WrongEvent);
+    }
+    if now >= claims.exp {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pass_round_trip_and_rejections() {
+        let kr = Keyring::random();
+        let claims = PassClaims::new("rice", 7, 1_000, 600);
+        let token = kr.sign(Purpose::Pass, &claims);
+        assert_eq!(verify_pass(&kr, &token, "rice", 1_001), Ok(claims.clone()));
+        assert_eq!(verify_pass(&kr, &token, "other", 1_001), Err(TokenError::WrongEvent));
+        assert_eq!(verify_pass(&kr, &token, "rice", 1_600), Err(TokenError::Expired));
+        assert_eq!(verify_pass(&Keyring::random(), &token, "rice", 1_001), Err(TokenError::BadSignature));
+        // A ticket signed with the same key is not a pass.
+        let as_ticket = kr.sign(Purpose::Ticket, &claims);
+        assert_eq!(verify_pass(&kr, &as_ticket, "rice", 1_001), Err(TokenError::BadSignature));
+        // Tampered payload.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let forged_claims = PassClaims { exp: 9_999_999, ..claims };
+        let forged = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged_claims).unwrap_or_default());
+        parts[1] = &forged;
+        assert_eq!(verify_pass(&kr, &parts.join("."), "rice", 1_001), Err(TokenError::BadSignature));
+        for junk in ["", "a", "a.b", "a.b.c.d", "k1.!!.??", &"x".repeat(5000)] {
+            assert!(verify_pass(&kr, junk, "rice", 1_001).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_valid_until_removed() {
+        let old = Keyring::from_spec("a:0123456789abcdef0123456789abcdef").expect("keyring");
+        let token = old.sign(Purpose::Pass, &PassClaims::new("ev", 1, 0, 100));
+        let rotated =
+            Keyring::from_spec("b:fedcba9876543210fedcba9876543210,a:0123456789abcdef0123456789abcdef").expect("keyring");
+        assert!(verify_pass(&rotated, &token, "ev", 1).is_ok());
+        assert!(rotated.sign(Purpose::Pass, &PassClaims::new("ev", 1, 0, 100)).starts_with("b."));
+        let removed = Keyring::from_spec("b:fedcba9876543210fedcba9876543210").expect("keyring");
+        assert_eq!(verify_pass(&removed, &token, "ev", 1), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn keyring_refuses_weak_config() {
+        assert!(matches!(Keyring::from_spec("a:short"), Err(KeyringError::ShortKey(_))));
+        assert!(matches!(Keyring::from_spec(""), Err(KeyringError::NoCurrent(_))));
+        assert!(matches!(
+            Keyring::from_spec("bad kid:0123456789abcdef0123456789abcdef"),
+            Err(KeyringError::BadKeyId(_))
+        ));
+    }
+}

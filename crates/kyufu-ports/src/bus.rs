@@ -1,0 +1,52 @@
+//! The event bus: named topics split into partitions, messages placed by key (the same key always
+//! lands on the same partition, so one child's applications are processed in order), and consumer
+//! groups that each see every message at least once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::AdapterError;
+
+/// One message as delivered to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Appends a message. Returns only once the message is durable (Kafka: acknowledged by all
+    /// in-sync replicas; embedded: committed to disk). On error the message may or may not have
+    /// been written; consumers are idempotent, so the caller may publish again.
+    async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), AdapterError>;
+
+    /// Joins consumer group `group` reading `topics`. Members of one group split the partitions
+    /// between them; when a member joins or leaves, partitions are reassigned and every message
+    /// not committed by its previous owner is delivered again.
+    async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError>;
+
+    /// Waits until every message published so far is durable (producer flush before shutdown).
+    async fn flush(&self, timeout: Duration) -> Result<(), AdapterError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next message of an assigned partition, waiting up to `timeout`; `None` when nothing
+    /// arrived in time. Within a partition, messages come in offset order.
+    async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, AdapterError>;
+
+    /// Records that `msg` and everything before it in its partition is processed. Call only after
+    /// the effect of processing is durable (at-least-once). A message never committed is delivered
+    /// again after a restart or rebalance.
+    async fn commit(&mut self, msg: &Message) -> Result<(), AdapterError>;
+
+    /// Committed lag summed over assigned partitions (messages not yet committed), if known.
+    async fn lag(&mut self) -> Result<Option<u64>, AdapterError> {
+        Ok(None)
+    }
+}

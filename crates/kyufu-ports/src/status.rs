@@ -1,0 +1,160 @@
+//! The status store: one record per application, moved only by atomic conditional transitions, plus
+//! unique claims (idempotency keys, the dedupe index, the coupon registry).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kyufu_domain::{ReasonCode, Status};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::AdapterError;
+
+/// What the status lookup shows and what the pipeline moves. No personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationRecord {
+    pub application_id: Uuid,
+    pub program_id: String,
+    pub status: Status,
+    pub reasons: Vec<ReasonCode>,
+    pub coupon_code: Option<String>,
+    /// For `duplicate`: the application that came first.
+    pub duplicate_of: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub history: Vec<StatusChange>,
+}
+
+impl ApplicationRecord {
+    /// A fresh record in `received`.
+    pub fn received(application_id: Uuid, program_id: &str, at: DateTime<Utc>) -> Self {
+        ApplicationRecord {
+            application_id,
+            program_id: program_id.to_owned(),
+            status: Status::Received,
+            reasons: Vec::new(),
+            coupon_code: None,
+            duplicate_of: None,
+            created_at: at,
+            updated_at: at,
+            history: vec![StatusChange { status: Status::Received, at, actor: "intake".to_owned() }],
+        }
+    }
+
+    /// Applies `t` if the state machine and `t.from` allow it; the pure core every store shares.
+    pub fn apply(&self, t: &Transition, at: DateTime<Utc>) -> TransitionOutcome {
+        if self.status == t.to {
+            return TransitionOutcome::AlreadyIn(self.clone());
+        }
+        if !t.from.contains(&self.status) || !self.status.can_become(t.to) {
+            return TransitionOutcome::Refused(self.clone());
+        }
+        let mut next = self.clone();
+        next.status = t.to;
+        next.updated_at = at;
+        if !t.reasons.is_empty() || t.to == Status::Approved {
+            next.reasons = t.reasons.clone();
+        }
+        if t.coupon_code.is_some() {
+            next.coupon_code = t.coupon_code.clone();
+        }
+        if t.duplicate_of.is_some() {
+            next.duplicate_of = t.duplicate_of;
+        }
+        next.history.push(StatusChange { status: t.to, at, actor: t.actor.clone() });
+        TransitionOutcome::Applied(next)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub status: Status,
+    pub at: DateTime<Utc>,
+    /// `intake`, a stage name, or `reviewer:<id>`.
+    pub actor: String,
+}
+
+/// A conditional move: only from one of `from` to `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Vec<Status>,
+    pub to: Status,
+    pub reasons: Vec<ReasonCode>,
+    pub coupon_code: Option<String>,
+    pub duplicate_of: Option<Uuid>,
+    pub actor: String,
+}
+
+impl Transition {
+    pub fn new(from: &[Status], to: Status, actor: &str) -> Self {
+        Transition {
+            from: from.to_vec(),
+            to,
+            reasons: Vec::new(),
+            coupon_code: None,
+            duplicate_of: None,
+            actor: actor.to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionOutcome {
+    /// The move happened; the new record.
+    Applied(ApplicationRecord),
+    /// The record was already in the target status (a replay); nothing changed.
+    AlreadyIn(ApplicationRecord),
+    /// The record is in a status the move does not start from; nothing changed.
+    Refused(ApplicationRecord),
+    NotFound,
+}
+
+/// An idempotency key and a fingerprint of the request it protects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was used before, for `application_id`; `same_request` tells whether the
+    /// fingerprints match. Nothing was written.
+    Existing { application_id: Uuid, same_request: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and now belongs to the caller (or already did).
+    Won,
+    /// The key belongs to someone else.
+    Held { owner: String },
+}
+
+#[async_trait]
+pub trait StatusStore: Send + Sync + 'static {
+    /// Stores a new record, atomically with the idempotency key when one is given: either both
+    /// are written or neither. Creating an id that exists returns `AlreadyExists`.
+    async fn create(
+        &self,
+        record: &ApplicationRecord,
+        idempotency: Option<&IdempotencyClaim>,
+    ) -> Result<CreateOutcome, AdapterError>;
+
+    async fn get(&self, id: Uuid) -> Result<Option<ApplicationRecord>, AdapterError>;
+
+    /// Atomic conditional transition (see `ApplicationRecord::apply`).
+    async fn transition(&self, id: Uuid, t: &Transition) -> Result<TransitionOutcome, AdapterError>;
+
+    /// Claims `key` in `namespace` for `owner` (SET NX). Claiming again as the same owner wins.
+    async fn claim(&self, namespace: &str, key: &str, owner: &str) -> Result<Claim, AdapterError>;
+
+    /// Releases `key` if `owner` holds it; returns whether it did.
+    async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError>;
+
+    /// Up to `limit` records in `status`, oldest `updated_at` first (review queue, reconciliation).
+    async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError>;
+
+    /// How many records are in each status.
+    async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, AdapterError>;
+}

@@ -1,0 +1,2 @@
+//! The `kyufu` binary (placeholder until the composition root lands).
+fn main() {}
