@@ -215,4 +215,15 @@ mod tests {
             assert_eq!(json, format!("\"{name}\""));
         }
     }
+
+    #[test]
+    fn openapi_lists_every_error_code_and_reason() {
+        let spec = include_str!("../../../docs/openapi.yaml");
+        for code in ErrorCode::ALL {
+            assert!(spec.contains(code.as_str()), "docs/openapi.yaml lacks error code {code}");
+        }
+        for status in crate::Status::ALL {
+            assert!(spec.contains(status.as_str()), "docs/openapi.yaml lacks status {status}");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod application;
+pub mod document;
 pub mod error;
 pub mod identity;
 pub mod normalize;

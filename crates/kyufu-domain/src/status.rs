@@ -84,6 +84,8 @@ pub enum ReasonCode {
     PossibleDuplicate,
     ChildNotInRegistry,
     GuardianNotInRegistry,
+    /// Several registry residents fit the details given; a person must pick.
+    RegistryAmbiguous,
     ChildNameMismatch,
     ChildBirthDateMismatch,
     GuardianNameMismatch,
@@ -109,6 +111,7 @@ impl ReasonCode {
             ReasonCode::PossibleDuplicate => "possible_duplicate",
             ReasonCode::ChildNotInRegistry => "child_not_in_registry",
             ReasonCode::GuardianNotInRegistry => "guardian_not_in_registry",
+            ReasonCode::RegistryAmbiguous => "registry_ambiguous",
             ReasonCode::ChildNameMismatch => "child_name_mismatch",
             ReasonCode::ChildBirthDateMismatch => "child_birth_date_mismatch",
             ReasonCode::GuardianNameMismatch => "guardian_name_mismatch",

@@ -1,0 +1,246 @@
+//! Embedded status store. Records are JSON by application id; every create and transition runs in
+//! one write transaction together with the status index (status, updated_at, id) and the per-status
+//! counts, so the index never disagrees with the records.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kyufu_domain::Status;
+use kyufu_ports::{
+    AdapterError, ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusStore, Transition, TransitionOutcome,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{blocking, storage_err};
+
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("status_records");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("status_idempotency");
+const CLAIMS: TableDefinition<&str, &str> = TableDefinition::new("status_claims");
+/// Key: `[status u8][updated_at micros u64 BE][id 16]`.
+const BY_STATUS: TableDefinition<&[u8], ()> = TableDefinition::new("status_index");
+const COUNTS: TableDefinition<&str, u64> = TableDefinition::new("status_counts");
+
+pub(crate) fn init_tables(db: &Database) -> Result<(), AdapterError> {
+    let tx = db.begin_write().map_err(storage_err)?;
+    tx.open_table(RECORDS).map_err(storage_err)?;
+    tx.open_table(IDEMPOTENCY).map_err(storage_err)?;
+    tx.open_table(CLAIMS).map_err(storage_err)?;
+    tx.open_table(BY_STATUS).map_err(storage_err)?;
+    tx.open_table(COUNTS).map_err(storage_err)?;
+    tx.commit().map_err(storage_err)
+}
+
+pub(crate) struct EmbeddedStatusStore {
+    pub(crate) db: Arc<Database>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IdemEntry {
+    application_id: Uuid,
+    fingerprint: String,
+}
+
+fn status_byte(s: Status) -> u8 {
+    Status::ALL.iter().position(|x| *x == s).and_then(|p| u8::try_from(p).ok()).unwrap_or(u8::MAX)
+}
+
+fn index_key(r: &ApplicationRecord) -> Vec<u8> {
+    let micros = u64::try_from(r.updated_at.timestamp_micros()).unwrap_or(0);
+    let mut k = Vec::with_capacity(25);
+    k.push(status_byte(r.status));
+    k.extend_from_slice(&micros.to_be_bytes());
+    k.extend_from_slice(r.application_id.as_bytes());
+    k
+}
+
+fn decode(raw: &[u8]) -> Result<ApplicationRecord, AdapterError> {
+    serde_json::from_slice(raw).map_err(|e| AdapterError::Corrupt(format!("status record: {e}")))
+}
+
+fn encode(r: &ApplicationRecord) -> Result<Vec<u8>, AdapterError> {
+    serde_json::to_vec(r).map_err(|e| AdapterError::Corrupt(format!("status record: {e}")))
+}
+
+fn bump(counts: &mut Table<&str, u64>, s: Status, delta: i64) -> Result<(), AdapterError> {
+    let cur = counts.get(s.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
+    let next = u64::try_from(i64::try_from(cur).unwrap_or(i64::MAX).saturating_add(delta)).unwrap_or(0);
+    counts.insert(s.as_str(), next).map_err(storage_err)?;
+    Ok(())
+}
+
+fn claim_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}\u{1f}{key}")
+}
+
+#[async_trait]
+impl StatusStore for EmbeddedStatusStore {
+    async fn create(&self, record: &ApplicationRecord, idem: Option<&IdempotencyClaim>) -> Result<CreateOutcome, AdapterError> {
+        let (db, record, idem) = (self.db.clone(), record.clone(), idem.cloned());
+        blocking(move || {
+            let tx = db.begin_write().map_err(storage_err)?;
+            {
+                if let Some(claim) = &idem {
+                    let mut t = tx.open_table(IDEMPOTENCY).map_err(storage_err)?;
+                    if let Some(v) = t.get(claim.key.as_str()).map_err(storage_err)? {
+                        let e: IdemEntry =
+                            serde_json::from_slice(v.value()).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
+                        return Ok(CreateOutcome::Existing {
+                            application_id: e.application_id,
+                            same_request: e.fingerprint == claim.fingerprint,
+                        });
+                    }
+                    let entry = IdemEntry { application_id: record.application_id, fingerprint: claim.fingerprint.clone() };
+                    let raw = serde_json::to_vec(&entry).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
+                    t.insert(claim.key.as_str(), raw.as_slice()).map_err(storage_err)?;
+                }
+                let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
+                let id = record.application_id.as_bytes().as_slice();
+                if records.get(id).map_err(storage_err)?.is_some() {
+                    return Err(AdapterError::AlreadyExists);
+                }
+                records.insert(id, encode(&record)?.as_slice()).map_err(storage_err)?;
+                tx.open_table(BY_STATUS).map_err(storage_err)?.insert(index_key(&record).as_slice(), ()).map_err(storage_err)?;
+                bump(&mut tx.open_table(COUNTS).map_err(storage_err)?, record.status, 1)?;
+            }
+            tx.commit().map_err(storage_err)?;
+            Ok(CreateOutcome::Created)
+        })
+        .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<ApplicationRecord>, AdapterError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_read().map_err(storage_err)?;
+            let t = tx.open_table(RECORDS).map_err(storage_err)?;
+            match t.get(id.as_bytes().as_slice()).map_err(storage_err)? {
+                Some(v) => decode(v.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn transition(&self, id: Uuid, t: &Transition) -> Result<TransitionOutcome, AdapterError> {
+        let (db, t) = (self.db.clone(), t.clone());
+        blocking(move || {
+            let tx = db.begin_write().map_err(storage_err)?;
+            let outcome = {
+                let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
+                let current = match records.get(id.as_bytes().as_slice()).map_err(storage_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Ok(TransitionOutcome::NotFound),
+                };
+                let outcome = current.apply(&t, Utc::now());
+                if let TransitionOutcome::Applied(next) = &outcome {
+                    records.insert(id.as_bytes().as_slice(), encode(next)?.as_slice()).map_err(storage_err)?;
+                    let mut index = tx.open_table(BY_STATUS).map_err(storage_err)?;
+                    index.remove(index_key(&current).as_slice()).map_err(storage_err)?;
+                    index.insert(index_key(next).as_slice(), ()).map_err(storage_err)?;
+                    let mut counts = tx.open_table(COUNTS).map_err(storage_err)?;
+                    bump(&mut counts, current.status, -1)?;
+                    bump(&mut counts, next.status, 1)?;
+                }
+                outcome
+            };
+            if matches!(outcome, TransitionOutcome::Applied(_)) {
+                tx.commit().map_err(storage_err)?;
+            } else {
+                tx.abort().map_err(storage_err)?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn claim(&self, namespace: &str, key: &str, owner: &str) -> Result<Claim, AdapterError> {
+        let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
+        blocking(move || {
+            let tx = db.begin_write().map_err(storage_err)?;
+            let held = {
+                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
+                let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
+                match existing {
+                    Some(o) if o != owner => Some(o),
+                    Some(_) => None,
+                    None => {
+                        t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
+                        None
+                    }
+                }
+            };
+            match held {
+                Some(o) => {
+                    tx.abort().map_err(storage_err)?;
+                    Ok(Claim::Held { owner: o })
+                }
+                None => {
+                    tx.commit().map_err(storage_err)?;
+                    Ok(Claim::Won)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError> {
+        let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
+        blocking(move || {
+            let tx = db.begin_write().map_err(storage_err)?;
+            let released = {
+                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
+                let mine = t.get(k.as_str()).map_err(storage_err)?.is_some_and(|v| v.value() == owner);
+                if mine {
+                    t.remove(k.as_str()).map_err(storage_err)?;
+                }
+                mine
+            };
+            tx.commit().map_err(storage_err)?;
+            Ok(released)
+        })
+        .await
+    }
+
+    async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_read().map_err(storage_err)?;
+            let index = tx.open_table(BY_STATUS).map_err(storage_err)?;
+            let records = tx.open_table(RECORDS).map_err(storage_err)?;
+            let b = status_byte(status);
+            let lo = [b];
+            let hi = [b.saturating_add(1)];
+            let mut out = Vec::new();
+            for entry in index.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(storage_err)? {
+                if out.len() >= limit {
+                    break;
+                }
+                let (k, _) = entry.map_err(storage_err)?;
+                let Some(id) = k.value().get(9..25) else { continue };
+                if let Some(v) = records.get(id).map_err(storage_err)? {
+                    out.push(decode(v.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, AdapterError> {
+        let db = self.db.clone();
+        blocking(move || {
+            let tx = db.begin_read().map_err(storage_err)?;
+            let counts = tx.open_table(COUNTS).map_err(storage_err)?;
+            let mut out = Vec::new();
+            for s in Status::ALL {
+                let n = counts.get(s.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
+                out.push((*s, n));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

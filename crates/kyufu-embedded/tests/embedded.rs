@@ -1,0 +1,244 @@
+//! The embedded adapters against the port contracts: ordering, consumer groups, rebalancing,
+//! at-least-once redelivery, durability across reopen, atomic transitions and claims.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use kyufu_domain::Status;
+use kyufu_embedded::EmbeddedStore;
+use kyufu_ports::{
+    AdapterError, ApplicationRecord, Claim, CreateOutcome, Document, IdempotencyClaim, Transition, TransitionOutcome,
+};
+use uuid::Uuid;
+
+const T: Duration = Duration::from_millis(300);
+
+#[tokio::test]
+async fn messages_keep_order_per_key_and_every_group_sees_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = store.bus();
+    for i in 0..20u32 {
+        bus.publish("t", format!("key{}", i % 3).as_bytes(), &i.to_be_bytes()).await.expect("publish");
+    }
+    for group in ["a", "b"] {
+        let mut c = bus.subscribe(group, &["t"]).await.expect("subscribe");
+        let mut seen = Vec::new();
+        while let Some(m) = c.poll(T).await.expect("poll") {
+            seen.push((m.key.clone(), u32::from_be_bytes(m.payload.as_slice().try_into().expect("4 bytes")), m.partition));
+            c.commit(&m).await.expect("commit");
+        }
+        assert_eq!(seen.len(), 20, "group {group}");
+        for k in 0..3 {
+            let key = format!("key{k}").into_bytes();
+            let of_key: Vec<_> = seen.iter().filter(|(kk, _, _)| *kk == key).collect();
+            let values: Vec<u32> = of_key.iter().map(|(_, v, _)| *v).collect();
+            let mut sorted = values.clone();
+            sorted.sort_unstable();
+            assert_eq!(values, sorted, "per-key order for {k}");
+            let partitions: HashSet<u32> = of_key.iter().map(|(_, _, p)| *p).collect();
+            assert_eq!(partitions.len(), 1, "one key, one partition");
+        }
+    }
+}
+
+#[tokio::test]
+async fn poll_wakes_on_publish_and_times_out_when_idle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = store.bus();
+    let mut c = bus.subscribe("g", &["t"]).await.expect("subscribe");
+    assert!(c.poll(Duration::from_millis(50)).await.expect("poll").is_none());
+    let b2 = bus.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b2.publish("t", b"k", b"late").await.expect("publish");
+    });
+    let m = c.poll(Duration::from_secs(5)).await.expect("poll").expect("woken by publish");
+    assert_eq!(m.payload, b"late");
+}
+
+#[tokio::test]
+async fn members_split_partitions_and_a_leaver_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = store.bus();
+    for i in 0..40u32 {
+        bus.publish("t", format!("k{i}").as_bytes(), &i.to_be_bytes()).await.expect("publish");
+    }
+    let mut a = bus.subscribe("g", &["t"]).await.expect("a");
+    let mut b = bus.subscribe("g", &["t"]).await.expect("b");
+    let mut got_a = Vec::new();
+    let mut parts_a = HashSet::new();
+    // a processes and commits 5 messages, b takes 3 without committing, then b leaves.
+    for _ in 0..5 {
+        let m = a.poll(T).await.expect("poll").expect("a has work");
+        parts_a.insert(m.partition);
+        got_a.push(u32::from_be_bytes(m.payload.as_slice().try_into().expect("4")));
+        a.commit(&m).await.expect("commit");
+    }
+    let mut parts_b = HashSet::new();
+    let mut uncommitted_b = Vec::new();
+    for _ in 0..3 {
+        let m = b.poll(T).await.expect("poll").expect("b has work");
+        parts_b.insert(m.partition);
+        uncommitted_b.push(u32::from_be_bytes(m.payload.as_slice().try_into().expect("4")));
+    }
+    assert!(parts_a.is_disjoint(&parts_b), "members share no partition: {parts_a:?} {parts_b:?}");
+    drop(b);
+    // a now owns everything and receives the rest, including b's uncommitted messages.
+    while let Some(m) = a.poll(T).await.expect("poll") {
+        got_a.push(u32::from_be_bytes(m.payload.as_slice().try_into().expect("4")));
+        a.commit(&m).await.expect("commit");
+    }
+    let all: HashSet<u32> = got_a.iter().copied().collect();
+    assert_eq!(all.len(), 40, "every message processed after the rebalance");
+    for v in uncommitted_b {
+        assert!(all.contains(&v), "b's uncommitted {v} redelivered");
+    }
+}
+
+#[tokio::test]
+async fn committed_offsets_and_data_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = Uuid::new_v4();
+    {
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let bus = store.bus();
+        for i in 0..6u32 {
+            bus.publish("t", b"same", &i.to_be_bytes()).await.expect("publish");
+        }
+        let mut c = bus.subscribe("g", &["t"]).await.expect("sub");
+        for _ in 0..4 {
+            let m = c.poll(T).await.expect("poll").expect("msg");
+            if m.offset < 2 {
+                c.commit(&m).await.expect("commit");
+            }
+        }
+        store.status_store().create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+        let doc = Document { content_type: "image/png".into(), sha256: "ab".repeat(32), bytes: b"png".to_vec().into() };
+        store.document_store().put("d", &doc).await.expect("put");
+    }
+    let store = EmbeddedStore::open(dir.path()).expect("reopen");
+    let mut c = store.bus().subscribe("g", &["t"]).await.expect("sub");
+    let m = c.poll(T).await.expect("poll").expect("redelivered");
+    assert_eq!(m.offset, 2, "resumes right after the last commit; uncommitted 2 and 3 come again");
+    let rec = store.status_store().get(id).await.expect("get").expect("record survived");
+    assert_eq!(rec.status, Status::Received);
+    assert_eq!(store.document_store().get("d").await.expect("get").expect("doc").bytes.as_ref(), b"png");
+}
+
+#[tokio::test]
+async fn idempotent_create_and_conditional_transitions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let s = store.status_store();
+    let first = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
+    let claim = IdempotencyClaim { key: "key-1".into(), fingerprint: "f1".into() };
+    assert_eq!(s.create(&first, Some(&claim)).await.expect("create"), CreateOutcome::Created);
+    let retry = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
+    assert_eq!(
+        s.create(&retry, Some(&claim)).await.expect("create"),
+        CreateOutcome::Existing { application_id: first.application_id, same_request: true }
+    );
+    let other = IdempotencyClaim { key: "key-1".into(), fingerprint: "f2".into() };
+    assert_eq!(
+        s.create(&retry, Some(&other)).await.expect("create"),
+        CreateOutcome::Existing { application_id: first.application_id, same_request: false }
+    );
+    assert!(s.get(retry.application_id).await.expect("get").is_none(), "a replay writes nothing");
+    assert_eq!(s.create(&first, None).await, Err(AdapterError::AlreadyExists));
+
+    let id = first.application_id;
+    let approve = Transition::new(&[Status::Received], Status::Approved, "t");
+    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::Applied(r) if r.status == Status::Approved));
+    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::AlreadyIn(_)));
+    let dup = Transition::new(&[Status::Received], Status::Duplicate, "t");
+    assert!(matches!(s.transition(id, &dup).await.expect("t"), TransitionOutcome::Refused(r) if r.status == Status::Approved));
+    assert_eq!(s.transition(Uuid::new_v4(), &dup).await.expect("t"), TransitionOutcome::NotFound);
+    let back = Transition::new(&[Status::Approved], Status::Received, "t");
+    assert!(matches!(s.transition(id, &back).await.expect("t"), TransitionOutcome::Refused(_)), "never backwards");
+}
+
+#[tokio::test]
+async fn racing_transitions_have_exactly_one_winner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let s = store.status_store();
+    for _ in 0..10 {
+        let id = Uuid::new_v4();
+        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+        let mut tasks = Vec::new();
+        for (i, to) in [Status::Approved, Status::Duplicate, Status::NeedsReview, Status::Approved].into_iter().enumerate() {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                s.transition(id, &Transition::new(&[Status::Received], to, &format!("w{i}"))).await
+            }));
+        }
+        let mut applied = 0;
+        for t in tasks {
+            if matches!(t.await.expect("join").expect("transition"), TransitionOutcome::Applied(_)) {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1);
+        let rec = s.get(id).await.expect("get").expect("rec");
+        assert_eq!(rec.history.len(), 2, "one move recorded: {:?}", rec.history);
+    }
+}
+
+#[tokio::test]
+async fn claims_listing_and_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let s = store.status_store();
+    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won);
+    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won, "same owner again");
+    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Held { owner: "a".into() });
+    assert_eq!(s.claim("other", "k", "b").await.expect("claim"), Claim::Won, "namespaces are separate");
+    assert!(!s.release("ns", "k", "b").await.expect("release"), "only the owner releases");
+    assert!(s.release("ns", "k", "a").await.expect("release"));
+    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Won);
+
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let id = Uuid::new_v4();
+        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Moving the oldest two to review puts them in review order by when they moved.
+    for id in [ids[1], ids[0]] {
+        s.transition(id, &Transition::new(&[Status::Received], Status::NeedsReview, "t")).await.expect("t");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let review: Vec<Uuid> = s.list_by_status(Status::NeedsReview, 10).await.expect("list").iter().map(|r| r.application_id).collect();
+    assert_eq!(review, vec![ids[1], ids[0]]);
+    let received: Vec<Uuid> = s.list_by_status(Status::Received, 2).await.expect("list").iter().map(|r| r.application_id).collect();
+    assert_eq!(received, vec![ids[2], ids[3]], "oldest first, limited");
+    let counts = s.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(Status::Received, 3)) && counts.contains(&(Status::NeedsReview, 2)), "{counts:?}");
+}
+
+#[tokio::test]
+async fn documents_are_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let d = store.document_store();
+    let doc = |b: &[u8]| Document { content_type: "application/pdf".into(), sha256: "0".repeat(64), bytes: b.to_vec().into() };
+    d.put("x", &doc(b"first")).await.expect("put");
+    assert_eq!(d.put("x", &doc(b"second")).await, Err(AdapterError::AlreadyExists));
+    let got = d.get("x").await.expect("get").expect("doc");
+    assert_eq!(got.bytes.as_ref(), b"first");
+    assert_eq!(got.content_type, "application/pdf");
+    assert!(d.get("missing").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn a_second_process_cannot_open_the_same_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _first = EmbeddedStore::open(dir.path()).expect("open");
+    let second = EmbeddedStore::open(dir.path());
+    assert!(matches!(second, Err(AdapterError::Unavailable(m)) if m.contains("one process")));
+}

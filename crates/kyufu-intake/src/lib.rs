@@ -1,0 +1,85 @@
+//! The intake service: the one door through which an application enters the pipeline.
+//!
+//! `POST /api/v1/applications` checks the admission pass locally, reads the multipart body with a
+//! streaming size cap, validates the application and the document (type from magic bytes), and then
+//! writes in a fixed order: document and application payload to the document store, the `received`
+//! record (with the idempotency key, atomically) to the status store — the commit point — and the
+//! event to the bus. If publishing fails after the commit point the application is still accepted:
+//! the outbox relay (`relay`) republishes records stuck in `received`.
+//!
+//! `GET /api/v1/applications/{id}` answers the applicant's "where is my application?" given the
+//! private status token, which is an HMAC of the id (so a retry with the same Idempotency-Key gets
+//! the same token without storing it).
+#![forbid(unsafe_code)]
+
+mod metrics;
+pub mod relay;
+mod routes;
+
+pub use routes::payload_key;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use kyufu_admission::Keyring;
+use kyufu_domain::identity::IdentitySecret;
+use kyufu_domain::Program;
+use kyufu_ports::{DocumentStore, EventBus, StatusStore};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+pub use kyufu_domain::document::{sniff_content_type, MAX_DOCUMENT_BYTES};
+pub use token::StatusTokens;
+
+/// Everything intake needs, built once by the composition root.
+#[derive(Clone)]
+pub struct IntakeConfig {
+    pub program: Program,
+    /// Verifies admission passes (same keyring as the gateway).
+    pub pass_keyring: Keyring,
+    /// When false, no admission pass is required (internal tools, tests of intake alone).
+    pub require_pass: bool,
+    pub identity_secret: IdentitySecret,
+    pub status_tokens: StatusTokens,
+    pub max_document_bytes: usize,
+    /// Topic new applications are published to.
+    pub received_topic: String,
+}
+
+/// The ports intake writes through.
+#[derive(Clone)]
+pub struct IntakePorts {
+    pub bus: Arc<dyn EventBus>,
+    pub status: Arc<dyn StatusStore>,
+    pub documents: Arc<dyn DocumentStore>,
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub(crate) struct Intake {
+    pub(crate) config: Arc<IntakeConfig>,
+    pub(crate) ports: IntakePorts,
+    pub(crate) metrics: metrics::IntakeMetrics,
+}
+
+/// The intake router (API, metrics, health), for serving or embedding.
+pub fn router(config: IntakeConfig, ports: IntakePorts, registry: Registry) -> axum::Router {
+    let readiness = kyufu_http::Readiness::ready();
+    let intake = Intake { config: Arc::new(config), ports, metrics: metrics::IntakeMetrics::new(&registry) };
+    routes::api(intake).merge(kyufu_http::ops_routes(registry, readiness))
+}
+
+/// Serves intake on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: IntakeConfig,
+    ports: IntakePorts,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(config, ports, registry);
+    tracing::info!(addr = %listener.local_addr()?, "intake listening");
+    kyufu_http::serve(listener, app, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,324 @@
+//! HTTP handlers of intake: submit an application, look up its status.
+
+use std::time::Instant;
+
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use kyufu_admission::{verify_pass, TokenError};
+use kyufu_domain::application::{ApplicationInput, InputError};
+use kyufu_domain::identity::child_identity_key;
+use kyufu_domain::{ErrorCode, ReasonCode, Status};
+use kyufu_http::ApiError;
+use kyufu_ports::events::{ApplicationEvent, DocumentRef};
+use kyufu_ports::{AdapterError, ApplicationRecord, CreateOutcome, Document, IdempotencyClaim};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use kyufu_domain::document::sniff_content_type;
+use crate::Intake;
+
+/// Largest accepted `application` JSON part.
+const MAX_APPLICATION_JSON: usize = 64 * 1024;
+/// Room for multipart framing and the JSON part on top of the document.
+const BODY_OVERHEAD: usize = 256 * 1024;
+
+pub(crate) const SUBMIT_ROUTE: &str = "/api/v1/applications";
+pub(crate) const STATUS_ROUTE: &str = "/api/v1/applications/{application_id}";
+
+pub(crate) fn api(intake: Intake) -> Router {
+    let body_limit = intake.config.max_document_bytes + BODY_OVERHEAD;
+    Router::new()
+        .route(SUBMIT_ROUTE, post(submit).layer(DefaultBodyLimit::max(body_limit)))
+        .route(STATUS_ROUTE, get(status))
+        .fallback(kyufu_http::not_found)
+        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
+        .with_state(intake)
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    application_id: Uuid,
+    status_token: String,
+    status_url: String,
+}
+
+async fn submit(State(intake): State<Intake>, headers: HeaderMap, multipart: Result<Multipart, MultipartRejection>) -> Response {
+    let started = Instant::now();
+    let result = submit_inner(&intake, &headers, multipart).await;
+    let response = match result {
+        Ok((accepted, replay)) => {
+            intake.metrics.accepted.with_label_values(&[if replay { "true" } else { "false" }]).inc();
+            (StatusCode::ACCEPTED, Json(accepted)).into_response()
+        }
+        Err(e) => {
+            if e.code.http_status() >= 500 {
+                tracing::warn!(code = %e.code, "submission failed");
+            }
+            intake.metrics.requests.with_label_values(&["submit", &e.code.http_status().to_string(), e.code.as_str()]).inc();
+            intake.metrics.latency.with_label_values(&["submit"]).observe(started.elapsed().as_secs_f64());
+            return e.into_response();
+        }
+    };
+    intake.metrics.requests.with_label_values(&["submit", "202", ""]).inc();
+    intake.metrics.latency.with_label_values(&["submit"]).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn header_or_cookie<'a>(headers: &'a HeaderMap, header_name: &str, cookie: &str) -> Option<&'a str> {
+    if let Some(v) = headers.get(header_name).and_then(|v| v.to_str().ok()) {
+        return Some(v.trim());
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == cookie)
+        .map(|(_, v)| v.trim())
+}
+
+fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !intake.config.require_pass {
+        return Ok(());
+    }
+    let Some(pass) = header_or_cookie(headers, "x-admission-pass", "kyufu_pass") else {
+        return Err(ErrorCode::AdmissionRequired.into());
+    };
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    match verify_pass(&intake.config.pass_keyring, pass, &intake.config.program.id, now) {
+        Ok(_) => Ok(()),
+        Err(TokenError::Expired) => Err(ErrorCode::AdmissionExpired.into()),
+        Err(_) => Err(ErrorCode::AdmissionInvalid.into()),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = v.to_str().map_err(|_| ApiError::new(ErrorCode::IdempotencyKeyInvalid))?.trim();
+    let ok = (8..=128).contains(&key.len()) && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(Some(key.to_owned()))
+    } else {
+        Err(ErrorCode::IdempotencyKeyInvalid.into())
+    }
+}
+
+fn multipart_error(e: &MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(ErrorCode::DocumentTooLarge)
+    } else {
+        ApiError::new(ErrorCode::InvalidMultipart)
+    }
+}
+
+/// Reads a field to the end, refusing it as soon as it passes `limit` bytes.
+async fn read_capped(field: &mut Field<'_>, limit: usize, too_large: ErrorCode) -> Result<Bytes, ApiError> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large.into());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn submit_inner(
+    intake: &Intake,
+    headers: &HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<(Accepted, bool), ApiError> {
+    check_pass(intake, headers)?;
+    let idem = idempotency_key(headers)?;
+    let mut multipart = multipart.map_err(|_| ApiError::new(ErrorCode::UnsupportedMediaType))?;
+
+    let mut app_json: Option<Bytes> = None;
+    let mut document: Option<Bytes> = None;
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(&e))? {
+        match field.name() {
+            Some("application") if app_json.is_none() => {
+                app_json = Some(read_capped(&mut field, MAX_APPLICATION_JSON, ErrorCode::InvalidApplication).await?);
+            }
+            Some("document") if document.is_none() => {
+                document = Some(read_capped(&mut field, intake.config.max_document_bytes, ErrorCode::DocumentTooLarge).await?);
+            }
+            // Unknown or repeated parts are drained and ignored; the body limit still bounds them.
+            _ => {
+                read_capped(&mut field, intake.config.max_document_bytes, ErrorCode::DocumentTooLarge).await?;
+            }
+        }
+    }
+    let app_json = app_json.ok_or(ApiError::new(ErrorCode::MissingApplication))?;
+    let today = Utc::now().date_naive();
+    let application = ApplicationInput::parse(&app_json, today).map_err(|e| match e {
+        InputError::Json => ApiError::new(ErrorCode::InvalidJson),
+        InputError::Invalid(v) => ApiError::new(ErrorCode::InvalidApplication).with_errors(v.errors),
+    })?;
+    let document = document.ok_or(ApiError::new(ErrorCode::MissingDocument))?;
+    if document.is_empty() {
+        return Err(ErrorCode::EmptyDocument.into());
+    }
+    let content_type = sniff_content_type(&document).ok_or(ApiError::new(ErrorCode::UnsupportedDocumentType))?;
+    intake.metrics.upload_bytes.observe(document.len() as f64);
+
+    let doc_sha = hex(&Sha256::digest(&document));
+    let program = &intake.config.program;
+    let identity_key = child_identity_key(&intake.config.identity_secret, &program.id, &application);
+
+    // Nothing is written before this point: every refusal above leaves no trace.
+    let mut application_id = Uuid::new_v4();
+    let received_at = Utc::now();
+    let doc_ref = DocumentRef {
+        key: format!("{}/{}/document", program.id, application_id),
+        content_type: content_type.to_owned(),
+        size: document.len() as u64,
+        sha256: doc_sha.clone(),
+    };
+    let event = ApplicationEvent {
+        v: ApplicationEvent::VERSION,
+        application_id,
+        program_id: program.id.clone(),
+        identity_key,
+        received_at,
+        application,
+        document: doc_ref,
+    };
+    let ports = &intake.ports;
+    let doc = Document { content_type: content_type.to_owned(), sha256: doc_sha.clone(), bytes: document };
+    ports.documents.put(&event.document.key, &doc).await.map_err(unavailable)?;
+    let payload = event.to_json();
+    let payload_doc = Document {
+        content_type: "application/json".to_owned(),
+        sha256: hex(&Sha256::digest(&payload)),
+        bytes: Bytes::from(payload.clone()),
+    };
+    ports.documents.put(&payload_key(&program.id, application_id), &payload_doc).await.map_err(unavailable)?;
+
+    // The commit point: the record (with its idempotency key) is written atomically.
+    let claim = idem.map(|key| IdempotencyClaim { key, fingerprint: fingerprint(&app_json, &doc_sha) });
+    let record = ApplicationRecord::received(application_id, &program.id, received_at);
+    let mut replay = false;
+    match ports.status.create(&record, claim.as_ref()).await.map_err(unavailable)? {
+        CreateOutcome::Created => {
+            let started = Instant::now();
+            match ports.bus.publish(&intake.config.received_topic, event.identity_key.as_bytes(), &payload).await {
+                Ok(()) => intake.metrics.publish_seconds.observe(started.elapsed().as_secs_f64()),
+                Err(e) => {
+                    // Accepted all the same: the relay republishes records left in `received`.
+                    intake.metrics.publish_failures.with_label_values(&[adapter_kind(&e)]).inc();
+                    tracing::warn!(error = %e, "publish after commit failed; the outbox relay will retry");
+                }
+            }
+        }
+        CreateOutcome::Existing { application_id: first, same_request: true } => {
+            // A retry of a request that already reached the commit point; its own publish (or the
+            // relay) carries it on. The documents written above for this attempt are unreferenced.
+            application_id = first;
+            replay = true;
+        }
+        CreateOutcome::Existing { same_request: false, .. } => return Err(ErrorCode::IdempotencyConflict.into()),
+    }
+    Ok((
+        Accepted {
+            application_id,
+            status_token: intake.config.status_tokens.issue(application_id),
+            status_url: format!("/api/v1/applications/{application_id}"),
+        },
+        replay,
+    ))
+}
+
+/// Where the full application event is kept, for the outbox relay and the review console.
+pub fn payload_key(program_id: &str, application_id: Uuid) -> String {
+    format!("{program_id}/{application_id}/application.json")
+}
+
+fn fingerprint(app_json: &[u8], doc_sha: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(app_json);
+    h.update(b"\x1e");
+    h.update(doc_sha.as_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn adapter_kind(e: &AdapterError) -> &'static str {
+    match e {
+        AdapterError::Unavailable(_) => "unavailable",
+        AdapterError::AlreadyExists => "already_exists",
+        AdapterError::Corrupt(_) => "corrupt",
+    }
+}
+
+fn unavailable(e: AdapterError) -> ApiError {
+    tracing::warn!(error = %e, "storage write failed before the commit point; nothing accepted");
+    ApiError::new(ErrorCode::ServiceUnavailable)
+}
+
+#[derive(Serialize)]
+struct StatusView {
+    application_id: Uuid,
+    status: Status,
+    reasons: Vec<ReasonCode>,
+    coupon_code: Option<String>,
+    duplicate_of: Option<Uuid>,
+    received_at: chrono::DateTime<Utc>,
+    updated_at: chrono::DateTime<Utc>,
+    history: Vec<kyufu_ports::StatusChange>,
+}
+
+async fn status(State(intake): State<Intake>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let result = status_inner(&intake, &id, &headers).await;
+    let (code, resp) = match result {
+        Ok(view) => ("", Json(view).into_response()),
+        Err(e) => (e.code.as_str(), e.into_response()),
+    };
+    let status = resp.status().as_u16().to_string();
+    intake.metrics.requests.with_label_values(&["status", &status, code]).inc();
+    intake.metrics.latency.with_label_values(&["status"]).observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<StatusView, ApiError> {
+    // Unknown id, malformed id, missing or wrong token: all the same 404, so ids cannot be probed.
+    let not_found = || ApiError::new(ErrorCode::NotFound);
+    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .or_else(|| header_or_cookie(headers, "x-status-token", "kyufu_status"))
+        .ok_or_else(not_found)?;
+    if !intake.config.status_tokens.verify(id, token) {
+        return Err(not_found());
+    }
+    let record = intake
+        .ports
+        .status
+        .get(id)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::ServiceUnavailable))?
+        .ok_or_else(not_found)?;
+    Ok(StatusView {
+        application_id: record.application_id,
+        status: record.status,
+        reasons: record.reasons,
+        coupon_code: record.coupon_code,
+        duplicate_of: record.duplicate_of,
+        received_at: record.created_at,
+        updated_at: record.updated_at,
+        history: record.history,
+    })
+}

@@ -1,2 +1,0 @@
-//! The `kyufu` binary (placeholder until the composition root lands).
-fn main() {}
