@@ -1,0 +1,204 @@
+//! Intake on its own, on the embedded store: what is accepted is durable and on the bus, what is
+//! refused leaves no record, and the outbox relay recovers an application whose publish failed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kyufu_admission::{Keyring, PassClaims, Purpose};
+use kyufu_domain::identity::IdentitySecret;
+use kyufu_domain::{Program, Status};
+use kyufu_embedded::EmbeddedStore;
+use kyufu_intake::relay::{self, RelayConfig};
+use kyufu_intake::{IntakeConfig, IntakePorts, StatusTokens};
+use kyufu_ports::events::ApplicationEvent;
+use kyufu_ports::{AdapterError, Consumer, EventBus};
+use serde_json::{json, Value};
+
+/// A bus that can be switched off, to fail publishes after the commit point.
+struct FlakyBus {
+    inner: Arc<dyn EventBus>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl EventBus for FlakyBus {
+    async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), AdapterError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(AdapterError::Unavailable("switched off".into()));
+        }
+        self.inner.publish(topic, key, payload).await
+    }
+    async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError> {
+        self.inner.subscribe(group, topics).await
+    }
+    async fn flush(&self, timeout: Duration) -> Result<(), AdapterError> {
+        self.inner.flush(timeout).await
+    }
+}
+
+struct Harness {
+    base: String,
+    keyring: Keyring,
+    ports: IntakePorts,
+    bus: Arc<FlakyBus>,
+    _dir: tempfile::TempDir,
+}
+
+const TOPIC: &str = "applications.received";
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = Arc::new(FlakyBus { inner: store.bus(), down: AtomicBool::new(false) });
+    let ports = IntakePorts { bus: bus.clone(), status: store.status_store(), documents: store.document_store() };
+    let keyring = Keyring::random();
+    let config = IntakeConfig {
+        program: Program::demo(Utc::now().date_naive()),
+        pass_keyring: keyring.clone(),
+        require_pass: true,
+        identity_secret: IdentitySecret::new(b"identity secret for tests, long enough".to_vec()),
+        status_tokens: StatusTokens::new(b"status secret for tests, long enough".to_vec()),
+        max_document_bytes: 1024 * 1024,
+        received_topic: TOPIC.to_owned(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let registry = kyufu_telemetry::new_registry();
+    tokio::spawn(kyufu_intake::run(listener, config, ports.clone(), registry, std::future::pending()));
+    Harness { base, keyring, ports, bus, _dir: dir }
+}
+
+fn pass(h: &Harness, event: &str) -> String {
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    h.keyring.sign(Purpose::Pass, &PassClaims::new(event, 1, now, 600))
+}
+
+fn application() -> Value {
+    json!({
+        "guardian": {"family_name": "山田", "given_name": "花子", "family_name_kana": "ヤマダ", "given_name_kana": "ハナコ",
+            "birth_date": "1990-01-02", "email": "a@example.jp", "phone": "0312345678", "postal_code": "9300001"},
+        "child": {"family_name": "山田", "given_name": "太郎", "family_name_kana": "やまだ", "given_name_kana": "たろう",
+            "birth_date": "2019-03-04"},
+        "consent": true
+    })
+}
+
+fn form(app: &str, doc: &[u8]) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part("application", reqwest::multipart::Part::text(app.to_owned()))
+        .part("document", reqwest::multipart::Part::bytes(doc.to_vec()))
+}
+
+async fn post(h: &Harness, pass: Option<&str>, f: reqwest::multipart::Form) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(format!("{}/api/v1/applications", h.base)).multipart(f);
+    if let Some(p) = pass {
+        req = req.header("X-Admission-Pass", p);
+    }
+    let resp = req.send().await.expect("send");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn counts(h: &Harness) -> u64 {
+    h.ports.status.count_by_status().await.expect("counts").iter().map(|(_, n)| n).sum()
+}
+
+#[tokio::test]
+async fn accepted_application_is_recorded_and_published() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let (code, body) = post(&h, Some(&p), form(&application().to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!(code, 202, "{body}");
+    let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
+    let rec = h.ports.status.get(id).await.expect("get").expect("record");
+    assert_eq!(rec.status, Status::Received);
+    let mut c = h.ports.bus.subscribe("test", &[TOPIC]).await.expect("sub");
+    let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("published");
+    let ev = ApplicationEvent::from_json(&m.payload).expect("event");
+    assert_eq!(ev.application_id, id);
+    assert_eq!(ev.application.child.given_name_kana, "タロウ", "normalised before publishing");
+    assert_eq!(m.key, ev.identity_key.as_bytes(), "partitioned by the child's keyed identity");
+    assert!(!String::from_utf8_lossy(&m.key).contains("タロウ"), "no name in the key");
+    let doc = h.ports.documents.get(&ev.document.key).await.expect("get").expect("document stored");
+    assert_eq!(doc.content_type, "application/pdf");
+
+    // The status lookup answers with the token and only with it.
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/applications/{id}", h.base);
+    let token = body["status_token"].as_str().expect("token");
+    let ok: Value = client.get(&url).bearer_auth(token).send().await.expect("get").json().await.expect("json");
+    assert_eq!(ok["status"], "received");
+    let wrong = client.get(&url).bearer_auth("x".repeat(22)).send().await.expect("get");
+    assert_eq!(wrong.status().as_u16(), 404);
+    let none = client.get(&url).send().await.expect("get");
+    assert_eq!(none.status().as_u16(), 404);
+    let junk = client.get(format!("{}/api/v1/applications/..%2f..%2fetc", h.base)).bearer_auth(token).send().await.expect("get");
+    assert_eq!(junk.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn refused_submissions_leave_no_record() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+    let cases: Vec<(Option<String>, reqwest::multipart::Form, u16, &str)> = vec![
+        (None, form(&app, b"%PDF-"), 403, "admission_required"),
+        (Some(pass(&h, "other-event")), form(&app, b"%PDF-"), 403, "admission_invalid"),
+        (Some(Keyring::random().sign(Purpose::Pass, &PassClaims::new("rice-demo", 1, 0, u64::MAX / 2))), form(&app, b"%PDF-"), 403, "admission_invalid"),
+        (Some(h.keyring.sign(Purpose::Pass, &PassClaims::new("rice-demo", 1, 0, 1))), form(&app, b"%PDF-"), 403, "admission_expired"),
+        (Some(p.clone()), form("{", b"%PDF-"), 400, "invalid_json"),
+        (Some(p.clone()), form(&app, b""), 400, "empty_document"),
+        (Some(p.clone()), form(&app, b"MZ\x90\x00 an exe"), 415, "unsupported_document_type"),
+        (Some(p.clone()), form(&app, &vec![0xFF; 2 * 1024 * 1024]), 413, "document_too_large"),
+        (Some(p.clone()), reqwest::multipart::Form::new().part("document", reqwest::multipart::Part::bytes(b"%PDF-".to_vec())), 400, "missing_application"),
+        (Some(p.clone()), form(&json!({"consent": false}).to_string(), b"%PDF-"), 422, "invalid_application"),
+    ];
+    for (pass, f, want_status, want_code) in cases {
+        let (code, body) = post(&h, pass.as_deref(), f).await;
+        assert_eq!((code, body["code"].as_str().unwrap_or_default()), (want_status, want_code), "{body}");
+    }
+    // Not multipart at all.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/applications", h.base))
+        .header("X-Admission-Pass", &p)
+        .json(&application())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 415);
+    // A bad idempotency key.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/applications", h.base))
+        .header("X-Admission-Pass", &p)
+        .header("Idempotency-Key", "short")
+        .multipart(form(&app, b"%PDF-"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(counts(&h).await, 0, "no record from any refused submission");
+}
+
+#[tokio::test]
+async fn relay_republishes_an_application_whose_publish_failed() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    h.bus.down.store(true, Ordering::SeqCst);
+    let (code, body) = post(&h, Some(&p), form(&application().to_string(), b"\x89PNG\r\n\x1a\n....")).await;
+    assert_eq!(code, 202, "accepted at the commit point even though the bus failed: {body}");
+    let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
+    let mut c = h.ports.bus.subscribe("test", &[TOPIC]).await.expect("sub");
+    assert!(c.poll(Duration::from_millis(200)).await.expect("poll").is_none(), "nothing reached the bus");
+    h.bus.down.store(false, Ordering::SeqCst);
+
+    let mut config = RelayConfig::new(TOPIC);
+    config.after = Duration::from_secs(3600);
+    assert_eq!(relay::round(&h.ports, &config).await.expect("round"), 0, "too young to republish");
+    config.after = Duration::ZERO;
+    assert_eq!(relay::round(&h.ports, &config).await.expect("round"), 1);
+    let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("republished");
+    assert_eq!(ApplicationEvent::from_json(&m.payload).expect("event").application_id, id);
+}
