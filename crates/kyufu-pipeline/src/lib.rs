@@ -1,0 +1,119 @@
+//! Pipeline workers. Each stage is its own consumer group on its own input topic:
+//!
+//! ```text
+//! applications.received --dedupe--> applications.unique --idcheck--> applications.approved --coupon--> coupon_issued
+//!                          └─> duplicate                   └─> needs_review (reasons)
+//! ```
+//!
+//! Results land in the status store. Every stage is idempotent, so at-least-once delivery never
+//! changes an outcome (see each stage's "safe to redo" note).
+#![forbid(unsafe_code)]
+
+pub mod coupon;
+pub mod coupon_code;
+pub mod dedupe;
+pub mod idcheck;
+pub mod metrics;
+pub mod notify;
+pub mod runner;
+
+use std::sync::Arc;
+
+use kyufu_domain::Program;
+use kyufu_ports::events::topics;
+use kyufu_ports::{DocumentStore, EventBus, StatusStore};
+use kyufu_registry::Registry;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use metrics::StageMetrics;
+pub use runner::{run_stage, RunnerConfig, Stage, StageError};
+
+/// The stages, by the name used on the command line (`kyufu worker <stage>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageKind {
+    Dedupe,
+    IdCheck,
+    Coupon,
+}
+
+impl StageKind {
+    pub const ALL: [StageKind; 3] = [StageKind::Dedupe, StageKind::IdCheck, StageKind::Coupon];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Dedupe => dedupe::NAME,
+            StageKind::IdCheck => idcheck::NAME,
+            StageKind::Coupon => coupon::NAME,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StageKind> {
+        StageKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// The topic the stage consumes.
+    pub fn input_topic(self) -> &'static str {
+        match self {
+            StageKind::Dedupe => topics::RECEIVED,
+            StageKind::IdCheck => topics::UNIQUE,
+            StageKind::Coupon => topics::APPROVED,
+        }
+    }
+}
+
+/// What the stages need.
+#[derive(Clone)]
+pub struct PipelineDeps {
+    pub bus: Arc<dyn EventBus>,
+    pub status: Arc<dyn StatusStore>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub registry: Arc<Registry>,
+    pub program: Program,
+    pub notifier: Arc<dyn notify::Notifier>,
+    pub metrics: StageMetrics,
+}
+
+/// Builds a stage.
+pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
+    match kind {
+        StageKind::Dedupe => Arc::new(dedupe::Dedupe {
+            bus: deps.bus.clone(),
+            status: deps.status.clone(),
+            output_topic: topics::UNIQUE.to_owned(),
+            metrics: deps.metrics.clone(),
+        }),
+        StageKind::IdCheck => Arc::new(idcheck::IdCheck {
+            bus: deps.bus.clone(),
+            status: deps.status.clone(),
+            documents: deps.documents.clone(),
+            registry: deps.registry.clone(),
+            program: deps.program.clone(),
+            output_topic: topics::APPROVED.to_owned(),
+            metrics: deps.metrics.clone(),
+        }),
+        StageKind::Coupon => Arc::new(coupon::CouponIssuer {
+            status: deps.status.clone(),
+            notifier: deps.notifier.clone(),
+            program: deps.program.clone(),
+            metrics: deps.metrics.clone(),
+        }),
+    }
+}
+
+/// Consumer group of a stage: one group per stage, so each stage sees every message of its topic.
+pub fn group_name(program_id: &str, kind: StageKind) -> String {
+    format!("kyufu.{program_id}.{}", kind.name())
+}
+
+/// Starts one consumer for `kind`; it stops when `shutdown` turns true.
+pub fn spawn_stage(kind: StageKind, deps: &PipelineDeps, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let stage = build_stage(kind, deps);
+    let config = RunnerConfig::new(&group_name(&deps.program.id, kind), kind.input_topic(), topics::DEAD_LETTER);
+    let (bus, status, metrics) = (deps.bus.clone(), deps.status.clone(), deps.metrics.clone());
+    tokio::spawn(async move {
+        if let Err(e) = run_stage(stage, config, bus, status, metrics, shutdown).await {
+            tracing::error!(stage = kind.name(), error = %e, "stage could not start");
+        }
+    })
+}

@@ -1,0 +1,272 @@
+//! The loop every stage shares: poll the stage's input topic in its own consumer group, handle the
+//! message, and commit only after the effect is durable (at-least-once; every stage is idempotent,
+//! so a redelivery changes nothing).
+//!
+//! Failures are split by who must act:
+//! - `Unavailable` (a backing service is down): retried with capped backoff for as long as it takes;
+//!   the message is not committed, lag grows and the alert fires. Dead-lettering everything during a
+//!   Redis restart would send every application to review.
+//! - `Failed` (processing went wrong): retried a bounded number of times, then dead-lettered.
+//! - `Poison` (the message can never be processed): dead-lettered at once.
+//!
+//! Dead-lettering publishes the message with the reason to the dead-letter topic and moves the
+//! application, if it is still `received`, to `needs_review` with `processing_failed`, so a person
+//! sees it and the applicant is told it is being looked at.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use kyufu_domain::{ReasonCode, Status};
+use kyufu_ports::events::{ApplicationEvent, DeadLetter};
+use kyufu_ports::{AdapterError, EventBus, Message, StatusStore, Transition};
+use tokio::sync::watch;
+
+use crate::metrics::StageMetrics;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StageError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("processing failed: {0}")]
+    Failed(String),
+    #[error("poison message: {0}")]
+    Poison(String),
+}
+
+impl From<AdapterError> for StageError {
+    fn from(e: AdapterError) -> Self {
+        match e {
+            AdapterError::Unavailable(m) => StageError::Unavailable(m),
+            AdapterError::Corrupt(m) => StageError::Poison(format!("corrupt stored data: {m}")),
+            AdapterError::AlreadyExists => StageError::Failed("unexpected already-exists".to_owned()),
+        }
+    }
+}
+
+/// What a stage decided about one message, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The stage moved the application or passed it on.
+    Done(&'static str),
+    /// Nothing to do (a replay of work already done, or a status the stage does not act on).
+    Skipped,
+}
+
+#[async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// Stage name: `dedupe`, `idcheck`, `coupon`. Used as the consumer group suffix and label.
+    fn name(&self) -> &'static str;
+    /// Handles one application event. Must be idempotent.
+    async fn handle(&self, event: &ApplicationEvent, raw: &Message) -> Result<Handled, StageError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub group: String,
+    pub input_topic: String,
+    pub dead_letter_topic: String,
+    /// Attempts for `Failed` before dead-lettering.
+    pub max_attempts: u32,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub poll_timeout: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
+        RunnerConfig {
+            group: group.to_owned(),
+            input_topic: input_topic.to_owned(),
+            dead_letter_topic: dead_letter_topic.to_owned(),
+            max_attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            poll_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs `stage` until `shutdown` turns true. Returns an error only if it cannot subscribe.
+pub async fn run_stage(
+    stage: Arc<dyn Stage>,
+    config: RunnerConfig,
+    bus: Arc<dyn EventBus>,
+    status: Arc<dyn StatusStore>,
+    metrics: StageMetrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), AdapterError> {
+    let name = stage.name();
+    let mut consumer = bus.subscribe(&config.group, &[config.input_topic.as_str()]).await?;
+    tracing::info!(stage = name, group = %config.group, topic = %config.input_topic, "stage consuming");
+    let mut last_lag = Instant::now();
+    while !*shutdown.borrow() {
+        let polled = tokio::select! {
+            _ = shutdown.changed() => break,
+            polled = consumer.poll(config.poll_timeout) => polled,
+        };
+        if last_lag.elapsed() > Duration::from_secs(2) {
+            if let Ok(Some(lag)) = consumer.lag().await {
+                metrics.lag.with_label_values(&[name]).set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+            last_lag = Instant::now();
+        }
+        let msg = match polled {
+            Ok(Some(msg)) => msg,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(stage = name, error = %e, "poll failed");
+                sleep_or_shutdown(config.backoff * 10, &mut shutdown).await;
+                continue;
+            }
+        };
+        let started = Instant::now();
+        let Some(outcome) = process(&*stage, &config, &*bus, &*status, &metrics, &msg, &mut shutdown).await else {
+            break; // shut down mid-message: not committed, so it is delivered again
+        };
+        metrics.processed.with_label_values(&[name, outcome]).inc();
+        metrics.duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
+        // Commit; if the bus refuses, retry: the effect is already durable and a redelivery is harmless.
+        let mut backoff = config.backoff;
+        while let Err(e) = consumer.commit(&msg).await {
+            tracing::warn!(stage = name, error = %e, "commit failed");
+            if !sleep_or_shutdown(backoff, &mut shutdown).await {
+                break;
+            }
+            backoff = (backoff * 2).min(config.max_backoff);
+        }
+    }
+    tracing::info!(stage = name, "stage stopped");
+    Ok(())
+}
+
+/// Sleeps for `d`; false if shutdown was requested meanwhile.
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep(d) => !*shutdown.borrow(),
+    }
+}
+
+/// Handles one message to the end (done, skipped or dead-lettered). `None` on shutdown.
+async fn process(
+    stage: &dyn Stage,
+    config: &RunnerConfig,
+    bus: &dyn EventBus,
+    status: &dyn StatusStore,
+    metrics: &StageMetrics,
+    msg: &Message,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<&'static str> {
+    let name = stage.name();
+    let event = match ApplicationEvent::from_json(&msg.payload) {
+        Ok(ev) => ev,
+        Err(e) => {
+            let err = StageError::Poison(format!("undecodable payload: {}", e.classify_name()));
+            return dead_letter(stage, config, bus, status, metrics, msg, None, &err, shutdown).await;
+        }
+    };
+    let mut attempts = 0u32;
+    let mut backoff = config.backoff;
+    loop {
+        let err = match stage.handle(&event, msg).await {
+            Ok(Handled::Done(outcome)) => return Some(outcome),
+            Ok(Handled::Skipped) => return Some("skipped"),
+            Err(e) => e,
+        };
+        match &err {
+            StageError::Unavailable(_) => {}
+            StageError::Failed(_) => {
+                attempts += 1;
+                if attempts >= config.max_attempts {
+                    return dead_letter(stage, config, bus, status, metrics, msg, Some(&event), &err, shutdown).await;
+                }
+            }
+            StageError::Poison(_) => {
+                return dead_letter(stage, config, bus, status, metrics, msg, Some(&event), &err, shutdown).await;
+            }
+        }
+        metrics.retries.with_label_values(&[name]).inc();
+        tracing::warn!(stage = name, application_id = %event.application_id, error = %err, "retrying");
+        if !sleep_or_shutdown(backoff, shutdown).await {
+            return None;
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "io",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data",
+            serde_json::error::Category::Eof => "eof",
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    stage: &dyn Stage,
+    config: &RunnerConfig,
+    bus: &dyn EventBus,
+    status: &dyn StatusStore,
+    metrics: &StageMetrics,
+    msg: &Message,
+    event: Option<&ApplicationEvent>,
+    err: &StageError,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<&'static str> {
+    let name = stage.name();
+    let letter = DeadLetter {
+        v: 1,
+        stage: name.to_owned(),
+        topic: msg.topic.clone(),
+        partition: msg.partition,
+        offset: msg.offset,
+        error: err.to_string(),
+        reason: ReasonCode::ProcessingFailed,
+        application_id: event.map(|e| e.application_id),
+        failed_at: Utc::now(),
+        payload: msg.payload.clone(),
+    };
+    let bytes = serde_json::to_vec(&letter).unwrap_or_default();
+    let mut backoff = config.backoff;
+    // The dead letter must be durable before the message is committed; never drop it.
+    while let Err(e) = bus.publish(&config.dead_letter_topic, &msg.key, &bytes).await {
+        tracing::warn!(stage = name, error = %e, "dead-letter publish failed");
+        if !sleep_or_shutdown(backoff, shutdown).await {
+            return None;
+        }
+        backoff = (backoff * 2).min(config.max_backoff);
+    }
+    metrics.dead_letters.with_label_values(&[name]).inc();
+    tracing::error!(stage = name, application_id = ?event.map(|e| e.application_id), error = %err, "message dead-lettered");
+    if let Some(ev) = event {
+        let mut t = Transition::new(&[Status::Received], Status::NeedsReview, name);
+        t.reasons = vec![ReasonCode::ProcessingFailed];
+        loop {
+            match status.transition(ev.application_id, &t).await {
+                Ok(_) => break,
+                Err(AdapterError::Unavailable(e)) => {
+                    tracing::warn!(stage = name, error = %e, "status store unavailable while dead-lettering");
+                    if !sleep_or_shutdown(backoff, shutdown).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(stage = name, error = %e, "could not mark dead-lettered application");
+                    break;
+                }
+            }
+        }
+    }
+    Some("dead_lettered")
+}

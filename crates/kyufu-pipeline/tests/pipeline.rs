@@ -1,0 +1,349 @@
+//! The three stages on the embedded bus and store, driven by publishing application events the
+//! way intake does: decisions, duplicates, replays, poison messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use kyufu_domain::application::{Application, BeneficiaryKind, Child, Guardian};
+use kyufu_domain::identity::{child_identity_key, IdentitySecret};
+use kyufu_domain::{Program, ReasonCode, Status};
+use kyufu_embedded::EmbeddedStore;
+use kyufu_pipeline::notify::{Notification, Notifier, NotifyError};
+use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
+use kyufu_ports::events::{topics, ApplicationEvent, DeadLetter, DocumentRef};
+use kyufu_ports::{ApplicationRecord, Document, Transition};
+use kyufu_registry::{generate, GeneratorConfig, Registry, Relationship, Resident};
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+#[derive(Default)]
+struct Outbox(Mutex<Vec<Notification>>);
+
+#[async_trait::async_trait]
+impl Notifier for Outbox {
+    async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        self.0.lock().await.push(n.clone());
+        Ok(())
+    }
+}
+
+struct World {
+    deps: PipelineDeps,
+    outbox: Arc<Outbox>,
+    registry: Arc<Registry>,
+    program: Program,
+    secret: IdentitySecret,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+fn reference() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 4, 1).expect("date")
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let registry = Arc::new(generate(&GeneratorConfig { seed: 11, households: 400, reference_date: reference(), ..GeneratorConfig::default() }));
+    let program = Program::demo(reference());
+    let outbox = Arc::new(Outbox::default());
+    let deps = PipelineDeps {
+        bus: store.bus(),
+        status: store.status_store(),
+        documents: store.document_store(),
+        registry: registry.clone(),
+        program: program.clone(),
+        notifier: outbox.clone(),
+        metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
+    };
+    let (stop, rx) = watch::channel(false);
+    for kind in StageKind::ALL {
+        kyufu_pipeline::spawn_stage(kind, &deps, rx.clone());
+    }
+    World { deps, outbox, registry, program, secret: IdentitySecret::new(b"test identity secret".to_vec()), stop, _dir: dir }
+}
+
+fn app_for(guardian: &Resident, child: &Resident) -> Application {
+    Application {
+        kind: BeneficiaryKind::Child,
+        guardian: Guardian {
+            resident_id: None,
+            family_name: guardian.family_name.clone(),
+            given_name: guardian.given_name.clone(),
+            family_name_kana: guardian.family_name_kana.clone(),
+            given_name_kana: guardian.given_name_kana.clone(),
+            birth_date: guardian.birth_date,
+            email: "g@example.jp".into(),
+            phone: "0312345678".into(),
+            postal_code: guardian.postal_code.clone(),
+        },
+        child: Child {
+            resident_id: None,
+            family_name: child.family_name.clone(),
+            given_name: child.given_name.clone(),
+            family_name_kana: child.family_name_kana.clone(),
+            given_name_kana: child.given_name_kana.clone(),
+            birth_date: child.birth_date,
+        },
+        consent: true,
+    }
+}
+
+impl World {
+    /// Does what intake does: document, record, event.
+    async fn submit(&self, app: Application) -> Uuid {
+        let id = Uuid::new_v4();
+        let doc = Document { content_type: "image/jpeg".into(), sha256: "a".repeat(64), bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2].into() };
+        let key = format!("{}/{id}/document", self.program.id);
+        self.deps.documents.put(&key, &doc).await.expect("doc");
+        self.deps.status.create(&ApplicationRecord::received(id, &self.program.id, Utc::now()), None).await.expect("create");
+        let ev = ApplicationEvent {
+            v: 1,
+            application_id: id,
+            program_id: self.program.id.clone(),
+            identity_key: child_identity_key(&self.secret, &self.program.id, &app),
+            received_at: Utc::now(),
+            application: app,
+            document: DocumentRef { key, content_type: doc.content_type.clone(), size: 6, sha256: doc.sha256.clone() },
+        };
+        self.deps.bus.publish(topics::RECEIVED, ev.identity_key.as_bytes(), &ev.to_json()).await.expect("publish");
+        id
+    }
+
+    async fn settled(&self, id: Uuid) -> ApplicationRecord {
+        for _ in 0..300 {
+            let rec = self.deps.status.get(id).await.expect("get").expect("record");
+            if rec.status.is_settled() {
+                return rec;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{id} did not settle");
+    }
+
+    fn families(&self) -> Vec<(Resident, Vec<Resident>)> {
+        self.registry
+            .households_with_children(reference(), 18)
+            .into_iter()
+            .map(|h| (h.guardian.clone(), h.children.into_iter().cloned().collect()))
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_child_gets_one_coupon_and_an_email() {
+    let w = world().await;
+    let (g, kids) = &w.families()[0];
+    let id = w.submit(app_for(g, &kids[0])).await;
+    let rec = w.settled(id).await;
+    assert_eq!(rec.status, Status::CouponIssued, "{rec:?}");
+    let code = rec.coupon_code.clone().expect("code");
+    assert_eq!(kyufu_pipeline::coupon_code::normalize(&code).as_deref(), Some(code.as_str()));
+    let statuses: Vec<Status> = rec.history.iter().map(|h| h.status).collect();
+    assert_eq!(statuses, vec![Status::Received, Status::Approved, Status::CouponIssued]);
+    let mails = w.outbox.0.lock().await.clone();
+    assert_eq!(mails.len(), 1);
+    assert!(mails[0].body.contains(&code) && mails[0].body.contains("クーポン") && mails[0].body.contains("Coupon code"));
+    assert_eq!(mails[0].to, "g@example.jp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_child_twice_is_duplicate_but_twins_and_siblings_are_not() {
+    let w = world().await;
+    let fams = w.families();
+    let (g, kids) = fams.iter().find(|(_, k)| k.len() >= 2).expect("siblings");
+    let first = w.submit(app_for(g, &kids[0])).await;
+    assert_eq!(w.settled(first).await.status, Status::CouponIssued);
+    let again = w.submit(app_for(g, &kids[0])).await;
+    let sibling = w.submit(app_for(g, &kids[1])).await;
+    let dup = w.settled(again).await;
+    assert_eq!(dup.status, Status::Duplicate);
+    assert_eq!(dup.duplicate_of, Some(first));
+    assert_eq!(dup.reasons, vec![ReasonCode::DuplicateApplication]);
+    assert_eq!(w.settled(sibling).await.status, Status::CouponIssued);
+
+    // Twins: same birth date, different names: two coupons.
+    let twins = fams.iter().find(|(_, k)| k.iter().enumerate().any(|(i, a)| k[i + 1..].iter().any(|b| b.birth_date == a.birth_date)));
+    let (tg, tk) = twins.expect("the registry has twins");
+    let pair: Vec<&Resident> = tk.iter().filter(|c| tk.iter().filter(|d| d.birth_date == c.birth_date).count() == 2).take(2).collect();
+    let a = w.submit(app_for(tg, pair[0])).await;
+    let b = w.submit(app_for(tg, pair[1])).await;
+    assert_eq!(w.settled(a).await.status, Status::CouponIssued);
+    assert_eq!(w.settled(b).await.status, Status::CouponIssued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_name_cousins_are_told_apart_by_household() {
+    let w = world().await;
+    let cousins: Vec<&Resident> = w
+        .registry
+        .iter()
+        .filter(|c| c.relationship == Relationship::Child)
+        .find_map(|c| {
+            let same = w.registry.find_by_kana_and_birth(&c.family_name_kana, &c.given_name_kana, c.birth_date);
+            (same.len() == 2 && same[0].household_id != same[1].household_id).then_some(same)
+        })
+        .expect("same-name cousins");
+    let mut ids = Vec::new();
+    for c in &cousins {
+        let guardian = w
+            .registry
+            .household(&c.household_id)
+            .into_iter()
+            .find(|r| matches!(r.relationship, Relationship::Head | Relationship::Spouse))
+            .expect("guardian")
+            .clone();
+        ids.push(w.submit(app_for(&guardian, c)).await);
+    }
+    for id in ids {
+        let rec = w.settled(id).await;
+        // Different postal codes make these different children: neither is a duplicate.
+        assert_ne!(rec.status, Status::Duplicate, "{rec:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doubtful_applications_go_to_review_with_every_reason() {
+    let w = world().await;
+    let fams = w.families();
+    let (g, kids) = &fams[1];
+
+    let mut unknown = app_for(g, &kids[0]);
+    unknown.child.given_name_kana = "ダレデモナイ".into();
+    let mut wrong_guardian_birth = app_for(g, &kids[0]);
+    wrong_guardian_birth.guardian.resident_id = Some(g.resident_id.clone());
+    wrong_guardian_birth.guardian.birth_date = g.birth_date.succ_opt().expect("date");
+    let over_age = w
+        .registry
+        .iter()
+        .find(|r| r.relationship == Relationship::Child && kyufu_domain::program::age_on(r.birth_date, reference()).is_some_and(|a| a >= 18))
+        .expect("over-age child")
+        .clone();
+    let og = w.registry.household(&over_age.household_id).into_iter().find(|r| r.relationship != Relationship::Child).expect("g").clone();
+    let (other_g, _) = &fams[5];
+    let not_household = app_for(other_g, &kids[0]);
+
+    let cases = [
+        (unknown, vec![ReasonCode::ChildNotInRegistry]),
+        (wrong_guardian_birth, vec![ReasonCode::GuardianBirthDateMismatch]),
+        (app_for(&og, &over_age), vec![ReasonCode::ChildOverAgeLimit]),
+        (not_household, vec![ReasonCode::NotSameHousehold]),
+    ];
+    for (app, want) in cases {
+        let id = w.submit(app).await;
+        let rec = w.settled(id).await;
+        assert_eq!(rec.status, Status::NeedsReview, "{rec:?}");
+        for r in &want {
+            assert!(rec.reasons.contains(r), "want {r:?} in {:?}", rec.reasons);
+        }
+        assert!(rec.coupon_code.is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewer_approval_flows_to_a_coupon_and_a_rejection_frees_the_child() {
+    let w = world().await;
+    let (g, kids) = &w.families()[2];
+    let mut app = app_for(g, &kids[0]);
+    app.guardian.given_name_kana = "タイプミス".into(); // a typo in the guardian's name: same child
+    let id = w.submit(app).await;
+    let rec = w.settled(id).await;
+    assert_eq!(rec.status, Status::NeedsReview);
+
+    // While the first is open, the same child again is a duplicate.
+    let again = w.submit(app_for(g, &kids[0])).await;
+    assert_eq!(w.settled(again).await.status, Status::Duplicate);
+
+    // A reviewer rejects the first; the corrected application for the same child then goes through.
+    let mut reject = Transition::new(&[Status::NeedsReview], Status::Rejected, "reviewer:test");
+    reject.reasons = vec![ReasonCode::RejectedByReviewer];
+    w.deps.status.transition(id, &reject).await.expect("reject");
+    let corrected = w.submit(app_for(g, &kids[0])).await;
+    assert_eq!(w.settled(corrected).await.status, Status::CouponIssued);
+
+    // Reviewer approval: move to approved and publish to the coupon topic, as the console does.
+    let (g2, kids2) = &w.families()[3];
+    let mut app2 = app_for(g2, &kids2[0]);
+    app2.guardian.given_name_kana = "マチガイ".into();
+    let id2 = w.submit(app2.clone()).await;
+    assert_eq!(w.settled(id2).await.status, Status::NeedsReview);
+    w.deps.status.transition(id2, &Transition::new(&[Status::NeedsReview], Status::Approved, "reviewer:test")).await.expect("approve");
+    let ev = ApplicationEvent {
+        v: 1,
+        application_id: id2,
+        program_id: w.program.id.clone(),
+        identity_key: child_identity_key(&w.secret, &w.program.id, &app2),
+        received_at: Utc::now(),
+        application: app2,
+        document: DocumentRef { key: "x".into(), content_type: "image/jpeg".into(), size: 1, sha256: "a".repeat(64) },
+    };
+    w.deps.bus.publish(topics::APPROVED, ev.identity_key.as_bytes(), &ev.to_json()).await.expect("publish");
+    assert_eq!(w.settled(id2).await.status, Status::CouponIssued);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_messages_change_nothing() {
+    let w = world().await;
+    let (g, kids) = &w.families()[4];
+    let id = w.submit(app_for(g, &kids[0])).await;
+    let rec = w.settled(id).await;
+    let code = rec.coupon_code.clone().expect("coupon");
+    // Replay the event into every stage's topic.
+    let mut c = w.deps.bus.subscribe("replayer", &[topics::RECEIVED]).await.expect("sub");
+    let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("original message");
+    for topic in [topics::RECEIVED, topics::UNIQUE, topics::APPROVED] {
+        w.deps.bus.publish(topic, &m.key, &m.payload).await.expect("replay");
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after = w.deps.status.get(id).await.expect("get").expect("rec");
+    assert_eq!(after.status, Status::CouponIssued);
+    assert_eq!(after.coupon_code.as_deref(), Some(code.as_str()), "same code after replays");
+    assert_eq!(after.history.len(), rec.history.len(), "no new transitions");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_and_sent_to_review() {
+    let w = world().await;
+    let mut dlq = w.deps.bus.subscribe("dlq-reader", &[topics::DEAD_LETTER]).await.expect("sub");
+    // Undecodable payload.
+    w.deps.bus.publish(topics::RECEIVED, b"junk", b"{not json").await.expect("publish");
+    let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
+    let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("dead letter json");
+    assert_eq!(letter.stage, "dedupe");
+    assert!(letter.error.contains("undecodable"), "{}", letter.error);
+    assert_eq!(letter.payload, b"{not json");
+
+    // A decodable event whose record is missing: dead-lettered with its id.
+    let (g, kids) = &w.families()[0];
+    let app = app_for(g, &kids[0]);
+    let ev = ApplicationEvent {
+        v: 1,
+        application_id: Uuid::new_v4(),
+        program_id: w.program.id.clone(),
+        identity_key: "k".into(),
+        received_at: Utc::now(),
+        application: app,
+        document: DocumentRef { key: "x".into(), content_type: "image/jpeg".into(), size: 1, sha256: "a".repeat(64) },
+    };
+    w.deps.bus.publish(topics::UNIQUE, b"k", &ev.to_json()).await.expect("publish");
+    let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
+    let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("json");
+    assert_eq!((letter.stage.as_str(), letter.application_id), ("idcheck", Some(ev.application_id)));
+
+    // A document that is missing sends the application to review (not the dead-letter topic).
+    let (g, kids) = &w.families()[6];
+    let id = Uuid::new_v4();
+    w.deps.status.create(&ApplicationRecord::received(id, &w.program.id, Utc::now()), None).await.expect("create");
+    let ev = ApplicationEvent { application_id: id, identity_key: "k2".into(), application: app_for(g, &kids[0]), ..ev };
+    w.deps.bus.publish(topics::RECEIVED, b"k2", &ev.to_json()).await.expect("publish");
+    let rec = w.settled(id).await;
+    assert_eq!(rec.status, Status::NeedsReview);
+    assert_eq!(rec.reasons, vec![ReasonCode::DocumentMissing]);
+}
