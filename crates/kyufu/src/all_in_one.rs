@@ -1,0 +1,176 @@
+//! `kyufu all-in-one`: the whole system in one process on embedded storage, for `make run`, demos
+//! and tests. Built in a fixed order: data directory, secrets, registry, program, storage, intake
+//! (internal port), gateway (public port), the three pipeline stages, the outbox relay; then it runs
+//! until Ctrl-C or SIGTERM and shuts down in reverse.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kyufu_domain::Program;
+use kyufu_intake::relay::RelayConfig;
+use kyufu_intake::{IntakeConfig, IntakePorts};
+use kyufu_pipeline::notify::OutboxNotifier;
+use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
+use kyufu_ports::events::topics;
+use kyufu_registry::{GeneratorConfig, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::ProgramArgs;
+
+#[derive(Args)]
+pub struct AllInOneArgs {
+    /// Public address of the gateway (waiting room and API).
+    #[arg(long, env = "KYUFU_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where all data lives: storage, registry, secrets, email outbox.
+    #[arg(long, env = "KYUFU_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Resident registry CSV; generated there on first start when missing.
+    #[arg(long, env = "KYUFU_REGISTRY")]
+    registry: Option<PathBuf>,
+    /// Households in a generated demo registry.
+    #[arg(long, default_value_t = 2_000)]
+    households: usize,
+    /// Seed of a generated demo registry.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Admissions per second from the waiting room.
+    #[arg(long, env = "KYUFU_ADMIT_RATE", default_value_t = 50)]
+    rate: u32,
+    /// Admission burst.
+    #[arg(long, env = "KYUFU_ADMIT_BURST", default_value_t = 100)]
+    burst: u32,
+    /// Seconds an application may sit in `received` before the outbox relay republishes it.
+    #[arg(long, default_value_t = 600)]
+    relay_after_secs: u64,
+    /// Write the bound public address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+/// The demo registry for `program`.
+pub fn generate_registry(program: &Program, households: usize, seed: u64) -> Registry {
+    kyufu_registry::generate(&GeneratorConfig {
+        seed,
+        households,
+        reference_date: program.reference_date,
+        ..GeneratorConfig::default()
+    })
+}
+
+pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rate > 0, "--rate must be at least 1");
+    anyhow::ensure!(args.burst > 0, "--burst must be at least 1");
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let secrets = crate::secrets::load(&args.data_dir.join("secrets.json"), true)?;
+    let program = args.program.program();
+
+    let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
+    let registry = if registry_path.exists() {
+        Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?
+    } else {
+        let r = generate_registry(&program, args.households, args.seed);
+        r.write_path(&registry_path).with_context(|| format!("writing registry {}", registry_path.display()))?;
+        tracing::info!(path = %registry_path.display(), residents = r.len(), "generated demo resident registry");
+        r
+    };
+    let registry = Arc::new(registry);
+
+    let store = kyufu_embedded::EmbeddedStore::open(&args.data_dir)
+        .map_err(|e| anyhow::anyhow!("opening embedded storage in {}: {e}", args.data_dir.display()))?;
+    let (bus, status, documents) = (store.bus(), store.status_store(), store.document_store());
+    let metrics = kyufu_telemetry::new_registry();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Intake on an internal loopback port; only the gateway is public.
+    let intake_listener = TcpListener::bind("127.0.0.1:0").await.context("binding intake")?;
+    let intake_addr = intake_listener.local_addr()?;
+    let ports = IntakePorts { bus: bus.clone(), status: status.clone(), documents: documents.clone() };
+    let intake_config = IntakeConfig {
+        program: program.clone(),
+        pass_keyring: secrets.keyring.clone(),
+        require_pass: true,
+        identity_secret: secrets.identity.clone(),
+        status_tokens: secrets.status_tokens.clone(),
+        max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
+        received_topic: topics::RECEIVED.to_owned(),
+    };
+    let intake_task = tokio::spawn(kyufu_intake::run(intake_listener, intake_config, ports.clone(), metrics.clone(), stopped(stop_rx.clone())));
+
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let public = listener.local_addr()?;
+    let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), &format!("http://{intake_addr}"));
+    gateway_config.rate_per_sec = args.rate;
+    gateway_config.burst = args.burst;
+    let gateway_task = tokio::spawn(kyufu_gateway::run(listener, gateway_config, metrics.clone(), stopped(stop_rx.clone())));
+
+    let deps = PipelineDeps {
+        bus: bus.clone(),
+        status: status.clone(),
+        documents,
+        registry: registry.clone(),
+        program: program.clone(),
+        notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
+        metrics: StageMetrics::new(&metrics),
+    };
+    let stages: Vec<_> = StageKind::ALL.into_iter().map(|k| kyufu_pipeline::spawn_stage(k, &deps, stop_rx.clone())).collect();
+    let mut relay_config = RelayConfig::new(topics::RECEIVED);
+    relay_config.after = Duration::from_secs(args.relay_after_secs);
+    relay_config.interval = Duration::from_secs(args.relay_after_secs.clamp(1, 60));
+    let relay_task = tokio::spawn(kyufu_intake::relay::run(ports, relay_config, metrics.clone(), stopped(stop_rx.clone())));
+
+    if let Some(path) = &args.addr_file {
+        std::fs::write(path, public.to_string()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    tracing::info!(%public, %intake_addr, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
+    println!(
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        registry_path.display(),
+        registry.len(),
+        args.data_dir.display(),
+        args.data_dir.join("outbox").display(),
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for stage in stages {
+        let _ = stage.await;
+    }
+    let _ = relay_task.await;
+    let _ = gateway_task.await;
+    let _ = intake_task.await;
+    bus.flush(Duration::from_secs(5)).await.ok();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,223 @@
+//! Test harness for the whole system: starts the real `kyufu` binary on a free loopback port with
+//! its own data directory, and talks to it only through the public HTTP contract.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub struct System {
+    pub child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+}
+
+impl System {
+    /// Starts `kyufu all-in-one` on `data_dir` with `extra` arguments and waits until it serves.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> System {
+        let addr_file = data_dir.join("test-addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("test-system.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kyufu"))
+            .arg("all-in-one")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .arg(&addr_file)
+            .args(extra)
+            .stdout(Stdio::from(log.try_clone().expect("log file")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start kyufu binary");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let base = loop {
+            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+                if !addr.trim().is_empty() {
+                    break format!("http://{}", addr.trim());
+                }
+            }
+            assert!(Instant::now() < deadline, "kyufu did not start; see {}", data_dir.join("test-system.log").display());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        System { child, base, data_dir: data_dir.to_owned() }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL on Unix
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A resident row of the registry CSV the system wrote.
+#[derive(Debug, Clone)]
+pub struct Resident {
+    pub resident_id: String,
+    pub household_id: String,
+    pub family_name: String,
+    pub given_name: String,
+    pub family_name_kana: String,
+    pub given_name_kana: String,
+    pub birth_date: chrono::NaiveDate,
+    pub postal_code: String,
+}
+
+/// Reads `registry.csv` by its documented header names.
+pub fn read_registry(path: &Path) -> Vec<Resident> {
+    let mut rdr = csv::Reader::from_path(path).expect("registry.csv readable");
+    let headers = rdr.headers().expect("header row").clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("column {name} missing"));
+    let cols = [
+        "resident_id", "household_id", "family_name", "given_name", "family_name_kana", "given_name_kana", "birth_date",
+        "postal_code",
+    ]
+    .map(col);
+    rdr.records()
+        .map(|r| {
+            let r = r.expect("row");
+            Resident {
+                resident_id: r[cols[0]].to_owned(),
+                household_id: r[cols[1]].to_owned(),
+                family_name: r[cols[2]].to_owned(),
+                given_name: r[cols[3]].to_owned(),
+                family_name_kana: r[cols[4]].to_owned(),
+                given_name_kana: r[cols[5]].to_owned(),
+                birth_date: r[cols[6]].parse().expect("birth_date YYYY-MM-DD"),
+                postal_code: r[cols[7]].to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// (guardian, child) pairs: an adult and a child under 18 of the same household, each child once.
+pub fn families(registry: &[Resident], today: chrono::NaiveDate) -> Vec<(Resident, Resident)> {
+    let mut by_household: HashMap<&str, Vec<&Resident>> = HashMap::new();
+    for r in registry {
+        by_household.entry(&r.household_id).or_default().push(r);
+    }
+    let age = |r: &Resident| kyufu_domain::program::age_on(r.birth_date, today).unwrap_or(0);
+    let mut out = Vec::new();
+    let mut households: Vec<_> = by_household.into_iter().collect();
+    households.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, members) in households {
+        let Some(guardian) = members.iter().find(|r| (25..=60).contains(&age(r))) else { continue };
+        for child in members.iter().filter(|r| age(r) < 17 && r.birth_date < today) {
+            out.push(((*guardian).clone(), (*child).clone()));
+        }
+    }
+    out
+}
+
+pub fn application_json(guardian: &Resident, child: &Resident) -> Value {
+    json!({
+        "guardian": {
+            "resident_id": guardian.resident_id,
+            "family_name": guardian.family_name,
+            "given_name": guardian.given_name,
+            "family_name_kana": guardian.family_name_kana,
+            "given_name_kana": guardian.given_name_kana,
+            "birth_date": guardian.birth_date.to_string(),
+            "email": "guardian@example.jp",
+            "phone": "090-1234-5678",
+            "postal_code": guardian.postal_code,
+        },
+        "child": {
+            "family_name": child.family_name,
+            "given_name": child.given_name,
+            "family_name_kana": child.family_name_kana,
+            "given_name_kana": child.given_name_kana,
+            "birth_date": child.birth_date.to_string(),
+        },
+        "consent": true
+    })
+}
+
+/// A tiny valid PNG header plus padding: enough for type sniffing.
+pub fn png_document() -> Vec<u8> {
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend_from_slice(&[0u8; 2048]);
+    v
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
+}
+
+/// Joins the queue and polls until admitted; returns the admission pass.
+pub async fn admit(client: &reqwest::Client, base: &str) -> String {
+    let joined: Value = client.post(format!("{base}/queue/join")).send().await.expect("join").json().await.expect("join json");
+    let ticket = joined["ticket"].as_str().expect("ticket").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status: Value = client
+            .get(format!("{base}/queue/status"))
+            .header("X-Queue-Ticket", &ticket)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json");
+        if status["state"] == "admitted" {
+            return status["pass"].as_str().expect("pass once admitted").to_owned();
+        }
+        assert!(Instant::now() < deadline, "not admitted in time: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn form(application: &Value, document: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .part("application", reqwest::multipart::Part::text(application.to_string()))
+        .part("document", reqwest::multipart::Part::bytes(document).file_name("id.png").mime_str("image/png").expect("mime"))
+}
+
+pub async fn submit(client: &reqwest::Client, base: &str, pass: &str, f: reqwest::multipart::Form) -> (u16, Value) {
+    let resp = client
+        .post(format!("{base}/api/v1/applications"))
+        .header("X-Admission-Pass", pass)
+        .multipart(f)
+        .send()
+        .await
+        .expect("submit");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn lookup(client: &reqwest::Client, base: &str, id: &str, token: &str) -> (u16, Value) {
+    let resp = client
+        .get(format!("{base}/api/v1/applications/{id}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("lookup");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls until the application reaches a settled status (or the deadline passes).
+pub async fn wait_settled(client: &reqwest::Client, base: &str, id: &str, token: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, body) = lookup(client, base, id, token).await;
+        assert_eq!(code, 200, "lookup of {id}: {body}");
+        let status = body["status"].as_str().unwrap_or_default();
+        if matches!(status, "coupon_issued" | "duplicate" | "needs_review" | "rejected") {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{id} stuck in {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
