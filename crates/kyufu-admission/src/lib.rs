@@ -152,7 +152,8 @@ pub enum TokenError {
 pub struct PassClaims {
     /// Event (program) id the pass is bound to.
     pub ev: String,
-    /// Random pass id (128 bits, hex), for spending and revocation.
+    /// Pass id (128 bits, hex), for spending and revocation. `PassClaims::new` draws it at random;
+    /// the gateway derives it from the ticket so that polling again returns the same pass.
     pub pid: String,
     /// Queue sequence number the visitor was admitted with.
     pub seq: u64,

@@ -1,237 +1,263 @@
-//! Admission: the sequence counter and serving cursor (behind `QueueState`, so several gateway
-//! nodes can share them), the token bucket that moves the cursor, the measured admission rate the
-//! wait estimates come from, and the operator controls (pause, resume, rate and burst).
+//! The admission engine: a governor token bucket moves the serving cursor forward, a tick at a time
+//! and in batches, while visitors wait; the measured rate of that movement gives the ETA. Also the
+//! runtime controls (pause, rate) and the `GatewayHandle` through which an operator reaches them.
+//!
+//! The bucket is per gateway node. With several nodes sharing one `QueueState`, each node's bucket
+//! adds to the total rate; a multi-node deployment has to divide the rate between nodes or let one
+//! node drive the cursor.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use crate::metrics::GatewayMetrics;
-use crate::GatewayConfig;
+use crate::state::{Counters, QueueState, StateError};
 
-/// The numbers all gateway nodes must agree on.
-#[async_trait]
-pub trait QueueState: Send + Sync + 'static {
-    /// Takes the next sequence number (the first visitor gets 1).
-    async fn next_seq(&self) -> u64;
-    /// Highest sequence number issued so far.
-    async fn issued(&self) -> u64;
-    /// Highest sequence number admitted so far.
-    async fn cursor(&self) -> u64;
-    /// Moves the cursor forward by up to `n`, never past `issued`; returns the new cursor.
-    async fn advance(&self, n: u64) -> u64;
+/// Time constant of the admission-rate average: long enough to smooth the one-token-per-tick
+/// steps, short enough to follow a rate change within seconds.
+const RATE_TAU_SECS: f64 = 5.0;
+
+/// Upper bound of one advance, so a huge bucket can never make a tick loop for long.
+const MAX_BATCH: u64 = 100_000;
+
+/// The admission rate and its bucket. A new bucket starts full, so raising the rate admits up to
+/// `burst` visitors at once.
+struct RateSetting {
+    per_sec: u32,
+    burst: u32,
+    bucket: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
-/// Queue state of a single gateway node.
-#[derive(Default)]
-pub struct InMemoryQueue {
-    issued: AtomicU64,
-    cursor: AtomicU64,
-}
-
-#[async_trait]
-impl QueueState for InMemoryQueue {
-    async fn next_seq(&self) -> u64 {
-        self.issued.fetch_add(1, Ordering::SeqCst) + 1
-    }
-    async fn issued(&self) -> u64 {
-        self.issued.load(Ordering::SeqCst)
-    }
-    async fn cursor(&self) -> u64 {
-        self.cursor.load(Ordering::SeqCst)
-    }
-    async fn advance(&self, n: u64) -> u64 {
-        let issued = self.issued.load(Ordering::SeqCst);
-        let mut cur = self.cursor.load(Ordering::SeqCst);
-        loop {
-            let next = cur.saturating_add(n).min(issued).max(cur);
-            match self.cursor.compare_exchange(cur, next, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => return next,
-                Err(actual) => cur = actual,
-            }
-        }
+impl RateSetting {
+    fn new(per_sec: u32, burst: u32) -> Self {
+        let bucket = NonZeroU32::new(per_sec).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+            Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+        });
+        RateSetting { per_sec, burst, bucket }
     }
 }
-
-fn limiter(rate: u32, burst: u32) -> DefaultDirectRateLimiter {
-    let rate = NonZeroU32::new(rate.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
-}
-
-/// Measured admissions per second (exponentially weighted), counted only while people wait, so it
-/// measures capacity rather than demand.
-#[derive(Default)]
-struct RateMeter {
-    rate: Option<f64>,
-    window_start: Option<Instant>,
-    admitted_in_window: u64,
-}
-
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-const RATE_WEIGHT: f64 = 0.3;
 
 pub(crate) struct Admission {
-    queue: Arc<dyn QueueState>,
-    limiter: Mutex<Arc<DefaultDirectRateLimiter>>,
+    pub(crate) state: Arc<dyn QueueState>,
     paused: AtomicBool,
-    rate_per_sec: AtomicU64,
-    burst: AtomicU64,
-    meter: Mutex<RateMeter>,
-    /// Serialises cursor moves within this node so token counting and advancing agree.
-    advancing: tokio::sync::Mutex<()>,
+    rate: RwLock<RateSetting>,
+    /// Measured admissions per second as f64 bits; NaN until there is a measurement.
+    measured: AtomicU64,
     metrics: GatewayMetrics,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Admission {
-    pub(crate) fn new(config: &GatewayConfig, queue: Arc<dyn QueueState>, metrics: GatewayMetrics) -> Self {
+    pub(crate) fn new(state: Arc<dyn QueueState>, per_sec: u32, burst: u32, metrics: GatewayMetrics) -> Self {
         Admission {
-            queue,
-            limiter: Mutex::new(Arc::new(limiter(config.rate_per_sec, config.burst))),
+            state,
             paused: AtomicBool::new(false),
-            rate_per_sec: AtomicU64::new(u64::from(config.rate_per_sec)),
-            burst: AtomicU64::new(u64::from(config.burst)),
-            meter: Mutex::new(RateMeter::default()),
-            advancing: tokio::sync::Mutex::new(()),
+            rate: RwLock::new(RateSetting::new(per_sec, burst)),
+            measured: AtomicU64::new(f64::NAN.to_bits()),
             metrics,
         }
     }
 
-    pub(crate) async fn join(&self) -> u64 {
-        let seq = self.queue.next_seq().await;
-        self.metrics.joins.inc();
-        // A visitor arriving to an empty queue with capacity free is admitted at once.
-        self.try_advance().await;
-        seq
+    fn bucket(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
+        // A poisoned lock only means a writer panicked mid-assignment of a whole value; the value
+        // is still consistent.
+        self.rate.read().unwrap_or_else(|e| e.into_inner()).bucket.clone()
     }
 
-    pub(crate) async fn cursor(&self) -> u64 {
-        self.queue.cursor().await
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn paused(&self) -> bool {
-        self.paused.load(Ordering::SeqCst)
+    /// Whether the cursor can move at all right now.
+    fn admitting(&self) -> bool {
+        !self.is_paused() && self.bucket().is_some()
     }
 
-    /// Measured admissions per second; `None` before a measurement or while paused.
-    pub(crate) fn measured_rate(&self) -> Option<f64> {
-        if self.paused() {
-            return None;
+    /// Takes what the bucket holds, up to the number waiting, and advances the cursor by it.
+    /// Called every tick, and on join so that a lone visitor is admitted in the join answer.
+    pub(crate) async fn pump(&self) -> Result<(), StateError> {
+        if self.is_paused() {
+            return Ok(());
         }
-        lock(&self.meter).rate.filter(|r| *r > 0.0)
-    }
-
-    /// Spends available tokens on waiting visitors.
-    async fn try_advance(&self) {
-        if self.paused() {
-            return;
-        }
-        let _guard = self.advancing.lock().await;
-        let (issued, cursor) = (self.queue.issued().await, self.queue.cursor().await);
-        let waiting = issued.saturating_sub(cursor);
-        if waiting == 0 {
-            return;
-        }
-        let limiter = lock(&self.limiter).clone();
-        let mut tokens = 0u64;
-        while tokens < waiting && limiter.check().is_ok() {
+        let Some(bucket) = self.bucket() else { return Ok(()) };
+        let waiting = self.state.counters().await?.waiting().min(MAX_BATCH);
+        let mut tokens = 0;
+        while tokens < waiting && bucket.check().is_ok() {
             tokens += 1;
         }
         if tokens > 0 {
-            let new_cursor = self.queue.advance(tokens).await;
-            let moved = new_cursor.saturating_sub(cursor);
+            // Concurrent pumps may both take a token for the last visitor; the store clips the
+            // cursor at `issued` and the spare token is simply lost.
+            let moved = self.state.advance(tokens).await?;
             self.metrics.admitted.inc_by(moved);
-            lock(&self.meter).admitted_in_window += moved;
         }
+        Ok(())
     }
 
-    /// Updates the rate measurement and the queue-length gauge.
-    async fn measure(&self) {
-        let (issued, cursor) = (self.queue.issued().await, self.queue.cursor().await);
-        let waiting = issued.saturating_sub(cursor);
-        self.metrics.queue_length.set(i64::try_from(waiting).unwrap_or(i64::MAX));
-        let mut m = lock(&self.meter);
-        let now = Instant::now();
-        let start = *m.window_start.get_or_insert(now);
-        let elapsed = now.duration_since(start);
-        if elapsed < RATE_WINDOW {
-            return;
-        }
-        // Only a window in which people waited says how fast we can admit.
-        if waiting > 0 || m.admitted_in_window > 0 {
-            #[allow(clippy::cast_precision_loss)]
-            let instant = m.admitted_in_window as f64 / elapsed.as_secs_f64();
-            m.rate = Some(match m.rate {
-                Some(r) => RATE_WEIGHT * instant + (1.0 - RATE_WEIGHT) * r,
-                None => instant,
-            });
-        }
-        m.admitted_in_window = 0;
-        m.window_start = Some(now);
+    /// Measured admissions per second, if known.
+    pub(crate) fn measured_rate(&self) -> Option<f64> {
+        let rate = f64::from_bits(self.measured.load(Ordering::Relaxed));
+        rate.is_finite().then_some(rate)
     }
 
-    /// Moves the cursor every 50 ms for as long as the gateway runs.
-    pub(crate) async fn tick_forever(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    /// Seconds until `position` visitors have been admitted at the measured rate; `None` while
+    /// paused, closed, or before anything was measured.
+    pub(crate) fn eta_secs(&self, position: u64) -> Option<u64> {
+        if !self.admitting() {
+            return None;
+        }
+        eta_from_rate(position, self.measured_rate()?)
+    }
+
+    /// Advances the cursor every `tick` and measures how fast it moves, until the task is dropped.
+    pub(crate) async fn run_ticker(self: Arc<Self>, tick: Duration) {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut meter = RateMeter::new(RATE_TAU_SECS);
+        let mut failing = false;
         loop {
-            tick.tick().await;
-            self.try_advance().await;
-            self.measure().await;
+            interval.tick().await;
+            let result = match self.pump().await {
+                Ok(()) => self.state.counters().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(counters) => {
+                    if failing {
+                        tracing::info!("queue state reachable again");
+                        failing = false;
+                    }
+                    self.observe(&mut meter, counters);
+                }
+                // Logged once per outage rather than twenty times a second.
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "admission tick failed");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
         }
+    }
+
+    fn observe(&self, meter: &mut RateMeter, counters: Counters) {
+        meter.observe(Instant::now(), counters.cursor, counters.waiting() > 0, self.admitting());
+        let rate = meter.rate();
+        self.measured.store(rate.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
+        self.metrics.admission_rate.set(rate.unwrap_or(0.0));
+        self.metrics.queue_length.set(i64::try_from(counters.waiting()).unwrap_or(i64::MAX));
     }
 }
 
-/// Operator controls of a running gateway.
+fn eta_from_rate(position: u64, rate: f64) -> Option<u64> {
+    // Below one admission a day the estimate means nothing to a visitor (NaN is refused too).
+    if rate.is_nan() || rate <= 1e-5 {
+        return None;
+    }
+    let secs = (position as f64 / rate).ceil();
+    (secs.is_finite() && secs < 1e9).then_some(secs as u64)
+}
+
+/// Exponentially weighted admissions per second, sampled only over intervals in which visitors
+/// were waiting and admission was open: an empty queue or a pause says nothing about capacity.
+/// Bias-corrected (divided by the accumulated weight) so the first samples are not pulled to zero.
+#[derive(Debug)]
+pub(crate) struct RateMeter {
+    tau_secs: f64,
+    weighted: f64,
+    weight: f64,
+    last: Option<(Instant, u64, bool)>,
+}
+
+impl RateMeter {
+    pub(crate) fn new(tau_secs: f64) -> Self {
+        RateMeter { tau_secs, weighted: 0.0, weight: 0.0, last: None }
+    }
+
+    /// Records the cursor at `now`. `backlog`: visitors are waiting now; `open`: admission is
+    /// neither paused nor closed.
+    pub(crate) fn observe(&mut self, now: Instant, cursor: u64, backlog: bool, open: bool) {
+        if let Some((then, then_cursor, then_backlog)) = self.last {
+            let dt = now.saturating_duration_since(then).as_secs_f64();
+            if then_backlog && open && dt > 0.0 {
+                let sample = cursor.saturating_sub(then_cursor) as f64 / dt;
+                let alpha = 1.0 - (-dt / self.tau_secs).exp();
+                self.weighted += alpha * (sample - self.weighted);
+                self.weight += alpha * (1.0 - self.weight);
+            }
+        }
+        self.last = Some((now, cursor, backlog && open));
+    }
+
+    pub(crate) fn rate(&self) -> Option<f64> {
+        (self.weight > 0.0).then(|| self.weighted / self.weight)
+    }
+}
+
+/// Runtime control of a running gateway: pause, resume, change the rate, read the numbers. Cheap
+/// to clone; every clone controls the same gateway. An operator API (authenticated) is meant to
+/// sit on top of this.
 #[derive(Clone)]
 pub struct GatewayHandle {
-    admission: Arc<Admission>,
+    pub(crate) admission: Arc<Admission>,
+}
+
+/// What an operator sees of the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSnapshot {
+    pub counters: Counters,
+    pub paused: bool,
+    pub rate_per_sec: u32,
+    pub burst: u32,
+    /// Measured admissions per second while visitors wait; `None` before any measurement.
+    pub measured_rate: Option<f64>,
 }
 
 impl GatewayHandle {
-    pub(crate) fn new(admission: Arc<Admission>) -> Self {
-        GatewayHandle { admission }
-    }
-
-    /// Stops admitting; waiting visitors keep their places.
+    /// Stops admitting: the cursor stays where it is; joins and polls still answer.
     pub fn pause(&self) {
-        self.admission.paused.store(true, Ordering::SeqCst);
-        tracing::warn!("admission paused by operator");
+        self.admission.paused.store(true, Ordering::Relaxed);
+        self.admission.metrics.paused.set(1);
+        tracing::info!("admission paused");
     }
 
+    /// Admits again at the configured rate.
     pub fn resume(&self) {
-        self.admission.paused.store(false, Ordering::SeqCst);
-        tracing::warn!("admission resumed by operator");
+        self.admission.paused.store(false, Ordering::Relaxed);
+        self.admission.metrics.paused.set(0);
+        tracing::info!("admission resumed");
     }
 
     pub fn is_paused(&self) -> bool {
-        self.admission.paused()
+        self.admission.is_paused()
     }
 
-    /// Replaces the token bucket.
+    /// Sets the admission rate; `per_sec` 0 closes admission (ETA unknown), `burst` 0 counts as 1.
+    /// The new bucket starts full, so up to `burst` waiting visitors are admitted at once.
     pub fn set_rate(&self, per_sec: u32, burst: u32) {
-        *lock(&self.admission.limiter) = Arc::new(limiter(per_sec, burst));
-        self.admission.rate_per_sec.store(u64::from(per_sec), Ordering::SeqCst);
-        self.admission.burst.store(u64::from(burst), Ordering::SeqCst);
-        tracing::warn!(per_sec, burst, "admission rate changed by operator");
+        *self.admission.rate.write().unwrap_or_else(|e| e.into_inner()) = RateSetting::new(per_sec, burst);
+        tracing::info!(per_sec, burst, "admission rate set");
     }
 
-    /// (rate per second, burst) in force.
-    pub fn rate(&self) -> (u64, u64) {
-        (self.admission.rate_per_sec.load(Ordering::SeqCst), self.admission.burst.load(Ordering::SeqCst))
+    /// The current rate setting, `(per_sec, burst)`.
+    pub fn rate(&self) -> (u32, u32) {
+        let setting = self.admission.rate.read().unwrap_or_else(|e| e.into_inner());
+        (setting.per_sec, setting.burst)
     }
 
-    /// (issued, admitted) sequence numbers.
-    pub async fn counters(&self) -> (u64, u64) {
-        (self.admission.queue.issued().await, self.admission.queue.cursor().await)
+    /// The queue numbers and controls now.
+    pub async fn snapshot(&self) -> Result<QueueSnapshot, StateError> {
+        let counters = self.admission.state.counters().await?;
+        let (rate_per_sec, burst) = self.rate();
+        Ok(QueueSnapshot {
+            counters,
+            paused: self.is_paused(),
+            rate_per_sec,
+            burst,
+            measured_rate: self.admission.measured_rate(),
+        })
     }
 }
 
@@ -239,15 +265,61 @@ impl GatewayHandle {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn cursor_never_passes_issued_nor_goes_back() {
-        let q = InMemoryQueue::default();
-        assert_eq!(q.advance(5).await, 0);
-        for _ in 0..3 {
-            q.next_seq().await;
+    #[test]
+    fn meter_knows_nothing_until_visitors_wait_under_open_admission() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut m = RateMeter::new(5.0);
+        assert_eq!(m.rate(), None);
+        m.observe(at(0), 0, false, true);
+        m.observe(at(1000), 0, false, true);
+        assert_eq!(m.rate(), None, "an empty queue measures nothing");
+        m.observe(at(2000), 0, true, false);
+        m.observe(at(3000), 0, true, false);
+        assert_eq!(m.rate(), None, "a paused queue measures nothing");
+        m.observe(at(4000), 0, true, true);
+        m.observe(at(4100), 0, true, true);
+        assert_eq!(m.rate(), Some(0.0), "waiting without movement measures zero");
+        assert_eq!(eta_from_rate(3, 0.0), None, "and zero gives no ETA");
+    }
+
+    #[test]
+    fn meter_converges_on_the_cursor_rate() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::new(5.0);
+        // Two admissions per second in single steps every 500 ms, sampled every 50 ms for 10 s.
+        let mut cursor = 0;
+        for tick in 0..=200u64 {
+            if tick > 0 && tick % 10 == 0 {
+                cursor += 1;
+            }
+            m.observe(t0 + Duration::from_millis(tick * 50), cursor, true, true);
         }
-        assert_eq!(q.advance(2).await, 2);
-        assert_eq!(q.advance(10).await, 3);
-        assert_eq!(q.cursor().await, 3);
+        let rate = m.rate().unwrap_or(0.0);
+        assert!((1.6..2.4).contains(&rate), "{rate}");
+        assert_eq!(eta_from_rate(10, 2.0), Some(5));
+        assert_eq!(eta_from_rate(1, 3.0), Some(1), "rounded up: never promise sooner than likely");
+    }
+
+    #[tokio::test]
+    async fn pump_admits_what_the_bucket_holds_and_stops_when_paused() {
+        let state = Arc::new(crate::state::MemoryQueueState::new());
+        let metrics = GatewayMetrics::new(&prometheus::Registry::new());
+        let admission = Arc::new(Admission::new(state.clone(), 1, 3, metrics));
+        let handle = GatewayHandle { admission: admission.clone() };
+        for _ in 0..5 {
+            state.join().await.expect("join");
+        }
+        handle.pause();
+        admission.pump().await.expect("pump");
+        assert_eq!(state.counters().await.expect("counters").cursor, 0, "paused");
+        handle.resume();
+        admission.pump().await.expect("pump");
+        assert_eq!(state.counters().await.expect("counters").cursor, 3, "the full bucket, in one batch");
+        handle.set_rate(0, 0);
+        assert_eq!(admission.eta_secs(1), None, "closed");
+        handle.set_rate(1000, 10);
+        admission.pump().await.expect("pump");
+        assert_eq!(state.counters().await.expect("counters").cursor, 5, "never past issued");
     }
 }

@@ -1,127 +1,141 @@
-//! The waiting-room gateway: what citizens meet first on launch day.
+//! The waiting-room gateway: what visitors meet first on launch day, and the only public door to
+//! intake.
 //!
-//! Admission is a sequence number per visitor against a serving cursor. Joining takes the next
-//! number; a token bucket (governor) moves the cursor forward at the admission rate; a visitor whose
-//! number the cursor has reached is admitted and receives a signed admission pass, which intake
-//! verifies locally. The ticket is signed and carries the visitor's number, so the gateway keeps no
-//! per-visitor state and its memory does not grow with the queue. Everything under `/api/` is
-//! proxied to intake.
+//! Admission is a sequence number per visitor against a serving cursor. `POST /queue/join` takes
+//! the next number (`QueueState::join`) and answers with a signed ticket carrying it; a governor
+//! token bucket moves the cursor forward at the admission rate, a tick at a time, in batches; a
+//! visitor whose number the cursor has reached is admitted on the next `GET /queue/status` and
+//! receives a signed admission pass, which intake verifies locally with the same keyring. The
+//! ticket carries everything per visitor, so the gateway's memory does not grow with the queue and
+//! several nodes can serve one queue once `QueueState` is shared. Everything under `/api/` is
+//! proxied to intake (`proxy`); `/metrics`, `/healthz` and `/readyz` come from `kyufu_http`.
+//!
+//! ```text
+//! let (gateway, handle) = Gateway::new(config, registry)?;   // validated; nothing runs yet
+//! handle.pause();                                            // e.g. closed until launch
+//! gateway.serve(listener, shutdown).await?;                  // admission ticker + HTTP
+//! ```
 #![forbid(unsafe_code)]
 
 mod admission;
+mod config;
 mod metrics;
 mod proxy;
-mod routes;
-mod ticket;
+mod queue;
+pub mod state;
+pub mod ticket;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use kyufu_admission::Keyring;
+use axum::routing::{any, get, post};
+use axum::Router;
+use kyufu_domain::ErrorCode;
+use kyufu_http::{ApiError, Readiness};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
-pub use admission::{GatewayHandle, InMemoryQueue, QueueState};
+pub use admission::{GatewayHandle, QueueSnapshot};
+pub use config::{ConfigError, GatewayConfig};
+pub use state::{Counters, MemoryQueueState, QueueState, Slot, StateError};
 pub use ticket::TicketClaims;
 
-/// Settings of one gateway.
-#[derive(Clone, Debug)]
-pub struct GatewayConfig {
-    /// Event (program) id; tickets and passes are bound to it.
-    pub event_id: String,
-    pub keyring: Keyring,
-    /// Base URL of intake, e.g. `http://127.0.0.1:9000`.
-    pub upstream: String,
-    /// Admissions per second.
-    pub rate_per_sec: u32,
-    /// Admissions that may happen at once after a quiet spell.
-    pub burst: u32,
-    /// How often a waiting visitor should poll.
-    pub refresh_secs: u64,
-    /// How long an admission pass is valid (a guardian fills in forms for several children).
-    pub pass_ttl_secs: u64,
-    /// How long a ticket is honoured at all.
-    pub ticket_max_age_secs: u64,
-    /// Add `Secure` to cookies (behind TLS).
-    pub secure_cookies: bool,
-    pub upstream_connect_timeout: Duration,
-    /// Until intake's response headers arrive.
-    pub upstream_timeout: Duration,
-    /// Largest request body passed to intake; larger uploads are refused at the edge with 413.
-    pub max_body_bytes: u64,
+/// What the handlers share.
+pub(crate) struct Shared {
+    pub(crate) config: GatewayConfig,
+    pub(crate) admission: Arc<admission::Admission>,
+    pub(crate) metrics: metrics::GatewayMetrics,
+    pub(crate) proxy: proxy::Proxy,
 }
 
-impl GatewayConfig {
-    pub fn new(event_id: &str, keyring: Keyring, upstream: &str) -> Self {
-        GatewayConfig {
-            event_id: event_id.to_owned(),
-            keyring,
-            upstream: upstream.trim_end_matches('/').to_owned(),
-            rate_per_sec: 50,
-            burst: 100,
-            refresh_secs: 5,
-            pass_ttl_secs: 30 * 60,
-            ticket_max_age_secs: 24 * 3600,
-            secure_cookies: false,
-            upstream_connect_timeout: Duration::from_secs(2),
-            upstream_timeout: Duration::from_secs(30),
-            max_body_bytes: 10 * 1024 * 1024 + 256 * 1024,
-        }
-    }
-}
-
-/// A gateway ready to serve, and the handle operators use to steer it.
+/// A built gateway, not yet serving.
 pub struct Gateway {
-    router: axum::Router,
-    admission: Arc<admission::Admission>,
+    shared: Arc<Shared>,
+    registry: Registry,
+    readiness: Readiness,
 }
 
 impl Gateway {
-    /// Builds the gateway with an in-memory queue state.
-    pub fn new(config: GatewayConfig, registry: &Registry) -> anyhow::Result<(Gateway, GatewayHandle)> {
-        Self::with_queue(config, registry, Arc::new(InMemoryQueue::default()))
+    /// A gateway on an in-memory queue (one node), and the handle to steer it.
+    pub fn new(config: GatewayConfig, registry: Registry) -> Result<(Gateway, GatewayHandle), ConfigError> {
+        Self::with_state(config, registry, Arc::new(MemoryQueueState::new()))
     }
 
-    /// Builds the gateway on a given queue state (shared state for several nodes).
-    pub fn with_queue(
+    /// A gateway on the given queue state (e.g. one shared by several nodes).
+    pub fn with_state(
         config: GatewayConfig,
-        registry: &Registry,
-        queue: Arc<dyn QueueState>,
-    ) -> anyhow::Result<(Gateway, GatewayHandle)> {
-        anyhow::ensure!(config.rate_per_sec > 0 && config.burst > 0, "admission rate and burst must be at least 1");
-        anyhow::ensure!(
-            config.upstream.starts_with("http://"),
-            "upstream must be an http:// URL, got {:?}",
-            config.upstream
+        registry: Registry,
+        state: Arc<dyn QueueState>,
+    ) -> Result<(Gateway, GatewayHandle), ConfigError> {
+        config.validate()?;
+        let authority = config::upstream_authority(&config.upstream)
+            .map_err(|reason| ConfigError { key: "upstream", reason })?;
+        let metrics = metrics::GatewayMetrics::new(&registry);
+        let admission = Arc::new(admission::Admission::new(state, config.rate_per_sec, config.burst, metrics.clone()));
+        let proxy = proxy::Proxy::new(
+            authority,
+            config.connect_timeout,
+            config.upstream_timeout,
+            config.upload_idle_timeout,
+            config.max_body_bytes,
+            metrics.clone(),
         );
-        let metrics = metrics::GatewayMetrics::new(registry);
-        let admission = Arc::new(admission::Admission::new(&config, queue, metrics.clone()));
-        let handle = GatewayHandle::new(admission.clone());
-        let proxy = proxy::Proxy::new(&config, metrics.clone());
-        let state = routes::AppState { config: Arc::new(config), admission: admission.clone(), proxy, metrics };
-        let router = routes::router(state).merge(kyufu_http::ops_routes(registry.clone(), kyufu_http::Readiness::ready()));
-        Ok((Gateway { router, admission }, handle))
+        let handle = GatewayHandle { admission: admission.clone() };
+        let shared = Arc::new(Shared { config, admission, metrics, proxy });
+        Ok((Gateway { shared, registry, readiness: Readiness::ready() }, handle))
     }
 
-    /// Serves on `listener` until `shutdown` resolves; runs the admission ticker meanwhile.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-        let ticker = tokio::spawn(self.admission.clone().tick_forever());
-        let served = kyufu_http::serve(listener, self.router, shutdown).await;
-        ticker.abort();
-        served?;
+    /// The HTTP routes. Serving them without `serve` admits only on joins (no ticker), so use
+    /// `serve` unless you run the ticker yourself.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/queue/join", post(queue::join))
+            .route("/queue/status", get(queue::status))
+            .route("/api/{*path}", any(proxy::forward))
+            .with_state(self.shared.clone())
+            .merge(kyufu_http::ops_routes(self.registry.clone(), self.readiness.clone()))
+            .fallback(kyufu_http::not_found)
+            .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, with the admission ticker running; then
+    /// drains in-flight requests and stops the ticker.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let router = self.router();
+        let ticker = AbortOnDrop(tokio::spawn(self.shared.admission.clone().run_ticker(self.shared.config.tick)));
+        tracing::info!(
+            addr = %listener.local_addr()?,
+            event = %self.shared.config.event_id,
+            upstream = %self.shared.config.upstream,
+            "gateway listening"
+        );
+        kyufu_http::serve(listener, router, shutdown).await?;
+        drop(ticker);
         Ok(())
     }
 }
 
-/// Builds and serves a gateway until `shutdown` resolves.
+/// Stops the ticker however `serve` ends, including when its future is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Builds a gateway on an in-memory queue and serves it until `shutdown` resolves. For callers
+/// that need runtime control, `Gateway::new` returns the `GatewayHandle` too.
 pub async fn run(
     listener: TcpListener,
     config: GatewayConfig,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (gateway, _handle) = Gateway::new(config, &registry)?;
+    let (gateway, _handle) = Gateway::new(config, registry)?;
     gateway.serve(listener, shutdown).await
 }

@@ -1,58 +1,85 @@
-//! Gateway metrics: queue length, joins, admissions, polls by outcome, passes, proxied requests.
-//! Labels are outcomes and route patterns; never tickets, addresses or paths with ids.
+//! Gateway metrics, registered on the process registry passed in. Labels come from fixed sets
+//! (poll outcome, proxied route pattern, status class, error kind): never a ticket, an address or a
+//! raw path.
 
-use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    exponential_buckets, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 #[derive(Clone)]
 pub(crate) struct GatewayMetrics {
     pub queue_length: IntGauge,
-    pub joins: IntCounter,
     pub admitted: IntCounter,
+    pub joins: IntCounter,
     pub polls: IntCounterVec,
-    pub passes_issued: IntCounter,
+    pub passes: IntCounter,
+    pub paused: IntGauge,
+    pub admission_rate: Gauge,
     pub proxy_requests: IntCounterVec,
     pub proxy_seconds: HistogramVec,
+    pub proxy_errors: IntCounterVec,
 }
 
 impl GatewayMetrics {
     pub fn new(registry: &Registry) -> Self {
         use kyufu_telemetry::register;
+        // Metric definitions are static, so construction can only fail on a programming error.
+        let m = GatewayMetrics {
+            queue_length: IntGauge::new("kyufu_gateway_queue_length", "Visitors waiting: issued minus cursor")
+                .expect("static metric"),
+            admitted: IntCounter::new(
+                "kyufu_gateway_admitted_total",
+                "Sequence numbers the serving cursor moved past (by this node)",
+            )
+            .expect("static metric"),
+            joins: IntCounter::new("kyufu_gateway_joins_total", "Visitors who joined the queue").expect("static metric"),
+            polls: IntCounterVec::new(
+                Opts::new("kyufu_gateway_status_polls_total", "Status polls by outcome"),
+                &["outcome"],
+            )
+            .expect("static metric"),
+            passes: IntCounter::new(
+                "kyufu_gateway_passes_issued_total",
+                "Admission passes issued (once per admitted ticket; re-serving the same pass is not counted)",
+            )
+            .expect("static metric"),
+            paused: IntGauge::new("kyufu_gateway_paused", "1 while admissions are paused").expect("static metric"),
+            admission_rate: Gauge::new(
+                "kyufu_gateway_admission_rate",
+                "Measured admissions per second while visitors wait (drives eta_seconds)",
+            )
+            .expect("static metric"),
+            proxy_requests: IntCounterVec::new(
+                Opts::new("kyufu_gateway_proxy_requests_total", "Proxied requests by route pattern and status class"),
+                &["route", "status_class"],
+            )
+            .expect("static metric"),
+            proxy_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "kyufu_gateway_proxy_duration_seconds",
+                    "Time from request to upstream response headers, including the upload",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16).expect("static buckets")),
+                &["route"],
+            )
+            .expect("static metric"),
+            proxy_errors: IntCounterVec::new(
+                Opts::new("kyufu_gateway_proxy_errors_total", "Proxied requests the gateway answered itself, by kind"),
+                &["kind"],
+            )
+            .expect("static metric"),
+        };
         GatewayMetrics {
-            queue_length: register(
-                registry,
-                IntGauge::new("kyufu_gateway_queue_length", "Visitors waiting (issued minus admitted)").expect("static metric"),
-            ),
-            joins: register(registry, IntCounter::new("kyufu_gateway_joins_total", "Visitors who joined the queue").expect("static metric")),
-            admitted: register(
-                registry,
-                IntCounter::new("kyufu_gateway_admitted_total", "Visitors admitted from the queue").expect("static metric"),
-            ),
-            polls: register(
-                registry,
-                IntCounterVec::new(Opts::new("kyufu_gateway_status_polls_total", "Queue status polls by outcome"), &["outcome"])
-                    .expect("static metric"),
-            ),
-            passes_issued: register(
-                registry,
-                IntCounter::new("kyufu_gateway_passes_issued_total", "Admission passes issued").expect("static metric"),
-            ),
-            proxy_requests: register(
-                registry,
-                IntCounterVec::new(
-                    Opts::new("kyufu_gateway_proxy_requests_total", "Requests proxied to intake by route and status class"),
-                    &["route", "class"],
-                )
-                .expect("static metric"),
-            ),
-            proxy_seconds: register(
-                registry,
-                HistogramVec::new(
-                    HistogramOpts::new("kyufu_gateway_proxy_duration_seconds", "Time until intake's response headers")
-                        .buckets(exponential_buckets(0.001, 2.0, 15).expect("static buckets")),
-                    &["route"],
-                )
-                .expect("static metric"),
-            ),
+            queue_length: register(registry, m.queue_length),
+            admitted: register(registry, m.admitted),
+            joins: register(registry, m.joins),
+            polls: register(registry, m.polls),
+            passes: register(registry, m.passes),
+            paused: register(registry, m.paused),
+            admission_rate: register(registry, m.admission_rate),
+            proxy_requests: register(registry, m.proxy_requests),
+            proxy_seconds: register(registry, m.proxy_seconds),
+            proxy_errors: register(registry, m.proxy_errors),
         }
     }
 }

@@ -1,17 +1,173 @@
-//! Waiting-room tickets: signed (`kyufu_admission::Purpose::Ticket`), opaque to the visitor, and
-//! carrying everything the gateway needs: the event, the visitor's sequence number, when it was
-//! issued and the earliest time the next poll is worth answering in full.
+//! Waiting-room tickets and the passes minted from them. A ticket is a token signed with
+//! `Purpose::Ticket` whose claims are everything the gateway knows about a visitor: the event, the
+//! queue epoch, the sequence number, when the ticket was issued, when the next poll is worth a new
+//! ticket, and — once the visitor was admitted — when that happened. The gateway stores nothing per
+//! visitor, so an admitted ticket fixes the pass: the same ticket always yields the same pass.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use http::{header, HeaderMap, HeaderValue};
+use kyufu_admission::{Keyring, PassClaims, Purpose};
 use serde::{Deserialize, Serialize};
 
+/// Name of the ticket cookie.
+pub const TICKET_COOKIE: &str = "kyufu_ticket";
+/// Name of the admission-pass cookie (intake reads it too).
+pub const PASS_COOKIE: &str = "kyufu_pass";
+/// Header a client sends its ticket in.
+pub const TICKET_HEADER: &str = "x-queue-ticket";
+
+/// Claims of a ticket. Short names keep the token small: it travels on every poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketClaims {
-    /// Event id.
+    /// Event (program) id.
     pub ev: String,
-    /// Sequence number: the visitor's place in line.
+    /// Queue epoch the sequence number belongs to.
+    pub ep: u32,
+    /// The visitor's place in line.
     pub seq: u64,
-    /// Issued at, Unix seconds.
+    /// When this ticket was issued (joined, or last refreshed), Unix seconds.
     pub iat: u64,
-    /// Earliest next full refresh, Unix seconds.
+    /// Earliest next refresh, Unix seconds: a poll before it gets this same ticket back.
     pub nxt: u64,
+    /// When the visitor was found admitted, Unix seconds; fixes the pass's lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adm: Option<u64>,
+}
+
+impl TicketClaims {
+    pub fn sign(&self, keyring: &Keyring) -> String {
+        keyring.sign(Purpose::Ticket, self)
+    }
+}
+
+/// The admission pass of an admitted ticket (`claims.adm` set): valid from admission for `ttl`.
+/// Its id is taken from the ticket's MAC, so every poll with the same ticket returns the very same
+/// pass, and spending or revoking a pass id (in intake) covers all copies of it.
+pub(crate) fn pass_for(keyring: &Keyring, ticket: &str, claims: &TicketClaims, adm: u64, ttl: u64) -> String {
+    let pass = match pass_id(ticket) {
+        Some(pid) => PassClaims {
+            ev: claims.ev.clone(),
+            pid,
+            seq: claims.seq,
+            iat: adm,
+            exp: adm.saturating_add(ttl),
+        },
+        // Unreachable for a ticket we signed; a random id is still a valid pass.
+        None => PassClaims::new(&claims.ev, claims.seq, adm, ttl),
+    };
+    keyring.sign(Purpose::Pass, &pass)
+}
+
+/// 128 bits of the ticket's MAC, hex: unpredictable, and fixed for a given ticket.
+fn pass_id(ticket: &str) -> Option<String> {
+    let tag = URL_SAFE_NO_PAD.decode(ticket.rsplit('.').next()?).ok()?;
+    let bytes = tag.get(..16)?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Where the client sent its ticket.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Presented<'a> {
+    Missing,
+    /// A header value that is not even text.
+    Unreadable,
+    Token(&'a str),
+}
+
+/// The ticket from `X-Queue-Ticket`, else from the `kyufu_ticket` cookie. An empty header counts as
+/// absent, so a client that always sends the header still falls back to its cookie.
+pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
+    if let Some(value) = headers.get(TICKET_HEADER) {
+        match value.to_str().map(str::trim) {
+            Ok("") => {}
+            Ok(token) => return Presented::Token(token),
+            Err(_) => return Presented::Unreadable,
+        }
+    }
+    match cookie(headers, TICKET_COOKIE) {
+        Some(token) if !token.is_empty() => Presented::Token(token),
+        _ => Presented::Missing,
+    }
+}
+
+/// The first cookie called `name` in any `Cookie` header.
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim())
+}
+
+/// `name=value; Path=/; HttpOnly; SameSite=Lax[; Secure]`. A session cookie: the ticket and pass
+/// carry their own expiry, so the browser needs none.
+pub(crate) fn set_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> TicketClaims {
+        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None }
+    }
+
+    #[test]
+    fn ticket_round_trips_and_stays_small() {
+        let kr = Keyring::random();
+        let c = TicketClaims { adm: Some(1_003), ..claims() };
+        let token = c.sign(&kr);
+        assert_eq!(kr.verify::<TicketClaims>(Purpose::Ticket, &token), Ok(c));
+        assert!(token.len() < 200, "{}", token.len());
+        // A waiting ticket omits `adm` altogether.
+        let waiting = claims().sign(&kr);
+        let payload = waiting.split('.').nth(1).unwrap_or_default();
+        let json = String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap_or_default()).unwrap_or_default();
+        assert!(!json.contains("adm"), "{json}");
+    }
+
+    #[test]
+    fn the_same_ticket_always_gives_the_same_pass() {
+        let kr = Keyring::random();
+        let c = TicketClaims { adm: Some(1_003), ..claims() };
+        let ticket = c.sign(&kr);
+        let a = pass_for(&kr, &ticket, &c, 1_003, 600);
+        assert_eq!(a, pass_for(&kr, &ticket, &c, 1_003, 600));
+        let pass = kyufu_admission::verify_pass(&kr, &a, "rice", 1_100).expect("valid pass");
+        assert_eq!((pass.seq, pass.iat, pass.exp, pass.pid.len()), (42, 1_003, 1_603, 32));
+        // Another ticket (here: another admission time) gives another pass id.
+        let c2 = TicketClaims { adm: Some(1_004), ..claims() };
+        let other = pass_for(&kr, &c2.sign(&kr), &c2, 1_004, 600);
+        let other = kyufu_admission::verify_pass(&kr, &other, "rice", 1_100).expect("valid pass");
+        assert_ne!(pass.pid, other.pid);
+    }
+
+    #[test]
+    fn ticket_is_read_from_header_then_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), Presented::Missing);
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; kyufu_ticket=from-cookie; c=d"));
+        assert_eq!(presented(&h), Presented::Token("from-cookie"));
+        h.insert(TICKET_HEADER, HeaderValue::from_static("  "));
+        assert_eq!(presented(&h), Presented::Token("from-cookie"), "blank header falls back");
+        h.insert(TICKET_HEADER, HeaderValue::from_static("from-header"));
+        assert_eq!(presented(&h), Presented::Token("from-header"));
+        h.insert(TICKET_HEADER, HeaderValue::from_bytes(b"\xff").unwrap_or(HeaderValue::from_static("x")));
+        assert_eq!(presented(&h), Presented::Unreadable);
+    }
+
+    #[test]
+    fn cookies_have_the_contract_attributes() {
+        let c = set_cookie(TICKET_COOKIE, "abc.def.ghi", false).expect("cookie");
+        assert_eq!(c, "kyufu_ticket=abc.def.ghi; Path=/; HttpOnly; SameSite=Lax");
+        let c = set_cookie(PASS_COOKIE, "p", true).expect("cookie");
+        assert_eq!(c, "kyufu_pass=p; Path=/; HttpOnly; SameSite=Lax; Secure");
+        assert!(set_cookie(PASS_COOKIE, "bad\nvalue", false).is_none());
+    }
 }

@@ -55,6 +55,11 @@ pub struct AllInOneArgs {
     program: ProgramArgs,
 }
 
+/// Resolves when `rx` turns true.
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 /// The demo registry for `program`.
 pub fn generate_registry(program: &Program, households: usize, seed: u64) -> Registry {
     kyufu_registry::generate(&GeneratorConfig {
@@ -88,9 +93,6 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let (bus, status, documents) = (store.bus(), store.status_store(), store.document_store());
     let metrics = kyufu_telemetry::new_registry();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
     // Intake on an internal loopback port; only the gateway is public.
     let intake_listener = TcpListener::bind("127.0.0.1:0").await.context("binding intake")?;
@@ -154,7 +156,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

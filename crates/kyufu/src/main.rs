@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod all_in_one;
+mod roles;
 mod secrets;
 
 use std::path::PathBuf;
@@ -31,6 +32,12 @@ enum LogFormat {
 enum Command {
     /// The whole system in one process with embedded storage (what `make run` starts).
     AllInOne(all_in_one::AllInOneArgs),
+    /// The waiting-room gateway alone, proxying to an intake.
+    Gateway(roles::GatewayArgs),
+    /// The intake service alone.
+    Intake(roles::IntakeArgs),
+    /// One pipeline stage: `worker dedupe`, `worker idcheck` or `worker coupon`.
+    Worker(roles::WorkerArgs),
     /// Resident registry tools.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -94,6 +101,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::AllInOne(args) => all_in_one::run(args).await,
+            Command::Gateway(args) => roles::gateway(args).await,
+            Command::Intake(args) => roles::intake(args).await,
+            Command::Worker(args) => roles::worker(args).await,
             Command::Registry(RegistryCommand::Generate { out, households, seed, program }) => {
                 let registry = all_in_one::generate_registry(&program.program(), households, seed);
                 registry.write_path(&out)?;

@@ -1,0 +1,167 @@
+//! Configuration of one gateway, checked once before any socket opens. A bad value is reported with
+//! the name of its key so the operator knows what to fix.
+
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::Uri;
+use kyufu_admission::Keyring;
+
+/// Everything the gateway needs, built by the composition root.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Event (program) id bound into every ticket and pass; 1-64 of `A-Za-z0-9._-`.
+    pub event_id: String,
+    /// Signs tickets and passes; intake verifies passes with the same keyring.
+    pub keyring: Keyring,
+    /// Base URL of intake, `http://host:port`; everything under `/api/` is proxied there.
+    pub upstream: String,
+    /// Admissions per second at the start; 0 admits nobody until a rate is set.
+    pub rate_per_sec: u32,
+    /// Admissions allowed at once after a quiet spell (token bucket size).
+    pub burst: u32,
+    /// How often a waiting visitor should poll, seconds (the `refresh_after_seconds` ceiling).
+    pub refresh_secs: u64,
+    /// Lifetime of an admission pass, seconds, counted from admission.
+    pub pass_ttl_secs: u64,
+    /// A ticket whose turn came while it went unrefreshed longer than this is expired (410), so an
+    /// abandoned ticket cannot be cashed in for a pass hours later.
+    pub ticket_idle_secs: u64,
+    /// Adds `Secure` to the cookies (deployments behind TLS).
+    pub secure_cookies: bool,
+    /// Time allowed to open a TCP connection to intake.
+    pub connect_timeout: Duration,
+    /// Time allowed for intake's response headers once the request body has been sent.
+    pub upstream_timeout: Duration,
+    /// A proxied upload that makes no progress this long is abandoned (a stalled phone or a stuck
+    /// upstream); a slow but moving 10 MB upload is never cut off.
+    pub upload_idle_timeout: Duration,
+    /// How often the admission cursor advances.
+    pub tick: Duration,
+    /// Largest request body passed to intake; larger uploads are refused here with 413
+    /// `document_too_large` before they reach intake.
+    pub max_body_bytes: u64,
+}
+
+impl GatewayConfig {
+    /// A configuration with working defaults: 10 admissions per second, burst 10, refresh every
+    /// 5 s, passes for 30 minutes.
+    pub fn new(event_id: impl Into<String>, keyring: Keyring, upstream: impl Into<String>) -> Self {
+        GatewayConfig {
+            event_id: event_id.into(),
+            keyring,
+            upstream: upstream.into(),
+            rate_per_sec: 10,
+            burst: 10,
+            refresh_secs: 5,
+            pass_ttl_secs: 30 * 60,
+            ticket_idle_secs: 15 * 60,
+            secure_cookies: false,
+            connect_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(30),
+            upload_idle_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(50),
+            max_body_bytes: 10 * 1024 * 1024 + 256 * 1024,
+        }
+    }
+
+    /// Checks every value; the error names the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: &str| Err(ConfigError { key, reason: reason.to_owned() });
+        let id_ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.event_id.is_empty() || self.event_id.len() > 64 || !self.event_id.chars().all(id_ok) {
+            return bad("event_id", "must be 1-64 of A-Za-z0-9._-");
+        }
+        upstream_authority(&self.upstream).map_err(|reason| ConfigError { key: "upstream", reason })?;
+        if self.rate_per_sec > 0 && self.burst == 0 {
+            return bad("burst", "must be at least 1 when rate_per_sec is set");
+        }
+        if self.refresh_secs == 0 || self.refresh_secs > 300 {
+            return bad("refresh_secs", "must be 1-300");
+        }
+        if self.pass_ttl_secs == 0 {
+            return bad("pass_ttl_secs", "must be at least 1");
+        }
+        if self.ticket_idle_secs < self.refresh_secs {
+            return bad("ticket_idle_secs", "must be at least refresh_secs");
+        }
+        for (key, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("upstream_timeout", self.upstream_timeout),
+            ("upload_idle_timeout", self.upload_idle_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(key, "must be positive");
+            }
+        }
+        if self.tick.is_zero() || self.tick > Duration::from_secs(1) {
+            return bad("tick", "must be between 1 ms and 1 s");
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value the operator must fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad gateway config `{key}`: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub reason: String,
+}
+
+/// The `host:port` of an `http://host:port` base URL. Paths, queries and https are refused: the
+/// proxy forwards the visitor's path as is, and TLS to intake is not supported.
+pub(crate) fn upstream_authority(upstream: &str) -> Result<Authority, String> {
+    let uri: Uri = upstream.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err("must start with http://".to_owned());
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("must name a host".to_owned());
+    };
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials".to_owned());
+    }
+    match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => Ok(authority.clone()),
+        Some(_) => Err("must be a bare http://host:port without path or query".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GatewayConfig {
+        GatewayConfig::new("rice-2026", Keyring::random(), "http://127.0.0.1:9090")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config().validate(), Ok(()));
+        let with_slash = GatewayConfig { upstream: "http://intake:8081/".into(), ..config() };
+        assert_eq!(with_slash.validate(), Ok(()));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: Vec<(GatewayConfig, &str)> = vec![
+            (GatewayConfig { event_id: String::new(), ..config() }, "event_id"),
+            (GatewayConfig { event_id: "a b".into(), ..config() }, "event_id"),
+            (GatewayConfig { upstream: "https://intake:443".into(), ..config() }, "upstream"),
+            (GatewayConfig { upstream: "http://intake:80/api".into(), ..config() }, "upstream"),
+            (GatewayConfig { upstream: "intake:80".into(), ..config() }, "upstream"),
+            (GatewayConfig { burst: 0, ..config() }, "burst"),
+            (GatewayConfig { refresh_secs: 0, ..config() }, "refresh_secs"),
+            (GatewayConfig { pass_ttl_secs: 0, ..config() }, "pass_ttl_secs"),
+            (GatewayConfig { ticket_idle_secs: 1, ..config() }, "ticket_idle_secs"),
+            (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
+            (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
+        ];
+        for (cfg, key) in cases {
+            assert_eq!(cfg.validate().map_err(|e| e.key), Err(key));
+        }
+        // A closed door (rate 0) is a valid start: the operator opens it at launch.
+        assert_eq!(GatewayConfig { rate_per_sec: 0, burst: 0, ..config() }.validate(), Ok(()));
+    }
+}

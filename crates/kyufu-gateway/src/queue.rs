@@ -1,0 +1,285 @@
+//! `POST /queue/join` and `GET /queue/status`: the waiting room as a visitor sees it. Joining takes
+//! a sequence number and answers with a signed ticket; polling compares the ticket's number with
+//! the serving cursor. Everything a visitor needs is in the answer, and everything the gateway
+//! needs is in the ticket.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kyufu_admission::Purpose;
+use kyufu_domain::ErrorCode;
+use kyufu_http::ApiError;
+use serde::Serialize;
+
+use crate::config::GatewayConfig;
+use crate::state::Counters;
+use crate::ticket::{self, Presented, TicketClaims, PASS_COOKIE, TICKET_COOKIE};
+use crate::Shared;
+
+/// The answer to a join or a poll.
+#[derive(Debug, Serialize)]
+struct QueueView<'a> {
+    ticket: &'a str,
+    state: &'static str,
+    /// Visitors ahead, counting this one; 0 once admitted.
+    position: u64,
+    eta_seconds: Option<u64>,
+    refresh_after_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pass: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+/// What a ticket amounts to right now.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub ticket: String,
+    /// The ticket differs from the one presented (so the cookie must be set again).
+    pub ticket_changed: bool,
+    pub position: u64,
+    pub eta: Option<u64>,
+    pub refresh_after: u64,
+    /// Present once admitted.
+    pub pass: Option<String>,
+    /// This answer is the one that admitted the ticket (a pass was issued).
+    pub newly_admitted: bool,
+}
+
+/// Decides a ticket against the queue numbers. `presented` is the token the claims came from
+/// (`None` for a fresh join); `eta` maps a position to an estimate.
+///
+/// A waiting ticket is re-signed only once `nxt` has passed, so fast pollers get their own ticket
+/// back and the ticket never grows. An admitted ticket is re-signed once, to record the admission
+/// time, which fixes the pass; after that it is returned unchanged until the pass would expire.
+pub(crate) fn decide(
+    config: &GatewayConfig,
+    claims: TicketClaims,
+    presented: Option<&str>,
+    counters: Counters,
+    now: u64,
+    eta: impl Fn(u64) -> Option<u64>,
+) -> Result<Answer, ErrorCode> {
+    // Another event, an earlier queue (restart), or a number never handed out: not ours.
+    if claims.ev != config.event_id || claims.ep != counters.epoch || claims.seq == 0 || claims.seq > counters.issued
+    {
+        return Err(ErrorCode::TicketInvalid);
+    }
+    if claims.seq > counters.cursor {
+        let position = claims.seq - counters.cursor;
+        let eta = eta(position);
+        // Poll sooner when the turn is expected sooner than the usual interval.
+        let refresh_after = eta.map_or(config.refresh_secs, |e| e.clamp(1, config.refresh_secs));
+        let (ticket, ticket_changed) = match presented {
+            Some(token) if now < claims.nxt => (token.to_owned(), false),
+            _ => {
+                let fresh = TicketClaims { iat: now, nxt: now.saturating_add(refresh_after), adm: None, ..claims };
+                (fresh.sign(&config.keyring), true)
+            }
+        };
+        return Ok(Answer { ticket, ticket_changed, position, eta, refresh_after, pass: None, newly_admitted: false });
+    }
+    let (claims, ticket, ticket_changed, newly_admitted) = match (claims.adm, presented) {
+        (Some(adm), _) if now >= adm.saturating_add(config.pass_ttl_secs) => return Err(ErrorCode::TicketExpired),
+        (Some(_), Some(token)) => (claims, token.to_owned(), false, false),
+        (Some(_), None) => {
+            let token = claims.sign(&config.keyring);
+            (claims, token, true, false)
+        }
+        (None, _) => {
+            // The turn came while the ticket went unrefreshed for long: the visitor left, and an
+            // old ticket must not be cashed in for a pass much later.
+            if now.saturating_sub(claims.iat) > config.ticket_idle_secs {
+                return Err(ErrorCode::TicketExpired);
+            }
+            let admitted =
+                TicketClaims { iat: now, nxt: now.saturating_add(config.refresh_secs), adm: Some(now), ..claims };
+            let token = admitted.sign(&config.keyring);
+            (admitted, token, true, true)
+        }
+    };
+    let adm = claims.adm.unwrap_or(now);
+    let pass = ticket::pass_for(&config.keyring, &ticket, &claims, adm, config.pass_ttl_secs);
+    Ok(Answer {
+        ticket,
+        ticket_changed,
+        position: 0,
+        eta: Some(0),
+        refresh_after: config.refresh_secs,
+        pass: Some(pass),
+        newly_admitted,
+    })
+}
+
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn unavailable(e: crate::state::StateError) -> ApiError {
+    tracing::warn!(error = %e, "queue state unavailable");
+    ApiError::new(ErrorCode::ServiceUnavailable)
+}
+
+/// `POST /queue/join`.
+pub(crate) async fn join(State(gw): State<Arc<Shared>>) -> Response {
+    join_inner(&gw).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
+    let admission = &gw.admission;
+    let slot = admission.state.join().await.map_err(unavailable)?;
+    gw.metrics.joins.inc();
+    // A join is also a tick: a visitor arriving at an idle queue is admitted in this very answer.
+    if let Err(e) = admission.pump().await {
+        tracing::warn!(error = %e, "admission on join failed");
+    }
+    let counters = admission.state.counters().await.map_err(unavailable)?;
+    let now = now_secs();
+    let claims = TicketClaims { ev: gw.config.event_id.clone(), ep: slot.epoch, seq: slot.seq, iat: now, nxt: now, adm: None };
+    let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
+    if answer.newly_admitted {
+        gw.metrics.passes.inc();
+    }
+    Ok(render(gw, &answer))
+}
+
+/// `GET /queue/status`.
+pub(crate) async fn status(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let result = status_inner(&gw, &headers).await;
+    let outcome = match &result {
+        Ok(a) if a.pass.is_some() => "admitted",
+        Ok(_) => "waiting",
+        Err(e) if e.code == ErrorCode::TicketExpired => "expired",
+        Err(e) if e.code == ErrorCode::ServiceUnavailable => "unavailable",
+        Err(_) => "invalid",
+    };
+    gw.metrics.polls.with_label_values(&[outcome]).inc();
+    match result {
+        Ok(answer) => render(&gw, &answer),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiError> {
+    let token = match ticket::presented(headers) {
+        Presented::Missing => return Err(ApiError::new(ErrorCode::TicketRequired)),
+        Presented::Unreadable => return Err(ApiError::new(ErrorCode::TicketInvalid)),
+        Presented::Token(t) => t,
+    };
+    // Any verification failure (garbage, forged, unknown key, a pass sent as a ticket) is the
+    // same answer to the visitor: join again.
+    let claims: TicketClaims =
+        gw.config.keyring.verify(Purpose::Ticket, token).map_err(|_| ApiError::new(ErrorCode::TicketInvalid))?;
+    if claims.ev != gw.config.event_id {
+        return Err(ApiError::new(ErrorCode::TicketInvalid));
+    }
+    let counters = gw.admission.state.counters().await.map_err(unavailable)?;
+    let admission = &gw.admission;
+    let answer = decide(&gw.config, claims, Some(token), counters, now_secs(), |p| admission.eta_secs(p))?;
+    if answer.newly_admitted {
+        gw.metrics.passes.inc();
+    }
+    Ok(answer)
+}
+
+fn render(gw: &Shared, answer: &Answer) -> Response {
+    let admitted = answer.pass.is_some();
+    let message = (!admitted && gw.admission.is_paused()).then(|| ErrorCode::QueuePaused.message());
+    let view = QueueView {
+        ticket: &answer.ticket,
+        state: if admitted { "admitted" } else { "waiting" },
+        position: answer.position,
+        eta_seconds: answer.eta,
+        refresh_after_seconds: answer.refresh_after,
+        pass: answer.pass.as_deref(),
+        message,
+    };
+    let mut resp = Json(view).into_response();
+    let headers = resp.headers_mut();
+    // Tickets and passes are personal: no shared cache may keep them.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let secure = gw.config.secure_cookies;
+    if answer.ticket_changed {
+        if let Some(c) = ticket::set_cookie(TICKET_COOKIE, &answer.ticket, secure) {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
+    if let Some(pass) = &answer.pass {
+        if let Some(c) = ticket::set_cookie(PASS_COOKIE, pass, secure) {
+            headers.append(header::SET_COOKIE, c);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kyufu_admission::Keyring;
+
+    fn config() -> GatewayConfig {
+        GatewayConfig::new("rice", Keyring::random(), "http://127.0.0.1:1")
+    }
+
+    fn claims(seq: u64, iat: u64, nxt: u64, adm: Option<u64>) -> TicketClaims {
+        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm }
+    }
+
+    const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4 };
+
+    #[test]
+    fn waiting_ticket_is_reused_before_nxt_and_refreshed_after() {
+        let cfg = config();
+        let c = claims(7, 1_000, 1_005, None);
+        let token = c.sign(&cfg.keyring);
+        let a = decide(&cfg, c.clone(), Some(&token), COUNTERS, 1_002, |_| None).expect("answer");
+        assert_eq!((a.ticket.as_str(), a.ticket_changed, a.position, a.eta), (token.as_str(), false, 3, None));
+        let b = decide(&cfg, c, Some(&token), COUNTERS, 1_005, |p| Some(p * 2)).expect("answer");
+        assert!(b.ticket_changed);
+        let fresh: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &b.ticket).expect("signed");
+        assert_eq!((fresh.seq, fresh.iat, fresh.nxt, fresh.adm), (7, 1_005, 1_010, None));
+        assert_eq!((b.eta, b.refresh_after), (Some(6), 5), "refresh capped at refresh_secs");
+        assert_eq!(b.ticket.len(), token.len(), "the ticket does not grow");
+    }
+
+    #[test]
+    fn admission_is_recorded_once_and_fixes_the_pass() {
+        let cfg = config();
+        let c = claims(3, 1_000, 1_005, None);
+        let first = decide(&cfg, c.clone(), Some(&c.sign(&cfg.keyring)), COUNTERS, 1_010, |_| None).expect("answer");
+        assert!(first.newly_admitted && first.ticket_changed);
+        assert_eq!(first.position, 0);
+        let admitted: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &first.ticket).expect("signed");
+        assert_eq!(admitted.adm, Some(1_010));
+        let again = decide(&cfg, admitted.clone(), Some(&first.ticket), COUNTERS, 1_500, |_| None).expect("answer");
+        assert!(!again.newly_admitted && !again.ticket_changed);
+        assert_eq!(again.pass, first.pass, "same ticket, same pass");
+        let pass = kyufu_admission::verify_pass(&cfg.keyring, first.pass.as_deref().unwrap_or(""), "rice", 1_500);
+        assert_eq!(pass.map(|p| (p.seq, p.exp)), Ok((3, 1_010 + 1_800)));
+        // Once the pass would have expired, the ticket is spent.
+        let late = decide(&cfg, admitted, Some(&first.ticket), COUNTERS, 1_010 + 1_800, |_| None);
+        assert_eq!(late.map(|a| a.position), Err(ErrorCode::TicketExpired));
+    }
+
+    #[test]
+    fn stale_and_foreign_tickets_are_refused() {
+        let cfg = config();
+        let stale = claims(3, 1_000, 1_005, None);
+        let idle = 1_000 + cfg.ticket_idle_secs + 1;
+        assert_eq!(decide(&cfg, stale.clone(), None, COUNTERS, idle, |_| None).err(), Some(ErrorCode::TicketExpired));
+        // Still waiting: an idle ticket keeps its place.
+        let waiting = TicketClaims { seq: 8, ..stale.clone() };
+        assert!(decide(&cfg, waiting, None, COUNTERS, idle, |_| None).is_ok());
+        for bad in [
+            TicketClaims { ev: "other".into(), ..stale.clone() },
+            TicketClaims { ep: 8, ..stale.clone() },
+            TicketClaims { seq: 11, ..stale.clone() },
+            TicketClaims { seq: 0, ..stale },
+        ] {
+            assert_eq!(decide(&cfg, bad, None, COUNTERS, 1_001, |_| None).err(), Some(ErrorCode::TicketInvalid));
+        }
+    }
+}

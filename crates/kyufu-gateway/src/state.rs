@@ -1,0 +1,135 @@
+//! The shared queue numbers behind a small trait: `issued` (the last sequence number handed out) and
+//! `cursor` (every visitor with `seq <= cursor` is admitted), plus an `epoch` naming this numbering.
+//! These three numbers are the only state of the waiting room; everything per visitor lives in the
+//! signed ticket. The in-memory implementation serves one gateway process; a shared store (Redis:
+//! `INCR` for `join`, a script doing `cursor = min(cursor + n, issued)` for `advance`) lets several
+//! gateway nodes serve one queue without changing the callers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+/// A snapshot of the queue numbers. `cursor <= issued` always holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Names this numbering; changes whenever the counters start again from zero.
+    pub epoch: u32,
+    /// Sequence numbers handed out so far (the last one issued).
+    pub issued: u64,
+    /// Highest admitted sequence number.
+    pub cursor: u64,
+}
+
+impl Counters {
+    /// Visitors holding a number the cursor has not reached yet.
+    pub fn waiting(&self) -> u64 {
+        self.issued.saturating_sub(self.cursor)
+    }
+}
+
+/// The place a visitor got on joining.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+/// The queue store could not be reached; nobody is at fault yet, the caller answers 503.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("queue state unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The numbers a waiting room shares between its gateway nodes.
+///
+/// Implementations must keep `cursor <= issued`, never move either backwards within an epoch, and
+/// hand out every sequence number once. They may cache `counters` for up to one admission tick,
+/// since handlers call it on every poll.
+#[async_trait]
+pub trait QueueState: Send + Sync + 'static {
+    /// Hands out the next sequence number (the first is 1).
+    async fn join(&self) -> Result<Slot, StateError>;
+    /// The current numbers.
+    async fn counters(&self) -> Result<Counters, StateError>;
+    /// Moves the cursor forward by up to `n`, never past `issued`; returns how far it moved.
+    async fn advance(&self, n: u64) -> Result<u64, StateError>;
+}
+
+/// Queue numbers in process memory: one gateway node. A restart begins a new epoch, so tickets
+/// issued before it are refused (the visitor joins again) instead of being misplaced in the new
+/// numbering.
+#[derive(Debug)]
+pub struct MemoryQueueState {
+    epoch: u32,
+    issued: AtomicU64,
+    cursor: AtomicU64,
+}
+
+impl MemoryQueueState {
+    pub fn new() -> Self {
+        // Random and non-zero, so two runs of a gateway never share an epoch by accident.
+        let epoch = rand::random::<u32>().max(1);
+        MemoryQueueState { epoch, issued: AtomicU64::new(0), cursor: AtomicU64::new(0) }
+    }
+}
+
+impl Default for MemoryQueueState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl QueueState for MemoryQueueState {
+    async fn join(&self) -> Result<Slot, StateError> {
+        let seq = self.issued.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        Ok(Slot { epoch: self.epoch, seq })
+    }
+
+    async fn counters(&self) -> Result<Counters, StateError> {
+        // Cursor first: issued only grows, so the pair read this way still has cursor <= issued.
+        let cursor = self.cursor.load(Ordering::SeqCst);
+        let issued = self.issued.load(Ordering::SeqCst);
+        Ok(Counters { epoch: self.epoch, issued, cursor })
+    }
+
+    async fn advance(&self, n: u64) -> Result<u64, StateError> {
+        let issued = self.issued.load(Ordering::SeqCst);
+        let mut moved = 0;
+        // fetch_update retries on contention, so concurrent advances never overshoot `issued`.
+        let _ = self.cursor.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |cursor| {
+            let to = cursor.saturating_add(n).min(issued).max(cursor);
+            moved = to - cursor;
+            Some(to)
+        });
+        Ok(moved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cursor_never_passes_issued_and_numbers_are_unique() {
+        let state = MemoryQueueState::new();
+        assert_eq!(state.advance(5).await, Ok(0), "nothing issued, nothing to admit");
+        let a = state.join().await.expect("join");
+        let b = state.join().await.expect("join");
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(a.epoch, b.epoch);
+        assert_eq!(state.advance(5).await, Ok(2), "clipped at issued");
+        let c = state.counters().await.expect("counters");
+        assert_eq!((c.issued, c.cursor, c.waiting()), (2, 2, 0));
+        state.join().await.expect("join");
+        assert_eq!(state.advance(1).await, Ok(1));
+        assert_eq!(state.counters().await.expect("counters").cursor, 3);
+    }
+
+    #[test]
+    fn each_memory_queue_has_its_own_epoch() {
+        // Two random u32s collide with probability 2^-32; a constant epoch would always collide.
+        assert_ne!(MemoryQueueState::new().epoch, MemoryQueueState::new().epoch);
+    }
+}

@@ -1,0 +1,312 @@
+//! The waiting room over HTTP: immediate admission of a lone visitor, FIFO order under a slow
+//! rate, ETA, pause and resume, ticket refusals, cookies, and the standard error bodies.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{claims, join, now_secs, start, status, until_admitted, EVENT};
+use kyufu_admission::{verify_pass, Keyring, PassClaims, Purpose};
+use kyufu_gateway::TicketClaims;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_lone_visitor_is_admitted_at_once_with_a_pass_intake_accepts() {
+    let h = start(|_| {}).await;
+    let a = join(&h).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.state(), "admitted", "{:?}", a.body);
+    assert_eq!(a.position(), 0);
+    assert!(a.body["refresh_after_seconds"].as_u64().is_some_and(|s| s >= 1));
+    let ticket = a.ticket();
+    let pass = a.pass().expect("pass in the join answer").to_owned();
+    let claims = verify_pass(&h.keyring, &pass, EVENT, now_secs()).expect("intake would accept the pass");
+    assert_eq!(claims.seq, 1);
+    assert!(claims.exp >= now_secs() + 29 * 60, "a pass lasts 30 minutes by default");
+    assert!(verify_pass(&h.keyring, &pass, "other-event", now_secs()).is_err());
+    assert_eq!(a.headers.get("cache-control").and_then(|v| v.to_str().ok()), Some("no-store"));
+    let cookies = a.cookies();
+    assert!(cookies.contains(&format!("kyufu_ticket={ticket}; Path=/; HttpOnly; SameSite=Lax")), "{cookies:?}");
+    assert!(cookies.contains(&format!("kyufu_pass={pass}; Path=/; HttpOnly; SameSite=Lax")), "{cookies:?}");
+
+    // Polling with the ticket, by header or by cookie, gives the very same pass again.
+    let again = status(&h, &ticket).await;
+    assert_eq!((again.state(), again.pass()), ("admitted", Some(pass.as_str())));
+    let by_cookie = h
+        .client
+        .get(format!("{}/queue/status", h.base))
+        .header("Cookie", format!("other=1; kyufu_ticket={ticket}"))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(by_cookie.status(), StatusCode::OK);
+    let body: Value = by_cookie.json().await.expect("json");
+    assert_eq!(body["pass"].as_str(), Some(pass.as_str()));
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_configured() {
+    let h = start(|c| c.secure_cookies = true).await;
+    let a = join(&h).await;
+    let cookies = a.cookies();
+    assert_eq!(cookies.len(), 2, "{cookies:?}");
+    assert!(cookies.iter().all(|c| c.ends_with("; HttpOnly; SameSite=Lax; Secure")), "{cookies:?}");
+}
+
+#[tokio::test]
+async fn visitors_are_admitted_in_join_order() {
+    let h = start(|c| {
+        c.rate_per_sec = 2;
+        c.burst = 1;
+    })
+    .await;
+    const N: usize = 10;
+    let mut tickets = Vec::new();
+    let mut seqs = Vec::new();
+    let mut join_positions = Vec::new();
+    for _ in 0..N {
+        let a = join(&h).await;
+        assert_eq!(a.status, StatusCode::OK);
+        seqs.push(claims(&h, &a.ticket()).seq);
+        join_positions.push(if a.admitted() { 0 } else { a.position() });
+        tickets.push(a.ticket());
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "numbers follow join order: {seqs:?}");
+    assert_eq!(join_positions[0], 0, "the first visitor meets a full bucket");
+    assert!(join_positions[1] >= 1, "{join_positions:?}");
+    assert!(join_positions.windows(2).all(|w| w[0] <= w[1]), "{join_positions:?}");
+
+    // Rounds of polls, latest joiner first: the cursor only grows during a round, so once a later
+    // visitor is seen admitted every earlier one must be too, and waiting positions must shrink
+    // strictly towards the front.
+    let mut admitted_in_round: [Option<usize>; N] = [None; N];
+    let mut last_position = [u64::MAX; N];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut sped_up = false;
+    for round in 0.. {
+        let mut later_admitted = false;
+        let mut later_position = u64::MAX;
+        for i in (0..N).rev() {
+            let a = status(&h, &tickets[i]).await;
+            assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+            tickets[i] = a.ticket();
+            if a.admitted() {
+                later_admitted = true;
+                admitted_in_round[i].get_or_insert(round);
+                let pass = verify_pass(&h.keyring, a.pass().unwrap_or_default(), EVENT, now_secs()).expect("pass");
+                assert_eq!(pass.seq, seqs[i]);
+            } else {
+                assert!(!later_admitted, "visitor {i} waits while a later one is admitted");
+                assert!(admitted_in_round[i].is_none(), "visitor {i} went back to waiting");
+                let p = a.position();
+                assert!(p >= 1 && p < later_position, "positions grow in join order: {i} at {p}");
+                assert!(p <= last_position[i], "visitor {i} moved back from {} to {p}", last_position[i]);
+                last_position[i] = p;
+                later_position = p;
+            }
+        }
+        let admitted = admitted_in_round.iter().filter(|r| r.is_some()).count();
+        if admitted == N {
+            break;
+        }
+        // Order is shown at the slow rate; the rest is drained fast to keep the test short.
+        if admitted >= 4 && !sped_up {
+            h.handle.set_rate(200, 20);
+            sped_up = true;
+        }
+        assert!(Instant::now() < deadline, "not all admitted: {admitted_in_round:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rounds: Vec<usize> = admitted_in_round.iter().map(|r| r.unwrap_or(usize::MAX)).collect();
+    assert!(rounds.windows(2).all(|w| w[0] <= w[1]), "FIFO: {rounds:?}");
+    assert!(rounds[N - 1] > rounds[0], "the last visitor was not admitted with the first: {rounds:?}");
+}
+
+#[tokio::test]
+async fn eta_is_null_before_any_measurement() {
+    let h = start(|c| {
+        c.rate_per_sec = 1;
+        c.burst = 1;
+    })
+    .await;
+    assert!(join(&h).await.admitted());
+    // The next token is a second away: visitors wait, but no admission has been measured yet.
+    let b = join(&h).await;
+    assert_eq!(b.state(), "waiting");
+    assert_eq!(b.body["eta_seconds"], Value::Null, "{:?}", b.body);
+    assert_eq!(b.body["refresh_after_seconds"].as_u64(), Some(5));
+}
+
+#[tokio::test]
+async fn eta_appears_once_admissions_are_measured_and_goes_while_paused() {
+    let h = start(|c| {
+        c.rate_per_sec = 2;
+        c.burst = 1;
+    })
+    .await;
+    h.handle.pause();
+    let mut last = None;
+    for _ in 0..6 {
+        let a = join(&h).await;
+        assert_eq!(a.state(), "waiting", "paused: nobody is admitted, not even the first");
+        assert_eq!(a.body["eta_seconds"], Value::Null);
+        assert!(a.body["message"].as_str().is_some_and(|m| m.contains("paused")), "{:?}", a.body);
+        last = Some(a.ticket());
+    }
+    let mut ticket = last.unwrap_or_default();
+    h.handle.resume();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let eta = loop {
+        let a = status(&h, &ticket).await;
+        assert_eq!(a.state(), "waiting", "the sixth visitor waits for seconds at 2/s");
+        assert!(a.body.get("message").is_none(), "no pause message after resume");
+        ticket = a.ticket();
+        if let Some(eta) = a.body["eta_seconds"].as_u64() {
+            break eta;
+        }
+        assert!(Instant::now() < deadline, "no ETA after resuming: {:?}", a.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(eta >= 1);
+    h.handle.pause();
+    let a = status(&h, &ticket).await;
+    assert_eq!(a.state(), "waiting");
+    assert_eq!(a.body["eta_seconds"], Value::Null, "no ETA while paused");
+}
+
+#[tokio::test]
+async fn pause_holds_the_queue_and_resume_releases_it() {
+    let h = start(|c| {
+        c.rate_per_sec = 50;
+        c.burst = 5;
+    })
+    .await;
+    h.handle.pause();
+    assert!(h.handle.is_paused());
+    let mut tickets = Vec::new();
+    for expected in 1..=3 {
+        let a = join(&h).await;
+        assert_eq!((a.state(), a.position()), ("waiting", expected));
+        tickets.push(a.ticket());
+    }
+    // At 50/s all three would be in within a few ticks if the pause leaked.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, t) in tickets.iter().enumerate() {
+        let a = status(&h, t).await;
+        assert_eq!((a.state(), a.position()), ("waiting", i as u64 + 1), "paused queue moved");
+    }
+    let snap = h.handle.snapshot().await.expect("snapshot");
+    assert_eq!((snap.counters.issued, snap.counters.cursor, snap.paused), (3, 0, true));
+    h.handle.resume();
+    for t in &tickets {
+        until_admitted(&h, t, Duration::from_secs(3)).await;
+    }
+}
+
+#[tokio::test]
+async fn fast_polls_get_their_own_ticket_back() {
+    let h = start(|_| {}).await;
+    h.handle.pause();
+    let a = join(&h).await;
+    let ticket = a.ticket();
+    for _ in 0..3 {
+        let b = status(&h, &ticket).await;
+        assert_eq!((b.status, b.state()), (StatusCode::OK, "waiting"));
+        assert_eq!(b.ticket(), ticket, "polled before refresh_after: same ticket, not an error");
+        assert!(b.cookies().is_empty(), "nothing changed, no cookie to set");
+    }
+}
+
+#[tokio::test]
+async fn bad_tickets_get_the_right_codes() {
+    let h = start(|c| {
+        c.rate_per_sec = 1;
+        c.burst = 1;
+    })
+    .await;
+    let a = join(&h).await;
+    let b = join(&h).await;
+    assert!(a.admitted() && !b.admitted());
+    let (ta, tb) = (a.ticket(), b.ticket());
+    let pa: Vec<&str> = ta.split('.').collect();
+    let pb: Vec<&str> = tb.split('.').collect();
+    let cb = claims(&h, &tb);
+    let now = now_secs();
+
+    let missing = h.client.get(format!("{}/queue/status", h.base)).send().await.expect("status");
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    let body: Value = missing.json().await.expect("json");
+    assert_eq!(body["code"], "ticket_required");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    let other_keyring = Keyring::random();
+    let mut refused = vec![
+        ("garbage", "not-a-ticket".to_owned()),
+        ("too long", "x".repeat(5000)),
+        // Visitor B takes A's payload (an earlier, admitted number) and keeps its own MAC.
+        ("queue jump", format!("{}.{}.{}", pb[0], pa[1], pb[2])),
+        ("tampered", format!("{}.{}A.{}", pb[0], pb[1], pb[2])),
+        ("other keyring", other_keyring.sign(Purpose::Ticket, &cb)),
+        ("other event", h.keyring.sign(Purpose::Ticket, &TicketClaims { ev: "other-event".into(), ..cb.clone() })),
+        ("never issued", h.keyring.sign(Purpose::Ticket, &TicketClaims { seq: 99, ..cb.clone() })),
+        ("a pass", a.pass().unwrap_or_default().to_owned()),
+        ("pass claims as ticket", h.keyring.sign(Purpose::Pass, &PassClaims::new(EVENT, 1, now, 60))),
+    ];
+    // A ticket from another queue (another gateway, or before a restart) with the same keyring.
+    let h2 = start(|c| c.keyring = h.keyring.clone()).await;
+    refused.push(("other queue", join(&h2).await.ticket()));
+    for (what, ticket) in &refused {
+        let r = status(&h, ticket).await;
+        assert_eq!((r.status, r.code()), (StatusCode::BAD_REQUEST, "ticket_invalid"), "{what}: {:?}", r.body);
+    }
+
+    // Expired: admitted long ago (the pass would be dead), or never refreshed while the turn came.
+    let ca = claims(&h, &ta);
+    let expired = [
+        TicketClaims { adm: Some(now - 3 * 3600), ..ca.clone() },
+        TicketClaims { adm: None, iat: now - 3 * 3600, nxt: now - 3 * 3600 + 5, ..ca },
+    ];
+    for c in &expired {
+        let r = status(&h, &h.keyring.sign(Purpose::Ticket, c)).await;
+        assert_eq!((r.status, r.code()), (StatusCode::GONE, "ticket_expired"), "{c:?}: {:?}", r.body);
+    }
+    // The genuine tickets still work after all that.
+    assert_eq!(status(&h, &ta).await.state(), "admitted");
+    assert_eq!(status(&h, &tb).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_the_standard_body() {
+    let h = start(|_| {}).await;
+    let r = h.client.get(format!("{}/nope", h.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "not_found");
+    let r = h.client.get(format!("{}/queue/join", h.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json::<Value>().await.expect("json")["code"], "method_not_allowed");
+    for path in ["/healthz", "/readyz"] {
+        let r = h.client.get(format!("{}{path}", h.base)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_joins_polls_and_passes() {
+    let h = start(|_| {}).await;
+    let a = join(&h).await;
+    status(&h, &a.ticket()).await;
+    status(&h, "garbage").await;
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    for line in [
+        "kyufu_gateway_joins_total 1",
+        "kyufu_gateway_passes_issued_total 1",
+        "kyufu_gateway_admitted_total 1",
+        "kyufu_gateway_status_polls_total{outcome=\"admitted\"} 1",
+        "kyufu_gateway_status_polls_total{outcome=\"invalid\"} 1",
+        "kyufu_gateway_queue_length 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+    assert!(!text.contains(&a.ticket()));
+}

@@ -1,0 +1,152 @@
+//! One process per role: `kyufu gateway`, `kyufu intake`, `kyufu worker <stage>`. Each builds only
+//! what its role needs and serves `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Storage here is the embedded store, which one process at a time may open: `intake` and `worker`
+//! on the same data directory take turns (a second process is refused with a clear message). Run
+//! several roles at once on Kafka, Redis and S3 (see the adapters issue); the gateway needs no
+//! storage and scales out as it is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use kyufu_intake::relay::RelayConfig;
+use kyufu_intake::{IntakeConfig, IntakePorts};
+use kyufu_pipeline::notify::OutboxNotifier;
+use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
+use kyufu_ports::events::topics;
+use kyufu_registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::all_in_one::{shutdown_signal, stopped};
+use crate::ProgramArgs;
+
+#[derive(Args)]
+pub struct GatewayArgs {
+    #[arg(long, env = "KYUFU_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Base URL of intake.
+    #[arg(long, env = "KYUFU_UPSTREAM", default_value = "http://127.0.0.1:8081")]
+    upstream: String,
+    #[arg(long, env = "KYUFU_ADMIT_RATE", default_value_t = 50)]
+    rate: u32,
+    #[arg(long, env = "KYUFU_ADMIT_BURST", default_value_t = 100)]
+    burst: u32,
+    /// Secrets file (tickets and passes); environment variables take precedence.
+    #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
+    secrets_file: PathBuf,
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+#[derive(Args)]
+pub struct IntakeArgs {
+    #[arg(long, env = "KYUFU_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    #[arg(long, env = "KYUFU_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "KYUFU_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
+    /// Seconds an application may sit in `received` before the outbox relay republishes it.
+    #[arg(long, default_value_t = 600)]
+    relay_after_secs: u64,
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// `dedupe`, `idcheck` or `coupon`.
+    stage: String,
+    /// Address for `/metrics` and health.
+    #[arg(long, env = "KYUFU_METRICS_LISTEN", default_value = "127.0.0.1:9102")]
+    listen: SocketAddr,
+    #[arg(long, env = "KYUFU_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "KYUFU_REGISTRY")]
+    registry: Option<PathBuf>,
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    let secrets = crate::secrets::load(&args.secrets_file, false)?;
+    let program = args.program.program();
+    let mut config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring, &args.upstream);
+    config.rate_per_sec = args.rate;
+    config.burst = args.burst;
+    let metrics = kyufu_telemetry::new_registry();
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    kyufu_gateway::run(listener, config, metrics, shutdown_signal()).await
+}
+
+pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
+    let secrets = crate::secrets::load(&secrets_path, false)?;
+    let program = args.program.program();
+    let store = kyufu_embedded::EmbeddedStore::open(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ports = IntakePorts { bus: store.bus(), status: store.status_store(), documents: store.document_store() };
+    let config = IntakeConfig {
+        program,
+        pass_keyring: secrets.keyring,
+        require_pass: true,
+        identity_secret: secrets.identity,
+        status_tokens: secrets.status_tokens,
+        max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
+        received_topic: topics::RECEIVED.to_owned(),
+    };
+    let metrics = kyufu_telemetry::new_registry();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut relay_config = RelayConfig::new(topics::RECEIVED);
+    relay_config.after = Duration::from_secs(args.relay_after_secs);
+    let relay = tokio::spawn(kyufu_intake::relay::run(ports.clone(), relay_config, metrics.clone(), stopped(stop_rx.clone())));
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let served = kyufu_intake::run(listener, config, ports, metrics, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
+    let _ = relay.await;
+    served
+}
+
+pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let kind = StageKind::parse(&args.stage)
+        .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck or coupon", args.stage))?;
+    let program = args.program.program();
+    let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
+    let registry = if kind == StageKind::IdCheck {
+        Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?
+    } else {
+        Registry::default()
+    };
+    let store = kyufu_embedded::EmbeddedStore::open(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = kyufu_telemetry::new_registry();
+    let deps = PipelineDeps {
+        bus: store.bus(),
+        status: store.status_store(),
+        documents: store.document_store(),
+        registry: Arc::new(registry),
+        program,
+        notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
+        metrics: StageMetrics::new(&metrics),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stage = kyufu_pipeline::spawn_stage(kind, &deps, stop_rx.clone());
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(stage = kind.name(), metrics = %listener.local_addr()?, "worker running");
+    let ops = kyufu_http::ops_routes(metrics, kyufu_http::Readiness::ready());
+    kyufu_http::serve(listener, ops, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
+    let _ = stage.await;
+    deps.bus.flush(Duration::from_secs(5)).await.ok();
+    Ok(())
+}
