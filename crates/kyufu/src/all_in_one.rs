@@ -111,7 +111,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let public = listener.local_addr()?;
-    let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), &format!("http://{intake_addr}"));
+    let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), format!("http://{intake_addr}"));
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
     let gateway_task = tokio::spawn(kyufu_gateway::run(listener, gateway_config, metrics.clone(), stopped(stop_rx.clone())));
