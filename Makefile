@@ -3,6 +3,7 @@
 CARGO ?= cargo
 JOBS ?= 2
 DATA_DIR ?= ./data
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: run build test deps clean
@@ -10,7 +11,7 @@ export CARGO_TERM_COLOR ?= never
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
 	$(CARGO) build -j$(JOBS) --release -p kyufu
-	./target/release/kyufu all-in-one --data-dir $(DATA_DIR)
+	$(TARGET_DIR)/release/kyufu all-in-one --data-dir $(DATA_DIR)
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets
