@@ -2,19 +2,20 @@
 //! partition chosen by a stable hash of its key, offsets per partition, and consumer groups whose
 //! committed offsets are durable.
 //!
-//! Group membership lives in memory (members of one group are in this process): partitions are
-//! dealt out by `partition % members` over the sorted member ids, and whenever a member joins or
-//! leaves the group's generation changes; every member then restarts each partition it holds from
-//! the group's committed offset, so whatever a departed member had not committed is delivered again.
+//! Group membership lives in memory (members of one group are in this process): each topic's
+//! partitions are dealt out by `partition % members` over the sorted ids of the members subscribed
+//! to that topic, and whenever a member joins or leaves the group's generation changes. Every member
+//! then keeps the partitions it still holds and starts each newly assigned one at the group's
+//! committed offset, so whatever a departed member had not committed is delivered again.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use kyufu_ports::{AdapterError, Consumer, EventBus, Message};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
 use crate::{blocking, lock, storage_err};
@@ -64,21 +65,86 @@ fn partition_for(key: &[u8], partitions: u32) -> u32 {
     u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
 }
 
+fn encode_message(key: &[u8], payload: &[u8]) -> Result<Vec<u8>, AdapterError> {
+    let klen = u32::try_from(key.len()).map_err(|_| AdapterError::Unavailable("bus: message key too long".into()))?;
+    let mut value = Vec::with_capacity(4 + key.len() + payload.len());
+    value.extend_from_slice(&klen.to_be_bytes());
+    value.extend_from_slice(key);
+    value.extend_from_slice(payload);
+    Ok(value)
+}
+
+fn decode_message(raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AdapterError> {
+    let corrupt = || AdapterError::Corrupt("bus message".into());
+    let head: [u8; 4] = raw.get(0..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?;
+    let klen = usize::try_from(u32::from_be_bytes(head)).map_err(|_| corrupt())?;
+    let end = klen.checked_add(4).ok_or_else(corrupt)?;
+    let key = raw.get(4..end).ok_or_else(corrupt)?.to_vec();
+    let payload = raw.get(end..).ok_or_else(corrupt)?.to_vec();
+    Ok((key, payload))
+}
+
+/// Partitions of `topic`, creating the topic with `default` partitions when new. Runs inside the
+/// caller's write transaction so creating a topic costs no commit of its own.
+fn ensure_topic(tx: &WriteTransaction, topic: &str, default: u32) -> Result<u32, AdapterError> {
+    let mut t = tx.open_table(TOPICS).map_err(storage_err)?;
+    let existing = t.get(topic).map_err(storage_err)?.map(|v| v.value());
+    match existing {
+        Some(0) => Err(AdapterError::Corrupt(format!("bus: topic {topic} has 0 partitions"))),
+        Some(n) => Ok(n),
+        None => {
+            t.insert(topic, default).map_err(storage_err)?;
+            Ok(default)
+        }
+    }
+}
+
+/// Partitions of `topic` from a read snapshot, if the topic exists (the common case: no write).
+fn read_topic(db: &Database, topic: &str) -> Result<Option<u32>, AdapterError> {
+    let tx = db.begin_read().map_err(storage_err)?;
+    let t = tx.open_table(TOPICS).map_err(storage_err)?;
+    let n = t.get(topic).map_err(storage_err)?.map(|v| v.value());
+    Ok(n.filter(|n| *n > 0))
+}
+
+/// A consumer group's live members and their subscriptions.
 #[derive(Default)]
 struct Group {
-    members: Vec<u64>,
+    /// Member id -> subscribed topics with their partition counts.
+    members: BTreeMap<u64, BTreeMap<String, u32>>,
     generation: u64,
 }
 
+impl Group {
+    /// The partitions `member` owns: for each of its topics, partition `p` goes to the
+    /// `p % n`-th of the `n` members (sorted by id) subscribed to that topic.
+    fn assignment(&self, member: u64) -> BTreeSet<(String, u32)> {
+        let mut out = BTreeSet::new();
+        let Some(topics) = self.members.get(&member) else { return out };
+        for (topic, partitions) in topics {
+            let sharing: Vec<u64> =
+                self.members.iter().filter(|(_, ts)| ts.contains_key(topic)).map(|(id, _)| *id).collect();
+            let Some(index) = sharing.iter().position(|id| *id == member) else { continue };
+            for p in 0..*partitions {
+                if usize::try_from(p).is_ok_and(|p| p % sharing.len() == index) {
+                    out.insert((topic.clone(), p));
+                }
+            }
+        }
+        out
+    }
+}
+
+type Groups = Arc<Mutex<HashMap<String, Group>>>;
+
+/// The embedded [`EventBus`]; obtain it with [`crate::EmbeddedStore::bus`].
 pub struct EmbeddedBus {
     db: Arc<Database>,
     default_partitions: u32,
     /// Woken on every publish and membership change.
     notify: Arc<Notify>,
-    groups: Arc<Mutex<HashMap<String, Group>>>,
+    groups: Groups,
     next_member: AtomicU64,
-    /// Serialises offset allocation so two publishers never take the same offset.
-    publish_lock: Arc<Mutex<()>>,
 }
 
 impl EmbeddedBus {
@@ -89,52 +155,23 @@ impl EmbeddedBus {
             notify: Arc::new(Notify::new()),
             groups: Arc::default(),
             next_member: AtomicU64::new(1),
-            publish_lock: Arc::default(),
         }
     }
-}
-
-/// Partitions of `topic`, creating the topic with `default` partitions when new.
-fn ensure_topic(db: &Database, topic: &str, default: u32) -> Result<u32, AdapterError> {
-    {
-        let tx = db.begin_read().map_err(storage_err)?;
-        let t = tx.open_table(TOPICS).map_err(storage_err)?;
-        if let Some(v) = t.get(topic).map_err(storage_err)? {
-            return Ok(v.value());
-        }
-    }
-    let tx = db.begin_write().map_err(storage_err)?;
-    let n = {
-        let mut t = tx.open_table(TOPICS).map_err(storage_err)?;
-        let existing = t.get(topic).map_err(storage_err)?.map(|v| v.value());
-        match existing {
-            Some(n) => n,
-            None => {
-                t.insert(topic, default).map_err(storage_err)?;
-                default
-            }
-        }
-    };
-    tx.commit().map_err(storage_err)?;
-    Ok(n)
 }
 
 #[async_trait]
 impl EventBus for EmbeddedBus {
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), AdapterError> {
-        let (db, topic, default) = (self.db.clone(), topic.to_owned(), self.default_partitions);
-        let mut value = Vec::with_capacity(4 + key.len() + payload.len());
-        value.extend_from_slice(&u32::try_from(key.len()).unwrap_or(0).to_be_bytes());
-        value.extend_from_slice(key);
-        value.extend_from_slice(payload);
-        let key = key.to_vec();
-        let publish_lock = self.publish_lock.clone();
+        let value = encode_message(key, payload)?;
+        let (db, topic, key, default) = (self.db.clone(), topic.to_owned(), key.to_vec(), self.default_partitions);
+        let notify = self.notify.clone();
         blocking(move || {
-            let partitions = ensure_topic(&db, &topic, default)?;
-            let partition = partition_for(&key, partitions);
-            let _guard = lock(&publish_lock);
+            // The offset is read and advanced inside one write transaction; redb admits one writer
+            // at a time, so two publishers never take the same offset.
             let tx = db.begin_write().map_err(storage_err)?;
             {
+                let partitions = ensure_topic(&tx, &topic, default)?;
+                let partition = partition_for(&key, partitions);
                 let mut ends = tx.open_table(ENDS).map_err(storage_err)?;
                 let ek = end_key(&topic, partition);
                 let offset = ends.get(ek.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
@@ -142,28 +179,48 @@ impl EventBus for EmbeddedBus {
                     .map_err(storage_err)?
                     .insert(msg_key(&topic, partition, offset).as_slice(), value.as_slice())
                     .map_err(storage_err)?;
-                ends.insert(ek.as_str(), offset + 1).map_err(storage_err)?;
+                let next =
+                    offset.checked_add(1).ok_or_else(|| AdapterError::Corrupt(format!("bus: offset overflow in {ek}")))?;
+                ends.insert(ek.as_str(), next).map_err(storage_err)?;
             }
-            tx.commit().map_err(storage_err)
+            tx.commit().map_err(storage_err)?;
+            // Woken here rather than after the await, so a cancelled publish still wakes pollers.
+            notify.notify_waiters();
+            Ok(())
         })
-        .await?;
-        self.notify.notify_waiters();
-        Ok(())
+        .await
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError> {
-        let mut partitions = BTreeMap::new();
-        for topic in topics {
-            let (db, t, d) = (self.db.clone(), (*topic).to_owned(), self.default_partitions);
-            let n = blocking(move || ensure_topic(&db, &t, d)).await?;
-            partitions.insert((*topic).to_owned(), n);
-        }
+        let (db, default) = (self.db.clone(), self.default_partitions);
+        let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
+        let subscribed = blocking(move || {
+            let mut out = BTreeMap::new();
+            let mut missing = Vec::new();
+            for topic in names {
+                match read_topic(&db, &topic)? {
+                    Some(n) => {
+                        out.insert(topic, n);
+                    }
+                    None => missing.push(topic),
+                }
+            }
+            if !missing.is_empty() {
+                let tx = db.begin_write().map_err(storage_err)?;
+                for topic in missing {
+                    let n = ensure_topic(&tx, &topic, default)?;
+                    out.insert(topic, n);
+                }
+                tx.commit().map_err(storage_err)?;
+            }
+            Ok(out)
+        })
+        .await?;
         let member = self.next_member.fetch_add(1, Ordering::Relaxed);
         {
             let mut groups = lock(&self.groups);
             let g = groups.entry(group.to_owned()).or_default();
-            g.members.push(member);
-            g.members.sort_unstable();
+            g.members.insert(member, subscribed);
             g.generation += 1;
         }
         self.notify.notify_waiters();
@@ -173,9 +230,8 @@ impl EventBus for EmbeddedBus {
             groups: self.groups.clone(),
             group: group.to_owned(),
             member,
-            partitions,
             generation: 0,
-            positions: Vec::new(),
+            positions: BTreeMap::new(),
             next_index: 0,
         }))
     }
@@ -188,15 +244,13 @@ impl EventBus for EmbeddedBus {
 struct EmbeddedConsumer {
     db: Arc<Database>,
     notify: Arc<Notify>,
-    groups: Arc<Mutex<HashMap<String, Group>>>,
+    groups: Groups,
     group: String,
     member: u64,
-    /// Subscribed topics and their partition counts.
-    partitions: BTreeMap<String, u32>,
-    /// Generation the assignment below was computed for.
+    /// Generation the assignment below was computed for (0: not yet computed).
     generation: u64,
-    /// Assigned (topic, partition, next offset to deliver).
-    positions: Vec<(String, u32, u64)>,
+    /// Assigned (topic, partition) -> next offset to deliver.
+    positions: BTreeMap<(String, u32), u64>,
     /// Round-robin start, so one busy partition does not starve the others.
     next_index: usize,
 }
@@ -205,8 +259,11 @@ impl Drop for EmbeddedConsumer {
     fn drop(&mut self) {
         let mut groups = lock(&self.groups);
         if let Some(g) = groups.get_mut(&self.group) {
-            g.members.retain(|m| *m != self.member);
+            g.members.remove(&self.member);
             g.generation += 1;
+            if g.members.is_empty() {
+                groups.remove(&self.group);
+            }
         }
         drop(groups);
         self.notify.notify_waiters();
@@ -214,71 +271,68 @@ impl Drop for EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
-    /// Recomputes the assignment if the group changed; positions restart at committed offsets.
+    /// Recomputes the assignment if the group changed. Partitions still held keep their position
+    /// (moved forward if the group committed past it meanwhile); new ones start at the committed
+    /// offset.
     async fn refresh(&mut self) -> Result<(), AdapterError> {
-        let (generation, index, count) = {
+        let (generation, wanted) = {
             let groups = lock(&self.groups);
             let Some(g) = groups.get(&self.group) else { return Ok(()) };
-            let idx = g.members.iter().position(|m| *m == self.member).unwrap_or(0);
-            (g.generation, idx, g.members.len().max(1))
+            (g.generation, g.assignment(self.member))
         };
         if generation == self.generation {
             return Ok(());
         }
-        let mut wanted = Vec::new();
-        for (topic, n) in &self.partitions {
-            for p in 0..*n {
-                if (p as usize) % count == index {
-                    wanted.push((topic.clone(), p));
-                }
-            }
-        }
         let (db, group) = (self.db.clone(), self.group.clone());
-        let positions = blocking(move || {
+        let committed = blocking(move || {
             let tx = db.begin_read().map_err(storage_err)?;
             let commits = tx.open_table(COMMITS).map_err(storage_err)?;
-            let mut out = Vec::new();
+            let mut out = BTreeMap::new();
             for (topic, p) in wanted {
                 let c = commits.get(commit_key(&group, &topic, p).as_str()).map_err(storage_err)?.map(|v| v.value());
-                out.push((topic, p, c.unwrap_or(0)));
+                out.insert((topic, p), c.unwrap_or(0));
             }
             Ok(out)
         })
         .await?;
-        self.positions = positions;
+        let previous = std::mem::take(&mut self.positions);
+        self.positions = committed
+            .into_iter()
+            .map(|(tp, committed)| {
+                let position = previous.get(&tp).map_or(committed, |held| (*held).max(committed));
+                (tp, position)
+            })
+            .collect();
         self.generation = generation;
         Ok(())
     }
 
     /// The first available message of an assigned partition, round-robin.
     async fn try_next(&mut self) -> Result<Option<Message>, AdapterError> {
-        if self.positions.is_empty() {
+        let n = self.positions.len();
+        if n == 0 {
             return Ok(None);
         }
+        let assigned: Vec<(String, u32, u64)> = self.positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
+        let start = self.next_index % n;
+        let order: Vec<(usize, (String, u32, u64))> =
+            assigned.into_iter().enumerate().cycle().skip(start).take(n).collect();
         let db = self.db.clone();
-        let n = self.positions.len();
-        let order: Vec<(usize, String, u32, u64)> = (0..n)
-            .map(|i| (self.next_index + i) % n)
-            .map(|i| (i, self.positions[i].0.clone(), self.positions[i].1, self.positions[i].2))
-            .collect();
         let found = blocking(move || {
             let tx = db.begin_read().map_err(storage_err)?;
             let msgs = tx.open_table(MESSAGES).map_err(storage_err)?;
-            for (i, topic, p, offset) in order {
-                if let Some(v) = msgs.get(msg_key(&topic, p, offset).as_slice()).map_err(storage_err)? {
-                    let raw = v.value();
-                    let corrupt = || AdapterError::Corrupt("bus message".into());
-                    let klen = u32::from_be_bytes(raw.get(0..4).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?) as usize;
-                    let key = raw.get(4..4 + klen).ok_or_else(corrupt)?.to_vec();
-                    let payload = raw.get(4 + klen..).ok_or_else(corrupt)?.to_vec();
-                    return Ok(Some((i, Message { topic, partition: p, offset, key, payload })));
+            for (i, (topic, partition, offset)) in order {
+                if let Some(v) = msgs.get(msg_key(&topic, partition, offset).as_slice()).map_err(storage_err)? {
+                    let (key, payload) = decode_message(v.value())?;
+                    return Ok(Some((i, Message { topic, partition, offset, key, payload })));
                 }
             }
             Ok(None)
         })
         .await?;
+        // State changes only after the await, so a poll cancelled mid-read loses nothing.
         Ok(found.map(|(i, msg)| {
-            self.positions[i].2 = msg.offset + 1;
+            self.positions.insert((msg.topic.clone(), msg.partition), msg.offset.saturating_add(1));
             self.next_index = (i + 1) % n;
             msg
         }))
@@ -289,9 +343,9 @@ impl EmbeddedConsumer {
 impl Consumer for EmbeddedConsumer {
     async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, AdapterError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let notify = self.notify.clone();
         loop {
             // Register interest before looking, so a publish in between is not missed.
-            let notify = self.notify.clone();
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -306,24 +360,31 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, msg: &Message) -> Result<(), AdapterError> {
-        let (db, key, next) = (self.db.clone(), commit_key(&self.group, &msg.topic, msg.partition), msg.offset + 1);
+        let key = commit_key(&self.group, &msg.topic, msg.partition);
+        let (db, next) = (self.db.clone(), msg.offset.saturating_add(1));
         blocking(move || {
             let tx = db.begin_write().map_err(storage_err)?;
-            {
+            let advanced = {
                 let mut commits = tx.open_table(COMMITS).map_err(storage_err)?;
                 let cur = commits.get(key.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
                 if next > cur {
                     commits.insert(key.as_str(), next).map_err(storage_err)?;
                 }
+                next > cur
+            };
+            if advanced {
+                tx.commit().map_err(storage_err)
+            } else {
+                tx.abort().map_err(storage_err)
             }
-            tx.commit().map_err(storage_err)
         })
         .await
     }
 
     async fn lag(&mut self) -> Result<Option<u64>, AdapterError> {
+        self.refresh().await?;
         let (db, group) = (self.db.clone(), self.group.clone());
-        let assigned: Vec<(String, u32)> = self.positions.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+        let assigned: Vec<(String, u32)> = self.positions.keys().cloned().collect();
         blocking(move || {
             let tx = db.begin_read().map_err(storage_err)?;
             let ends = tx.open_table(ENDS).map_err(storage_err)?;
@@ -331,8 +392,8 @@ impl Consumer for EmbeddedConsumer {
             let mut lag = 0u64;
             for (t, p) in assigned {
                 let end = ends.get(end_key(&t, p).as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
-                let c = commits.get(commit_key(&group, &t, p).as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
-                lag += end.saturating_sub(c);
+                let c = commits.get(commit_key(&group, &t, p).as_str()).map_err(storage_err)?.map(|v| v.value());
+                lag = lag.saturating_add(end.saturating_sub(c.unwrap_or(0)));
             }
             Ok(Some(lag))
         })
@@ -346,8 +407,40 @@ mod tests {
 
     #[test]
     fn partitioning_is_stable_and_spread() {
+        // Pinned values: a change of hash would move keys between partitions of existing data.
+        assert_eq!(partition_for(b"", 4), u32::try_from(0xcbf2_9ce4_8422_2325_u64 % 4).unwrap_or(9));
         assert_eq!(partition_for(b"child-1", 4), partition_for(b"child-1", 4));
-        let used: std::collections::HashSet<u32> = (0..100).map(|i| partition_for(format!("k{i}").as_bytes(), 4)).collect();
+        let used: BTreeSet<u32> = (0..100).map(|i| partition_for(format!("k{i}").as_bytes(), 4)).collect();
         assert_eq!(used.len(), 4);
+        assert!((0..100).all(|i| partition_for(format!("k{i}").as_bytes(), 3) < 3));
+    }
+
+    #[test]
+    fn fnv1a_matches_the_reference_vector() {
+        // FNV-1a 64 of "a" is 0xaf63dc4c8601ec8c.
+        assert_eq!(partition_for(b"a", 1000), u32::try_from(0xaf63_dc4c_8601_ec8c_u64 % 1000).unwrap_or(u32::MAX));
+    }
+
+    #[test]
+    fn assignment_splits_each_topic_among_its_subscribers_only() {
+        let mut g = Group::default();
+        let both: BTreeMap<String, u32> = [("a".to_owned(), 4), ("b".to_owned(), 2)].into();
+        g.members.insert(1, both);
+        g.members.insert(2, [("a".to_owned(), 4)].into());
+        let one = g.assignment(1);
+        let two = g.assignment(2);
+        assert!(one.is_disjoint(&two));
+        // Topic b has one subscriber, who must get all of it.
+        assert!(one.contains(&("b".to_owned(), 0)) && one.contains(&("b".to_owned(), 1)));
+        assert_eq!(one.len() + two.len(), 6, "every partition owned: {one:?} {two:?}");
+        assert_eq!(two.len(), 2);
+    }
+
+    #[test]
+    fn message_encoding_round_trips_and_rejects_garbage() {
+        let raw = encode_message(b"key", b"payload").expect("encode");
+        assert_eq!(decode_message(&raw).expect("decode"), (b"key".to_vec(), b"payload".to_vec()));
+        assert!(matches!(decode_message(&[0, 0]), Err(AdapterError::Corrupt(_))));
+        assert!(matches!(decode_message(&[0xff, 0xff, 0xff, 0xff, 1]), Err(AdapterError::Corrupt(_))));
     }
 }

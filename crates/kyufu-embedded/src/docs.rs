@@ -1,4 +1,5 @@
-//! Embedded document store: `key -> (content type, sha256, bytes)`, never overwritten.
+//! Embedded document store: `key -> (content type, sha256, bytes)` in one table, never
+//! overwritten; content type and hash come back exactly as they were put.
 
 use std::sync::Arc;
 
@@ -17,40 +18,67 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), AdapterError> {
     tx.commit().map_err(storage_err)
 }
 
-pub(crate) struct EmbeddedDocumentStore {
+/// The embedded [`DocumentStore`]; obtain it with [`crate::EmbeddedStore::document_store`].
+pub struct EmbeddedDocumentStore {
     pub(crate) db: Arc<Database>,
 }
 
-/// `[ct len u16][ct][sha 64 ascii][bytes]`
-fn encode(doc: &Document) -> Vec<u8> {
+/// Tag of the current value layout: `[1][ct len u16 BE][ct][sha len u16 BE][sha][bytes]`. Values
+/// written before the tag existed start with the high byte of a short content-type length (0) and
+/// are `[ct len u16 BE][ct][sha 64 ascii][bytes]`.
+const FORMAT_V1: u8 = 1;
+
+fn encode(doc: &Document) -> Result<Vec<u8>, AdapterError> {
+    let too_long = |what: &str| AdapterError::Unavailable(format!("document {what} longer than 65535 bytes"));
     let ct = doc.content_type.as_bytes();
-    let mut out = Vec::with_capacity(2 + ct.len() + 64 + doc.bytes.len());
-    out.extend_from_slice(&u16::try_from(ct.len()).unwrap_or(0).to_be_bytes());
+    let sha = doc.sha256.as_bytes();
+    let ct_len = u16::try_from(ct.len()).map_err(|_| too_long("content type"))?;
+    let sha_len = u16::try_from(sha.len()).map_err(|_| too_long("sha256"))?;
+    let mut out = Vec::with_capacity(5 + ct.len() + sha.len() + doc.bytes.len());
+    out.push(FORMAT_V1);
+    out.extend_from_slice(&ct_len.to_be_bytes());
     out.extend_from_slice(ct);
-    let mut sha = doc.sha256.as_bytes().to_vec();
-    sha.resize(64, b'0');
-    out.extend_from_slice(&sha);
+    out.extend_from_slice(&sha_len.to_be_bytes());
+    out.extend_from_slice(sha);
     out.extend_from_slice(&doc.bytes);
-    out
+    Ok(out)
+}
+
+/// Reads a big-endian u16 length at `at` and the field after it; returns the field and where the
+/// next one starts.
+fn field(raw: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let len = usize::from(u16::from_be_bytes(raw.get(at..at.checked_add(2)?)?.try_into().ok()?));
+    let start = at + 2;
+    let end = start.checked_add(len)?;
+    Some((raw.get(start..end)?, end))
 }
 
 fn decode(raw: &[u8]) -> Result<Document, AdapterError> {
     let corrupt = || AdapterError::Corrupt("document record".into());
-    let len = usize::from(u16::from_be_bytes(raw.get(0..2).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?));
-    let ct = raw.get(2..2 + len).ok_or_else(corrupt)?;
-    let sha = raw.get(2 + len..2 + len + 64).ok_or_else(corrupt)?;
-    let bytes = raw.get(2 + len + 64..).ok_or_else(corrupt)?;
+    let (ct, sha, rest) = match raw.first() {
+        Some(&FORMAT_V1) => {
+            let (ct, next) = field(raw, 1).ok_or_else(corrupt)?;
+            let (sha, next) = field(raw, next).ok_or_else(corrupt)?;
+            (ct, sha, next)
+        }
+        Some(0) => {
+            let (ct, next) = field(raw, 0).ok_or_else(corrupt)?;
+            let end = next.checked_add(64).ok_or_else(corrupt)?;
+            (ct, raw.get(next..end).ok_or_else(corrupt)?, end)
+        }
+        _ => return Err(corrupt()),
+    };
     Ok(Document {
         content_type: String::from_utf8(ct.to_vec()).map_err(|_| corrupt())?,
         sha256: String::from_utf8(sha.to_vec()).map_err(|_| corrupt())?,
-        bytes: Bytes::copy_from_slice(bytes),
+        bytes: Bytes::copy_from_slice(raw.get(rest..).ok_or_else(corrupt)?),
     })
 }
 
 #[async_trait]
 impl DocumentStore for EmbeddedDocumentStore {
     async fn put(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
-        let (db, key, raw) = (self.db.clone(), key.to_owned(), encode(doc));
+        let (db, key, raw) = (self.db.clone(), key.to_owned(), encode(doc)?);
         blocking(move || {
             let tx = db.begin_write().map_err(storage_err)?;
             {
@@ -76,5 +104,40 @@ impl DocumentStore for EmbeddedDocumentStore {
             }
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(sha: &str) -> Document {
+        Document { content_type: "image/png".into(), sha256: sha.into(), bytes: Bytes::from_static(b"\x89PNG") }
+    }
+
+    #[test]
+    fn round_trips_any_hash_text_exactly() {
+        for sha in ["", "abc", &"f".repeat(64), &"0".repeat(70)] {
+            let d = doc(sha);
+            assert_eq!(decode(&encode(&d).expect("encode")).expect("decode"), d);
+        }
+    }
+
+    #[test]
+    fn reads_values_written_before_the_format_tag() {
+        let sha = "a".repeat(64);
+        let mut legacy = vec![0, 9];
+        legacy.extend_from_slice(b"image/png");
+        legacy.extend_from_slice(sha.as_bytes());
+        legacy.extend_from_slice(b"\x89PNG");
+        assert_eq!(decode(&legacy).expect("decode"), doc(&sha));
+    }
+
+    #[test]
+    fn truncated_or_unknown_values_are_corrupt() {
+        let raw = encode(&doc("abc")).expect("encode");
+        assert!(matches!(decode(&raw[..4]), Err(AdapterError::Corrupt(_))));
+        assert!(matches!(decode(&[7, 0, 0]), Err(AdapterError::Corrupt(_))));
+        assert!(matches!(decode(&[]), Err(AdapterError::Corrupt(_))));
     }
 }

@@ -1,9 +1,37 @@
 //! Embedded defaults of the three ports, on one redb file (`<data dir>/kyufu.redb`): pure Rust, no
-//! server, and every write committed durably before the call returns, so an acknowledged
-//! application survives SIGKILL. They honour the same contracts as the Kafka, Redis and S3
-//! adapters; the difference is scale: one process, one writer at a time.
+//! server, and every write committed durably before the call returns, so an acknowledged write
+//! survives SIGKILL. They honour the same contracts as the Kafka, Redis and S3 adapters; the
+//! difference is scale: one process, one writer at a time.
 //!
-//! redb is blocking, so every call runs on tokio's blocking pool.
+//! # Design
+//!
+//! - **One file, one handle.** [`EmbeddedStore::open`] opens or creates `<dir>/kyufu.redb` and hands
+//!   out [`EmbeddedStore::bus`], [`EmbeddedStore::status_store`] and
+//!   [`EmbeddedStore::document_store`] as `Arc<dyn Port>`, all on the same database. redb locks the
+//!   file, so a second open (in this or another process) fails with `Unavailable` instead of
+//!   corrupting it.
+//! - **Durable, one transaction per write.** Every method that writes commits its own redb write
+//!   transaction with the default `Durability::Immediate` before returning; redb serialises
+//!   writers, which is what makes read-modify-write methods (transition, claim, create, offset
+//!   allocation) atomic. Methods that find nothing to change abort instead of committing.
+//! - **Off the async threads.** redb is blocking, so every call runs on tokio's blocking pool.
+//! - **Bus** (`bus.rs`): topics are created on first publish or subscribe with the store's partition
+//!   count (default [`DEFAULT_PARTITIONS`], see [`EmbeddedStore::open_with_partitions`]) and keep it.
+//!   A message goes to partition `FNV-1a(key) % partitions` (stable across restarts) and gets that
+//!   partition's next offset. Committed offsets per (group, topic, partition) are stored and never
+//!   move backwards. Group membership is in memory (all members live in this process): each topic's
+//!   partitions are dealt out over the sorted ids of the members subscribed to it (`p % n`); a join
+//!   or leave (dropping a consumer) bumps the group's generation, every member then re-reads its
+//!   assignment, keeps the partitions it still holds and starts each newly assigned one at the
+//!   group's committed offset, so whatever its previous owner had not committed is delivered again.
+//!   `poll` sleeps on a `Notify` woken by publishes and membership changes. `flush` is a no-op
+//!   because publish is already durable. There is no retention yet.
+//! - **Status store** (`status.rs`): records as JSON by application id, a secondary index
+//!   `(status, updated_at, id)` and per-status counts, all updated in the same transaction as the
+//!   record; idempotency keys and claims in their own tables.
+//! - **Document store** (`docs.rs`): `key -> (content type, sha256, bytes)`, never overwritten.
+//! - **Errors.** Storage failures map to `AdapterError::Unavailable`, data that cannot be decoded to
+//!   `AdapterError::Corrupt`; nothing read from disk is unwrapped.
 #![forbid(unsafe_code)]
 
 mod bus;
@@ -17,28 +45,33 @@ use kyufu_ports::{AdapterError, DocumentStore, EventBus, StatusStore};
 use redb::Database;
 
 pub use bus::EmbeddedBus;
+pub use docs::EmbeddedDocumentStore;
+pub use status::EmbeddedStatusStore;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "kyufu.redb";
 
-/// The opened store; hands out the three ports, all backed by the same file.
-pub struct EmbeddedStore {
-    db: Arc<Database>,
-    bus: Arc<EmbeddedBus>,
-}
-
 /// Default partitions per topic.
 pub const DEFAULT_PARTITIONS: u32 = 4;
 
+/// The opened store; hands out the three ports, all backed by the same file.
+pub struct EmbeddedStore {
+    bus: Arc<EmbeddedBus>,
+    status: Arc<EmbeddedStatusStore>,
+    documents: Arc<EmbeddedDocumentStore>,
+}
+
 impl EmbeddedStore {
-    /// Opens (or creates) `<dir>/kyufu.redb`.
+    /// Opens (or creates) `<dir>/kyufu.redb`, creating `dir` if needed.
     pub fn open(dir: &Path) -> Result<Arc<EmbeddedStore>, AdapterError> {
         Self::open_with_partitions(dir, DEFAULT_PARTITIONS)
     }
 
-    /// Like `open`, with `partitions` for newly created topics.
+    /// Like `open`, with `partitions` (at least 1) for topics created from now on; existing topics
+    /// keep the count they were created with, so a key never changes partition.
     pub fn open_with_partitions(dir: &Path, partitions: u32) -> Result<Arc<EmbeddedStore>, AdapterError> {
-        std::fs::create_dir_all(dir).map_err(|e| AdapterError::Unavailable(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| AdapterError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
         let db = Database::create(&path).map_err(|e| {
             AdapterError::Unavailable(format!(
@@ -50,20 +83,25 @@ impl EmbeddedStore {
         bus::init_tables(&db)?;
         status::init_tables(&db)?;
         docs::init_tables(&db)?;
-        let bus = Arc::new(EmbeddedBus::new(db.clone(), partitions.max(1)));
-        Ok(Arc::new(EmbeddedStore { db, bus }))
+        Ok(Arc::new(EmbeddedStore {
+            bus: Arc::new(EmbeddedBus::new(db.clone(), partitions.max(1))),
+            status: Arc::new(EmbeddedStatusStore { db: db.clone() }),
+            documents: Arc::new(EmbeddedDocumentStore { db }),
+        }))
     }
 
+    /// The event bus. Every call returns the same bus, so consumers of one group obtained through
+    /// different calls still split the partitions between them.
     pub fn bus(&self) -> Arc<dyn EventBus> {
         self.bus.clone()
     }
 
     pub fn status_store(&self) -> Arc<dyn StatusStore> {
-        Arc::new(status::EmbeddedStatusStore { db: self.db.clone() })
+        self.status.clone()
     }
 
     pub fn document_store(&self) -> Arc<dyn DocumentStore> {
-        Arc::new(docs::EmbeddedDocumentStore { db: self.db.clone() })
+        self.documents.clone()
     }
 }
 
@@ -75,7 +113,9 @@ fn storage_err(e: impl std::fmt::Display) -> AdapterError {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AdapterError> + Send + 'static,
 ) -> Result<T, AdapterError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| AdapterError::Unavailable(format!("blocking task: {e}")))?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AdapterError::Unavailable(format!("blocking task: {e}")))?
 }
 
 /// Poison-tolerant lock: a panic elsewhere must not take the store down with it.

@@ -33,7 +33,8 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), AdapterError> {
     tx.commit().map_err(storage_err)
 }
 
-pub(crate) struct EmbeddedStatusStore {
+/// The embedded [`StatusStore`]; obtain it with [`crate::EmbeddedStore::status_store`].
+pub struct EmbeddedStatusStore {
     pub(crate) db: Arc<Database>,
 }
 
@@ -160,26 +161,22 @@ impl StatusStore for EmbeddedStatusStore {
         let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
         blocking(move || {
             let tx = db.begin_write().map_err(storage_err)?;
-            let held = {
+            let existing = {
                 let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
                 let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
-                match existing {
-                    Some(o) if o != owner => Some(o),
-                    Some(_) => None,
-                    None => {
-                        t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
-                        None
-                    }
+                if existing.is_none() {
+                    t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
                 }
+                existing
             };
-            match held {
-                Some(o) => {
-                    tx.abort().map_err(storage_err)?;
-                    Ok(Claim::Held { owner: o })
-                }
+            match existing {
                 None => {
                     tx.commit().map_err(storage_err)?;
                     Ok(Claim::Won)
+                }
+                Some(o) => {
+                    tx.abort().map_err(storage_err)?;
+                    Ok(if o == owner { Claim::Won } else { Claim::Held { owner: o } })
                 }
             }
         })
@@ -198,7 +195,11 @@ impl StatusStore for EmbeddedStatusStore {
                 }
                 mine
             };
-            tx.commit().map_err(storage_err)?;
+            if released {
+                tx.commit().map_err(storage_err)?;
+            } else {
+                tx.abort().map_err(storage_err)?;
+            }
             Ok(released)
         })
         .await
@@ -219,10 +220,14 @@ impl StatusStore for EmbeddedStatusStore {
                     break;
                 }
                 let (k, _) = entry.map_err(storage_err)?;
-                let Some(id) = k.value().get(9..25) else { continue };
-                if let Some(v) = records.get(id).map_err(storage_err)? {
-                    out.push(decode(v.value())?);
-                }
+                let id = k.value().get(9..25).ok_or_else(|| AdapterError::Corrupt("status index key".into()))?;
+                // The index is written in the same transaction as the record, so a dangling entry
+                // means corruption, not a race.
+                let v = records
+                    .get(id)
+                    .map_err(storage_err)?
+                    .ok_or_else(|| AdapterError::Corrupt("status index points at a missing record".into()))?;
+                out.push(decode(v.value())?);
             }
             Ok(out)
         })

@@ -242,3 +242,134 @@ async fn a_second_process_cannot_open_the_same_store() {
     let second = EmbeddedStore::open(dir.path());
     assert!(matches!(second, Err(AdapterError::Unavailable(m)) if m.contains("one process")));
 }
+
+#[tokio::test]
+async fn a_rebalance_keeps_held_partitions_going_and_restarts_moved_ones_at_the_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One partition: the first member keeps it when a second joins, the second gets it when the
+    // first leaves.
+    let store = EmbeddedStore::open_with_partitions(dir.path(), 1).expect("open");
+    let bus = store.bus();
+    for i in 0..3u32 {
+        bus.publish("t", b"k", &i.to_be_bytes()).await.expect("publish");
+    }
+    let mut a = bus.subscribe("g", &["t"]).await.expect("a");
+    let first = a.poll(T).await.expect("poll").expect("offset 0");
+    assert_eq!(first.offset, 0);
+    let mut b = bus.subscribe("g", &["t"]).await.expect("b");
+    assert_eq!(a.poll(T).await.expect("poll").expect("a keeps the partition").offset, 1, "no rewind on a join");
+    assert!(b.poll(Duration::from_millis(50)).await.expect("poll").is_none(), "b owns nothing");
+    drop(a);
+    let again = b.poll(T).await.expect("poll").expect("moved partition restarts at the commit");
+    assert_eq!(again.offset, 0, "a's uncommitted messages come again");
+    assert_eq!(again.payload, first.payload);
+}
+
+#[tokio::test]
+async fn members_of_one_group_on_different_topics_each_get_their_whole_topic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = store.bus();
+    let mut x = bus.subscribe("g", &["x"]).await.expect("x");
+    let _y = bus.subscribe("g", &["y"]).await.expect("y");
+    for i in 0..16u32 {
+        bus.publish("x", format!("k{i}").as_bytes(), &i.to_be_bytes()).await.expect("publish");
+    }
+    let mut seen = HashSet::new();
+    while let Some(m) = x.poll(T).await.expect("poll") {
+        seen.insert(m.payload);
+    }
+    assert_eq!(seen.len(), 16, "a member alone on its topic owns all of its partitions");
+}
+
+#[tokio::test]
+async fn lag_counts_uncommitted_messages_and_commits_never_go_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = EmbeddedStore::open_with_partitions(dir.path(), 1).expect("open");
+        let bus = store.bus();
+        for i in 0..10u32 {
+            bus.publish("t", b"k", &i.to_be_bytes()).await.expect("publish");
+        }
+        let mut c = bus.subscribe("g", &["t"]).await.expect("sub");
+        assert_eq!(c.lag().await.expect("lag"), Some(10), "known before the first poll");
+        let mut msgs = Vec::new();
+        for _ in 0..6 {
+            msgs.push(c.poll(T).await.expect("poll").expect("msg"));
+        }
+        assert_eq!(c.lag().await.expect("lag"), Some(10), "delivery alone is not progress");
+        c.commit(&msgs[5]).await.expect("commit");
+        c.commit(&msgs[1]).await.expect("commit older");
+        assert_eq!(c.lag().await.expect("lag"), Some(4), "the older commit did not move the offset back");
+    }
+    let store = EmbeddedStore::open_with_partitions(dir.path(), 1).expect("reopen");
+    let mut c = store.bus().subscribe("g", &["t"]).await.expect("sub");
+    assert_eq!(c.poll(T).await.expect("poll").expect("msg").offset, 6);
+}
+
+#[tokio::test]
+async fn concurrent_publishers_never_share_an_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let bus = store.bus();
+    let tasks: Vec<_> = (0..40u32)
+        .map(|i| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.publish("t", b"one-key", &i.to_be_bytes()).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("join").expect("publish");
+    }
+    let mut c = bus.subscribe("g", &["t"]).await.expect("sub");
+    let mut offsets = Vec::new();
+    let mut payloads = HashSet::new();
+    while let Some(m) = c.poll(T).await.expect("poll") {
+        offsets.push(m.offset);
+        payloads.insert(m.payload);
+    }
+    assert_eq!(offsets, (0..40).collect::<Vec<u64>>(), "one partition, dense offsets in order");
+    assert_eq!(payloads.len(), 40, "no message overwrote another");
+}
+
+#[tokio::test]
+async fn racing_claims_have_exactly_one_winner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    let s = store.status_store();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.claim("coupon", "c-1", &format!("owner{i}")).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("claim") == Claim::Won {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+#[tokio::test]
+async fn status_index_and_counts_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    {
+        let store = EmbeddedStore::open(dir.path()).expect("open");
+        let s = store.status_store();
+        s.create(&ApplicationRecord::received(a, "p", Utc::now()), None).await.expect("create");
+        s.create(&ApplicationRecord::received(b, "p", Utc::now()), None).await.expect("create");
+        s.transition(b, &Transition::new(&[Status::Received], Status::Duplicate, "t")).await.expect("t");
+        assert_eq!(s.claim("ns", "k", "me").await.expect("claim"), Claim::Won);
+    }
+    let store = EmbeddedStore::open(dir.path()).expect("reopen");
+    let s = store.status_store();
+    let listed = s.list_by_status(Status::Duplicate, 10).await.expect("list");
+    let dup: Vec<Uuid> = listed.iter().map(|r| r.application_id).collect();
+    assert_eq!(dup, vec![b]);
+    let counts = s.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(Status::Received, 1)) && counts.contains(&(Status::Duplicate, 1)), "{counts:?}");
+    assert_eq!(s.claim("ns", "k", "other").await.expect("claim"), Claim::Held { owner: "me".into() });
+}
