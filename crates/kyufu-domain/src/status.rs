@@ -105,6 +105,88 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
+    /// The reason as a citizen reads it, in Japanese and in English.
+    pub fn explain(self) -> (&'static str, &'static str) {
+        match self {
+            ReasonCode::DuplicateApplication => (
+                "このお子さまの申請はすでに受け付けています。二重の申請は不要です。",
+                "An application for this child has already been received. You do not need to apply again.",
+            ),
+            ReasonCode::PossibleDuplicate => (
+                "よく似た申請がすでにあるため、担当者が同じお子さまかどうか確認しています。",
+                "A very similar application exists, so a staff member is checking whether it is the same child.",
+            ),
+            ReasonCode::ChildNotInRegistry => (
+                "お子さまの情報が住民記録と一致しませんでした。担当者が確認しています。",
+                "We could not find the child in the resident records. A staff member is checking.",
+            ),
+            ReasonCode::GuardianNotInRegistry => (
+                "保護者の情報が住民記録と一致しませんでした。担当者が確認しています。",
+                "We could not find the guardian in the resident records. A staff member is checking.",
+            ),
+            ReasonCode::RegistryAmbiguous => (
+                "同じ情報の方が複数いらっしゃるため、担当者が確認しています。",
+                "Several residents match these details, so a staff member is checking.",
+            ),
+            ReasonCode::ChildNameMismatch => (
+                "お子さまのお名前（フリガナ）が住民記録と違います。担当者が確認しています。",
+                "The child's name (kana) differs from the resident records. A staff member is checking.",
+            ),
+            ReasonCode::ChildBirthDateMismatch => (
+                "お子さまの生年月日が住民記録と違います。担当者が確認しています。",
+                "The child's date of birth differs from the resident records. A staff member is checking.",
+            ),
+            ReasonCode::GuardianNameMismatch => (
+                "保護者のお名前（フリガナ）が住民記録と違います。担当者が確認しています。",
+                "The guardian's name (kana) differs from the resident records. A staff member is checking.",
+            ),
+            ReasonCode::GuardianBirthDateMismatch => (
+                "保護者の生年月日が住民記録と違います。担当者が確認しています。",
+                "The guardian's date of birth differs from the resident records. A staff member is checking.",
+            ),
+            ReasonCode::PostalCodeMismatch => (
+                "郵便番号が住民記録と違います。担当者が確認しています。",
+                "The postal code differs from the resident records. A staff member is checking.",
+            ),
+            ReasonCode::NotSameHousehold => (
+                "保護者とお子さまが同じ世帯として確認できませんでした。担当者が確認しています。",
+                "The guardian and the child are not recorded in the same household. A staff member is checking.",
+            ),
+            ReasonCode::GuardianNotAdult => (
+                "申請者が18歳未満のため、担当者が確認しています。",
+                "The applicant is under 18, so a staff member is checking.",
+            ),
+            ReasonCode::ChildOverAgeLimit => (
+                "基準日にお子さまが対象年齢を超えているため、担当者が確認しています。",
+                "On the reference date the child is over the age limit, so a staff member is checking.",
+            ),
+            ReasonCode::OutsideRegion => (
+                "対象地域外の住所のため、担当者が確認しています。",
+                "The address is outside the program's region, so a staff member is checking.",
+            ),
+            ReasonCode::NotExpectant => (
+                "妊娠の届出が確認できませんでした。担当者が確認しています。",
+                "We could not find a pregnancy registration. A staff member is checking.",
+            ),
+            ReasonCode::DocumentUnreadable => (
+                "本人確認書類を読み取れませんでした。担当者からご連絡する場合があります。",
+                "We could not read the identity document. A staff member may contact you.",
+            ),
+            ReasonCode::DocumentMissing => (
+                "本人確認書類が見つかりませんでした。担当者からご連絡する場合があります。",
+                "The identity document is missing. A staff member may contact you.",
+            ),
+            ReasonCode::ProcessingFailed => (
+                "処理中に問題が起きたため、担当者が確認しています。申請は受け付けています。",
+                "Something went wrong while processing; a staff member is checking. Your application is kept.",
+            ),
+            ReasonCode::RejectedByReviewer => (
+                "担当者の確認の結果、今回は対象外となりました。詳しくはお問い合わせください。",
+                "After review, this application could not be accepted. Please contact us for details.",
+            ),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReasonCode::DuplicateApplication => "duplicate_application",

@@ -267,10 +267,19 @@ fn unavailable(e: AdapterError) -> ApiError {
 }
 
 #[derive(Serialize)]
+struct Explanation {
+    code: ReasonCode,
+    ja: &'static str,
+    en: &'static str,
+}
+
+#[derive(Serialize)]
 struct StatusView {
     application_id: Uuid,
     status: Status,
     reasons: Vec<ReasonCode>,
+    /// Each reason in words a citizen understands.
+    explanations: Vec<Explanation>,
     coupon_code: Option<String>,
     duplicate_of: Option<Uuid>,
     received_at: chrono::DateTime<Utc>,
@@ -314,6 +323,14 @@ async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<
     Ok(StatusView {
         application_id: record.application_id,
         status: record.status,
+        explanations: record
+            .reasons
+            .iter()
+            .map(|&code| {
+                let (ja, en) = code.explain();
+                Explanation { code, ja, en }
+            })
+            .collect(),
         reasons: record.reasons,
         coupon_code: record.coupon_code,
         duplicate_of: record.duplicate_of,

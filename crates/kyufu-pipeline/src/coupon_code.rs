@@ -2,8 +2,10 @@
 //! system's CSPRNG) plus one Luhn mod 32 check symbol, shown in groups of four:
 //! `7KQ4-M2XH-9TRB-C3ND-F`. The check symbol catches every single mistyped symbol and most swaps of
 //! neighbours; reading accepts lower case, missing hyphens and the look-alikes O/I/L.
+//!
+//! The random symbols come from `rand`'s thread-local generator, a ChaCha CSPRNG seeded and
+//! periodically reseeded from the operating system: unguessable, and fast enough to draw millions.
 
-use rand::rngs::OsRng;
 use rand::Rng;
 
 /// Crockford's base 32: no I, L, O, U.
@@ -34,7 +36,7 @@ fn check_value(values: &[u32]) -> u32 {
 
 /// A fresh random coupon code.
 pub fn generate() -> String {
-    let mut rng = OsRng;
+    let mut rng = rand::thread_rng();
     let values: Vec<u32> = (0..DATA_SYMBOLS).map(|_| rng.gen_range(0..32)).collect();
     format_code(&values)
 }
@@ -80,6 +82,27 @@ mod tests {
             assert_eq!(normalize(&c).as_deref(), Some(c.as_str()));
             assert!(seen.insert(c));
         }
+    }
+
+    #[test]
+    fn a_million_codes_are_unique() {
+        let mut seen = HashSet::with_capacity(1_000_000);
+        for _ in 0..1_000_000 {
+            assert!(seen.insert(generate()), "collision");
+        }
+    }
+
+    #[test]
+    fn codes_carry_at_least_80_random_bits() {
+        // 16 symbols of 32 = 80 bits, and every symbol position takes every value.
+        let mut per_position = vec![HashSet::new(); DATA_SYMBOLS];
+        for _ in 0..5_000 {
+            let c = generate().replace('-', "");
+            for (i, ch) in c.chars().take(DATA_SYMBOLS).enumerate() {
+                per_position[i].insert(ch);
+            }
+        }
+        assert!(per_position.iter().all(|s| s.len() == 32));
     }
 
     #[test]

@@ -61,6 +61,9 @@ async fn launch_walk_through_the_public_contract() {
     let review = wait_settled(&c, &base, body["application_id"].as_str().expect("id"), body["status_token"].as_str().expect("t"), Duration::from_secs(30)).await;
     assert_eq!(review["status"], "needs_review", "{review}");
     assert!(review["reasons"].as_array().expect("reasons").contains(&json!("child_not_in_registry")), "{review}");
+    let explained = &review["explanations"][0];
+    assert!(explained["ja"].as_str().is_some_and(|t| t.contains("担当者")), "{review}");
+    assert!(explained["en"].as_str().is_some_and(|t| !t.is_empty()), "{review}");
 
     // Idempotency-Key: a retry returns the same id and token, and no second application.
     let (g2, c2) = &fams[2];
