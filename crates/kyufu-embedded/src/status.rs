@@ -183,6 +183,38 @@ impl StatusStore for EmbeddedStatusStore {
         .await
     }
 
+    async fn claim_many(&self, namespace: &str, keys: &[String], owner: &str) -> Result<Vec<Claim>, AdapterError> {
+        let (db, owner) = (self.db.clone(), owner.to_owned());
+        let keys: Vec<String> = keys.iter().map(|k| claim_key(namespace, k)).collect();
+        blocking(move || {
+            let tx = db.begin_write().map_err(storage_err)?;
+            let mut wrote = false;
+            let mut out = Vec::with_capacity(keys.len());
+            {
+                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
+                for k in &keys {
+                    let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
+                    out.push(match existing {
+                        None => {
+                            t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
+                            wrote = true;
+                            Claim::Won
+                        }
+                        Some(o) if o == owner => Claim::Won,
+                        Some(o) => Claim::Held { owner: o },
+                    });
+                }
+            }
+            if wrote {
+                tx.commit().map_err(storage_err)?;
+            } else {
+                tx.abort().map_err(storage_err)?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError> {
         let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
         blocking(move || {

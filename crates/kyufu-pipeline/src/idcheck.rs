@@ -18,6 +18,7 @@ use kyufu_ports::events::ApplicationEvent;
 use kyufu_ports::{DocumentStore, EventBus, Message, StatusStore, Transition, TransitionOutcome};
 use kyufu_registry::{Registry, Resident};
 
+use crate::matching::{find, Match};
 use crate::metrics::StageMetrics;
 use crate::runner::{Handled, Stage, StageError};
 
@@ -34,36 +35,6 @@ pub struct IdCheck {
     pub program: Program,
     pub output_topic: String,
     pub metrics: StageMetrics,
-}
-
-/// Which registry resident an applicant's details point at.
-enum Match<'a> {
-    Found(&'a Resident),
-    NotFound,
-    Ambiguous,
-}
-
-/// Finds a person by resident id if given, else by kana name and birth date (narrowed by postal
-/// code when several fit).
-fn find<'a>(
-    registry: &'a Registry,
-    resident_id: Option<&str>,
-    family_kana: &str,
-    given_kana: &str,
-    birth: chrono::NaiveDate,
-    postal_code: &str,
-) -> Match<'a> {
-    if let Some(rid) = resident_id {
-        return registry.by_id(rid).map_or(Match::NotFound, Match::Found);
-    }
-    let candidates = registry.find_by_kana_and_birth(family_kana, given_kana, birth);
-    let local: Vec<&Resident> = candidates.iter().copied().filter(|r| r.postal_code == postal_code).collect();
-    match (candidates.len(), local.len()) {
-        (0, _) => Match::NotFound,
-        (1, _) => Match::Found(candidates[0]),
-        (_, 1) => Match::Found(local[0]),
-        _ => Match::Ambiguous,
-    }
 }
 
 fn same_kana(r: &Resident, family: &str, given: &str) -> bool {

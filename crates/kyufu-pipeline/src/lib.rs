@@ -13,6 +13,7 @@ pub mod coupon;
 pub mod coupon_code;
 pub mod dedupe;
 pub mod idcheck;
+pub mod matching;
 pub mod metrics;
 pub mod notify;
 pub mod runner;
@@ -69,6 +70,8 @@ pub struct PipelineDeps {
     pub status: Arc<dyn StatusStore>,
     pub documents: Arc<dyn DocumentStore>,
     pub registry: Arc<Registry>,
+    /// Secret of the keyed identity hashes (the same as intake's).
+    pub identity_secret: kyufu_domain::identity::IdentitySecret,
     pub program: Program,
     pub notifier: Arc<dyn notify::Notifier>,
     pub metrics: StageMetrics,
@@ -80,6 +83,8 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
         StageKind::Dedupe => Arc::new(dedupe::Dedupe {
             bus: deps.bus.clone(),
             status: deps.status.clone(),
+            registry: deps.registry.clone(),
+            secret: deps.identity_secret.clone(),
             output_topic: topics::UNIQUE.to_owned(),
             metrics: deps.metrics.clone(),
         }),

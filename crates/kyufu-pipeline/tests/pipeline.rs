@@ -53,6 +53,7 @@ async fn world() -> World {
         status: store.status_store(),
         documents: store.document_store(),
         registry: registry.clone(),
+        identity_secret: IdentitySecret::new(b"test identity secret".to_vec()),
         program: program.clone(),
         notifier: outbox.clone(),
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
@@ -217,9 +218,10 @@ async fn doubtful_applications_go_to_review_with_every_reason() {
 
     let mut unknown = app_for(g, &kids[0]);
     unknown.child.given_name_kana = "ダレデモナイ".into();
-    let mut wrong_guardian_birth = app_for(g, &kids[0]);
-    wrong_guardian_birth.guardian.resident_id = Some(g.resident_id.clone());
-    wrong_guardian_birth.guardian.birth_date = g.birth_date.succ_opt().expect("date");
+    let (g8, kids8) = &fams[8];
+    let mut wrong_guardian_birth = app_for(g8, &kids8[0]);
+    wrong_guardian_birth.guardian.resident_id = Some(g8.resident_id.clone());
+    wrong_guardian_birth.guardian.birth_date = g8.birth_date.succ_opt().expect("date");
     let over_age = w
         .registry
         .iter()
@@ -227,8 +229,9 @@ async fn doubtful_applications_go_to_review_with_every_reason() {
         .expect("over-age child")
         .clone();
     let og = w.registry.household(&over_age.household_id).into_iter().find(|r| r.relationship != Relationship::Child).expect("g").clone();
+    // Each case is a different child: the same child twice would be an exact duplicate.
     let (other_g, _) = &fams[5];
-    let not_household = app_for(other_g, &kids[0]);
+    let not_household = app_for(other_g, &fams[7].1[0]);
 
     let cases = [
         (unknown, vec![ReasonCode::ChildNotInRegistry]),
@@ -346,4 +349,47 @@ async fn a_poison_message_is_dead_lettered_and_sent_to_review() {
     let rec = w.settled(id).await;
     assert_eq!(rec.status, Status::NeedsReview);
     assert_eq!(rec.reasons, vec![ReasonCode::DocumentMissing]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_duplicates_go_to_review_not_to_rejection() {
+    let w = world().await;
+    let fams = w.families();
+    // One kana character off: the correct application first, then the typo.
+    let (g, kids) = &fams[0];
+    let first = w.submit(app_for(g, &kids[0])).await;
+    assert_eq!(w.settled(first).await.status, Status::CouponIssued);
+    let mut typo = app_for(g, &kids[0]);
+    let mut given: Vec<char> = typo.child.given_name_kana.chars().collect();
+    let last = given.len() - 1;
+    given[last] = if given[last] == 'ア' { 'イ' } else { 'ア' };
+    typo.child.given_name_kana = given.into_iter().collect();
+    let second = w.submit(typo).await;
+    let rec = w.settled(second).await;
+    assert_eq!(rec.status, Status::NeedsReview, "{rec:?}");
+    assert_eq!(rec.reasons, vec![ReasonCode::PossibleDuplicate]);
+    assert_eq!(rec.duplicate_of, Some(first), "points the reviewer at the first");
+
+    // Day and month swapped, the typo first this time.
+    let (g2, kids2) = fams
+        .iter()
+        .skip(1)
+        .find(|(_, k)| {
+            use chrono::Datelike;
+            let d = k[0].birth_date;
+            d.day() <= 12 && d.day() != d.month()
+        })
+        .expect("a child whose birth date can be swapped");
+    let mut swapped = app_for(g2, &kids2[0]);
+    {
+        use chrono::Datelike;
+        let d = swapped.child.birth_date;
+        swapped.child.birth_date = NaiveDate::from_ymd_opt(d.year(), d.day(), d.month()).expect("valid swap");
+    }
+    let typo_first = w.submit(swapped).await;
+    assert_eq!(w.settled(typo_first).await.status, Status::NeedsReview, "the swapped date matches no resident");
+    let correct = w.submit(app_for(g2, &kids2[0])).await;
+    let rec = w.settled(correct).await;
+    assert_eq!(rec.status, Status::NeedsReview, "a resolved application near an unresolved one is held too: {rec:?}");
+    assert_eq!(rec.reasons, vec![ReasonCode::PossibleDuplicate]);
 }

@@ -149,6 +149,16 @@ pub trait StatusStore: Send + Sync + 'static {
     /// Claims `key` in `namespace` for `owner` (SET NX). Claiming again as the same owner wins.
     async fn claim(&self, namespace: &str, key: &str, owner: &str) -> Result<Claim, AdapterError>;
 
+    /// Claims every key of `keys` in `namespace` for `owner`, in one atomic step where the store
+    /// allows it; one answer per key, in order. Keys already held by others stay theirs.
+    async fn claim_many(&self, namespace: &str, keys: &[String], owner: &str) -> Result<Vec<Claim>, AdapterError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.claim(namespace, k, owner).await?);
+        }
+        Ok(out)
+    }
+
     /// Releases `key` if `owner` holds it; returns whether it did.
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError>;
 

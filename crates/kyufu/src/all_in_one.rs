@@ -121,6 +121,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         status: status.clone(),
         documents,
         registry: registry.clone(),
+        identity_secret: secrets.identity.clone(),
         program: program.clone(),
         notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
         metrics: StageMetrics::new(&metrics),

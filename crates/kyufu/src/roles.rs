@@ -69,6 +69,8 @@ pub struct WorkerArgs {
     data_dir: PathBuf,
     #[arg(long, env = "KYUFU_REGISTRY")]
     registry: Option<PathBuf>,
+    #[arg(long, env = "KYUFU_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
     #[command(flatten)]
     program: ProgramArgs,
 }
@@ -120,7 +122,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck or coupon", args.stage))?;
     let program = args.program.program();
     let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
-    let registry = if kind == StageKind::IdCheck {
+    let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
+    let secrets = crate::secrets::load(&secrets_path, false)?;
+    let registry = if matches!(kind, StageKind::IdCheck | StageKind::Dedupe) {
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?
     } else {
         Registry::default()
@@ -132,6 +136,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         status: store.status_store(),
         documents: store.document_store(),
         registry: Arc::new(registry),
+        identity_secret: secrets.identity,
         program,
         notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
         metrics: StageMetrics::new(&metrics),
