@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps clean
+.PHONY: run build test deps clean triage-eval
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -25,3 +25,9 @@ deps:
 
 clean:
 	$(CARGO) clean
+
+## A labelled launch day (70,000 applications, ~1.4 M residents) through the real stages:
+## prints the confusion matrix of the automatic decisions.
+triage-eval:
+	$(CARGO) build -j$(JOBS) --release -p kyufu
+	$(TARGET_DIR)/release/kyufu eval-triage

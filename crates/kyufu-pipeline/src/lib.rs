@@ -17,6 +17,7 @@ pub mod matching;
 pub mod metrics;
 pub mod notify;
 pub mod runner;
+pub mod synthetic;
 
 use std::sync::Arc;
 

@@ -393,3 +393,20 @@ async fn near_duplicates_go_to_review_not_to_rejection() {
     assert_eq!(rec.status, Status::NeedsReview, "a resolved application near an unresolved one is held too: {rec:?}");
     assert_eq!(rec.reasons, vec![ReasonCode::PossibleDuplicate]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triage_meets_its_targets_on_a_labelled_day() {
+    use kyufu_pipeline::synthetic::{evaluate, generate_day, DayMix, Label};
+    let w = world().await;
+    let apps = generate_day(&w.registry, reference(), 18, 400, 3, &DayMix { duplicate: 0.05, defect_each: 0.03 });
+    assert_eq!(apps.len(), 400);
+    for l in Label::ALL {
+        assert!(apps.iter().any(|a| a.label == l), "no {l:?} in the day");
+    }
+    let c = evaluate(&w.deps, &w.secret, &apps, Duration::from_secs(60)).await.expect("evaluate");
+    println!("{}", c.table());
+    assert_eq!(c.unsettled, 0);
+    assert!(c.correct_auto_approved() >= 0.90, "correct approved automatically: {}", c.correct_auto_approved());
+    assert!((c.defects_to_review() - 1.0).abs() < f64::EPSILON, "every defect to review: {}\n{}", c.defects_to_review(), c.table());
+    assert!((c.duplicates_caught() - 1.0).abs() < f64::EPSILON, "{}", c.table());
+}

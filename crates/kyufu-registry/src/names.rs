@@ -1,7 +1,10 @@
-//! Name tables for the synthetic registry: common Japanese family and given names with their
-//! katakana readings, including variant kanji (髙橋, 山﨑) and readings with long vowels and small
-//! kana, which are what trip up matching in real registries.
+//! Name tables for the synthetic registry: common Japanese family and given names, each with the
+//! katakana reading a registry would hold. They include what trips up matching in real registries:
+//! variant kanji (髙橋/高橋, 山﨑/山崎, 渡邉/渡辺, 齋藤/斎藤/斉藤), one spelling with two readings
+//! (長田: ナガタ/オサダ), different kanji with one reading (優子/裕子, 翔太/翔大, 葵/蒼 across sexes),
+//! and readings with long vowels and small kana (ユウキ, リョウ, ショウタ, キョウコ).
 
+/// Family names as (kanji, katakana reading).
 pub(crate) const FAMILY: &[(&str, &str)] = &[
     ("佐藤", "サトウ"), ("鈴木", "スズキ"), ("高橋", "タカハシ"), ("田中", "タナカ"), ("伊藤", "イトウ"),
     ("渡辺", "ワタナベ"), ("山本", "ヤマモト"), ("中村", "ナカムラ"), ("小林", "コバヤシ"), ("加藤", "カトウ"),
@@ -11,10 +14,22 @@ pub(crate) const FAMILY: &[(&str, &str)] = &[
     ("石川", "イシカワ"), ("山下", "ヤマシタ"), ("中島", "ナカジマ"), ("石井", "イシイ"), ("小川", "オガワ"),
     ("前田", "マエダ"), ("岡田", "オカダ"), ("長谷川", "ハセガワ"), ("藤田", "フジタ"), ("後藤", "ゴトウ"),
     ("近藤", "コンドウ"), ("村上", "ムラカミ"), ("遠藤", "エンドウ"), ("青木", "アオキ"), ("坂本", "サカモト"),
-    ("髙橋", "タカハシ"), ("山﨑", "ヤマサキ"), ("渡邉", "ワタナベ"), ("齋藤", "サイトウ"), ("大野", "オオノ"),
+    ("斉藤", "サイトウ"), ("福田", "フクダ"), ("太田", "オオタ"), ("西村", "ニシムラ"), ("藤井", "フジイ"),
+    ("金子", "カネコ"), ("岡本", "オカモト"), ("藤原", "フジワラ"), ("中野", "ナカノ"), ("三浦", "ミウラ"),
+    ("原田", "ハラダ"), ("中川", "ナカガワ"), ("松田", "マツダ"), ("竹内", "タケウチ"), ("小野", "オノ"),
+    ("田村", "タムラ"), ("中山", "ナカヤマ"), ("和田", "ワダ"), ("石田", "イシダ"), ("森田", "モリタ"),
+    ("上田", "ウエダ"), ("原", "ハラ"), ("内田", "ウチダ"), ("柴田", "シバタ"), ("酒井", "サカイ"),
+    ("宮崎", "ミヤザキ"), ("横山", "ヨコヤマ"), ("高木", "タカギ"), ("安藤", "アンドウ"), ("宮本", "ミヤモト"),
+    ("大野", "オオノ"), ("小島", "コジマ"), ("工藤", "クドウ"), ("谷口", "タニグチ"), ("今井", "イマイ"),
+    ("高田", "タカダ"), ("丸山", "マルヤマ"), ("増田", "マスダ"), ("杉山", "スギヤマ"), ("村田", "ムラタ"),
+    ("大塚", "オオツカ"), ("小山", "コヤマ"), ("平野", "ヒラノ"), ("藤本", "フジモト"), ("野口", "ノグチ"),
+    ("松井", "マツイ"), ("菅原", "スガワラ"), ("荒木", "アラキ"), ("河合", "カワイ"), ("大橋", "オオハシ"),
     ("東", "ヒガシ"), ("荻野", "オギノ"), ("神保", "ジンボ"), ("立山", "タテヤマ"), ("黒部", "クロベ"),
+    ("砺波", "トナミ"), ("長田", "ナガタ"), ("長田", "オサダ"), ("濱田", "ハマダ"), ("澤田", "サワダ"),
+    ("髙橋", "タカハシ"), ("山﨑", "ヤマザキ"), ("渡邉", "ワタナベ"), ("齋藤", "サイトウ"), ("中田", "ナカタ"),
 ];
 
+/// Women's given names as (kanji or kana, katakana reading).
 pub(crate) const GIVEN_F: &[(&str, &str)] = &[
     ("陽葵", "ヒマリ"), ("凛", "リン"), ("詩", "ウタ"), ("陽菜", "ヒナ"), ("結菜", "ユイナ"),
     ("杏", "アン"), ("紬", "ツムギ"), ("葵", "アオイ"), ("芽依", "メイ"), ("澪", "ミオ"),
@@ -22,8 +37,14 @@ pub(crate) const GIVEN_F: &[(&str, &str)] = &[
     ("京子", "キョウコ"), ("裕子", "ユウコ"), ("智子", "トモコ"), ("彩", "アヤ"), ("真由美", "マユミ"),
     ("さくら", "サクラ"), ("琴音", "コトネ"), ("愛", "アイ"), ("千尋", "チヒロ"), ("莉子", "リコ"),
     ("翔子", "ショウコ"), ("涼子", "リョウコ"), ("舞", "マイ"), ("遥", "ハルカ"), ("七海", "ナナミ"),
+    ("結衣", "ユイ"), ("美羽", "ミウ"), ("心春", "コハル"), ("彩花", "アヤカ"), ("優奈", "ユウナ"),
+    ("由紀", "ユキ"), ("久美子", "クミコ"), ("直美", "ナオミ"), ("明美", "アケミ"), ("純子", "ジュンコ"),
+    ("恵美", "エミ"), ("麻衣", "マイ"), ("沙織", "サオリ"), ("香織", "カオリ"), ("千夏", "チナツ"),
+    ("美優", "ミユ"), ("菜々子", "ナナコ"), ("朱里", "アカリ"), ("梨花", "リカ"), ("彩乃", "アヤノ"),
+    ("友美", "トモミ"), ("優衣", "ユイ"), ("小百合", "サユリ"),
 ];
 
+/// Men's given names as (kanji, katakana reading).
 pub(crate) const GIVEN_M: &[(&str, &str)] = &[
     ("蓮", "レン"), ("陽翔", "ハルト"), ("湊", "ミナト"), ("蒼", "アオイ"), ("樹", "イツキ"),
     ("大和", "ヤマト"), ("悠真", "ユウマ"), ("朝陽", "アサヒ"), ("律", "リツ"), ("颯真", "ソウマ"),
@@ -31,4 +52,47 @@ pub(crate) const GIVEN_M: &[(&str, &str)] = &[
     ("誠", "マコト"), ("浩二", "コウジ"), ("隆", "タカシ"), ("勇気", "ユウキ"), ("亮", "リョウ"),
     ("雄一", "ユウイチ"), ("翔", "ショウ"), ("悠斗", "ユウト"), ("陸", "リク"), ("優太", "ユウタ"),
     ("俊介", "シュンスケ"), ("直樹", "ナオキ"), ("和也", "カズヤ"), ("修", "オサム"), ("京介", "キョウスケ"),
+    ("祐樹", "ユウキ"), ("涼", "リョウ"), ("翔大", "ショウタ"), ("大翔", "ヒロト"), ("蒼空", "ソラ"),
+    ("悠人", "ユウト"), ("陽太", "ヨウタ"), ("湊斗", "ミナト"), ("駿", "シュン"), ("隼人", "ハヤト"),
+    ("健一", "ケンイチ"), ("哲也", "テツヤ"), ("達也", "タツヤ"), ("剛", "ツヨシ"), ("秀樹", "ヒデキ"),
+    ("慎吾", "シンゴ"), ("竜也", "タツヤ"), ("勇輝", "ユウキ"), ("蒼汰", "ソウタ"), ("琉生", "リュウセイ"),
+    ("優斗", "ユウト"), ("純", "ジュン"), ("潤", "ジュン"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kyufu_domain::normalize::{is_kana_name, name_key, normalize_kana};
+
+    #[test]
+    fn readings_are_normalised_katakana_and_tables_have_the_planned_size() {
+        for (kanji, kana) in FAMILY.iter().chain(GIVEN_F).chain(GIVEN_M) {
+            assert!(!kanji.is_empty());
+            assert!(is_kana_name(kana), "{kanji}: {kana}");
+            assert_eq!(normalize_kana(kana), *kana, "{kanji}: stored readings must already be normalised");
+        }
+        assert!(FAMILY.len() >= 100, "{}", FAMILY.len());
+        assert!(GIVEN_F.len() + GIVEN_M.len() >= 100);
+    }
+
+    #[test]
+    fn tables_hold_the_hard_cases() {
+        let family = |k: &str| FAMILY.iter().any(|(kanji, _)| *kanji == k);
+        for variant in ["髙橋", "山﨑", "渡邉", "齋藤"] {
+            assert!(family(variant), "{variant}");
+            let common = name_key(variant);
+            assert!(family(&common), "{variant} has its common form {common} too");
+        }
+        let readings: Vec<&str> = GIVEN_F.iter().chain(GIVEN_M).map(|(_, kana)| *kana).collect();
+        for hard in ["ユウキ", "リョウ", "ショウタ", "キョウコ"] {
+            assert!(readings.contains(&hard), "{hard}");
+        }
+        assert_eq!(FAMILY.iter().filter(|(kanji, _)| *kanji == "長田").count(), 2, "one spelling, two readings");
+        for table in [GIVEN_F, GIVEN_M] {
+            let mut kanji: Vec<&str> = table.iter().map(|(k, _)| *k).collect();
+            kanji.sort_unstable();
+            kanji.dedup();
+            assert_eq!(kanji.len(), table.len(), "a given name is listed twice");
+        }
+    }
+}

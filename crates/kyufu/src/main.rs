@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod all_in_one;
+mod eval;
 mod roles;
 mod secrets;
 
@@ -38,6 +39,8 @@ enum Command {
     Intake(roles::IntakeArgs),
     /// One pipeline stage: `worker dedupe`, `worker idcheck` or `worker coupon`.
     Worker(roles::WorkerArgs),
+    /// Measures the automatic triage on a labelled synthetic day; prints the confusion matrix.
+    EvalTriage(eval::EvalArgs),
     /// Resident registry tools.
     #[command(subcommand)]
     Registry(RegistryCommand),
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => roles::gateway(args).await,
             Command::Intake(args) => roles::intake(args).await,
             Command::Worker(args) => roles::worker(args).await,
+            Command::EvalTriage(args) => eval::run(args).await,
             Command::Registry(RegistryCommand::Generate { out, households, seed, program }) => {
                 let registry = all_in_one::generate_registry(&program.program(), households, seed);
                 registry.write_path(&out)?;
