@@ -16,7 +16,7 @@ mod metrics;
 pub mod relay;
 mod routes;
 
-pub use routes::payload_key;
+pub use kyufu_ports::events::payload_key;
 pub mod token;
 
 use std::future::Future;

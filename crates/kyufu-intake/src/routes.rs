@@ -200,7 +200,7 @@ async fn submit_inner(
         sha256: hex(&Sha256::digest(&payload)),
         bytes: Bytes::from(payload.clone()),
     };
-    ports.documents.put(&payload_key(&program.id, application_id), &payload_doc).await.map_err(unavailable)?;
+    ports.documents.put(&kyufu_ports::events::payload_key(&program.id, application_id), &payload_doc).await.map_err(unavailable)?;
 
     // The commit point: the record (with its idempotency key) is written atomically.
     let claim = idem.map(|key| IdempotencyClaim { key, fingerprint: fingerprint(&app_json, &doc_sha) });
@@ -236,10 +236,6 @@ async fn submit_inner(
     ))
 }
 
-/// Where the full application event is kept, for the outbox relay and the review console.
-pub fn payload_key(program_id: &str, application_id: Uuid) -> String {
-    format!("{program_id}/{application_id}/application.json")
-}
 
 fn fingerprint(app_json: &[u8], doc_sha: &str) -> String {
     let mut h = Sha256::new();

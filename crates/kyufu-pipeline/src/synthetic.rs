@@ -127,7 +127,7 @@ pub fn generate_day(registry: &Registry, reference: NaiveDate, age_limit: u32, n
         .iter()
         .filter(|r| r.relationship == Relationship::Child)
         .filter(|r| kyufu_domain::program::age_on(r.birth_date, reference).is_some_and(|a| a >= age_limit))
-        .filter_map(|c| registry.household(&c.household_id).into_iter().find(|g| matches!(g.relationship, Relationship::Head | Relationship::Spouse)).map(|g| (g, c)))
+        .filter_map(|c| registry.household(&c.household_id).iter().find(|g| matches!(g.relationship, Relationship::Head | Relationship::Spouse)).map(|g| (g, c)))
         .collect();
     let mut out: Vec<LabelledApplication> = Vec::with_capacity(n);
     let mut next_pair = pairs.into_iter();

@@ -197,7 +197,7 @@ async fn same_name_cousins_are_told_apart_by_household() {
         let guardian = w
             .registry
             .household(&c.household_id)
-            .into_iter()
+            .iter()
             .find(|r| matches!(r.relationship, Relationship::Head | Relationship::Spouse))
             .expect("guardian")
             .clone();
@@ -228,7 +228,7 @@ async fn doubtful_applications_go_to_review_with_every_reason() {
         .find(|r| r.relationship == Relationship::Child && kyufu_domain::program::age_on(r.birth_date, reference()).is_some_and(|a| a >= 18))
         .expect("over-age child")
         .clone();
-    let og = w.registry.household(&over_age.household_id).into_iter().find(|r| r.relationship != Relationship::Child).expect("g").clone();
+    let og = w.registry.household(&over_age.household_id).iter().find(|r| r.relationship != Relationship::Child).expect("g").clone();
     // Each case is a different child: the same child twice would be an exact duplicate.
     let (other_g, _) = &fams[5];
     let not_household = app_for(other_g, &fams[7].1[0]);

@@ -18,6 +18,12 @@ pub mod topics {
     pub const DEAD_LETTER: &str = "applications.deadletter";
 }
 
+/// Where intake keeps the full application event in the document store, before the commit point:
+/// the outbox relay republishes from it and the review console shows it.
+pub fn payload_key(program_id: &str, application_id: Uuid) -> String {
+    format!("{program_id}/{application_id}/application.json")
+}
+
 /// Where the uploaded identity document is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentRef {

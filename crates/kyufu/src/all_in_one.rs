@@ -48,6 +48,9 @@ pub struct AllInOneArgs {
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
+    /// Address of the staff review console (not the public one).
+    #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
+    review_listen: SocketAddr,
     /// Write the bound public address to this file once serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -116,6 +119,31 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     gateway_config.burst = args.burst;
     let gateway_task = tokio::spawn(kyufu_gateway::run(listener, gateway_config, metrics.clone(), stopped(stop_rx.clone())));
 
+    // The staff console runs only with reviewer accounts configured (a data directory made before
+    // the console existed has none: the rest of the system runs all the same).
+    let review_listener = TcpListener::bind(args.review_listen).await.with_context(|| format!("binding {}", args.review_listen))?;
+    let review_addr = review_listener.local_addr()?;
+    let review_task = match kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or("")) {
+        Ok(reviewers) => {
+            let review_router = kyufu_review::router(
+                kyufu_review::ReviewDeps {
+                    bus: bus.clone(),
+                    status: status.clone(),
+                    documents: documents.clone(),
+                    registry: registry.clone(),
+                    program: program.clone(),
+                    reviewers,
+                },
+                &metrics,
+            );
+            Some(tokio::spawn(kyufu_http::serve(review_listener, review_router, stopped(stop_rx.clone()))))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "review console not started: set KYUFU_REVIEWERS (name:sha256(password))");
+            None
+        }
+    };
+
     let deps = PipelineDeps {
         bus: bus.clone(),
         status: status.clone(),
@@ -137,7 +165,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%public, %intake_addr, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
-        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
         registry_path.display(),
         registry.len(),
         args.data_dir.display(),
@@ -152,6 +181,9 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     }
     let _ = relay_task.await;
     let _ = gateway_task.await;
+    if let Some(t) = review_task {
+        let _ = t.await;
+    }
     let _ = intake_task.await;
     bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())

@@ -17,9 +17,18 @@ struct SecretsFile {
     pass_keys: String,
     identity_secret: String,
     status_secret: String,
+    /// Review console accounts, `name:sha256(password)[,...]`.
+    #[serde(default)]
+    reviewers: Option<String>,
+    /// The demo reviewer's password, kept so `make run` can show it (delete it in production).
+    #[serde(default)]
+    demo_reviewer_password: Option<String>,
 }
 
 pub struct Secrets {
+    /// Review console accounts (`KYUFU_REVIEWERS` or the file), if any.
+    pub reviewers: Option<String>,
+    pub demo_reviewer_password: Option<String>,
     pub keyring: Keyring,
     pub identity: IdentitySecret,
     pub status_tokens: StatusTokens,
@@ -37,10 +46,13 @@ pub fn load(path: &Path, create: bool) -> anyhow::Result<Secrets> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading secrets file {}", path.display()))?;
         Some(serde_json::from_str::<SecretsFile>(&text).with_context(|| format!("secrets file {} is not valid", path.display()))?)
     } else if create {
+        let password: String = random_hex().chars().take(16).collect();
         let fresh = SecretsFile {
             pass_keys: format!("k1:{}", random_hex()),
             identity_secret: random_hex(),
             status_secret: random_hex(),
+            reviewers: Some(format!("reviewer:{}", kyufu_review::auth::hash_password(&password))),
+            demo_reviewer_password: Some(password),
         };
         write_private(path, &serde_json::to_string_pretty(&fresh)?)?;
         tracing::info!(path = %path.display(), "created fresh secrets");
@@ -60,7 +72,10 @@ pub fn load(path: &Path, create: bool) -> anyhow::Result<Secrets> {
     for (name, value) in [("KYUFU_IDENTITY_SECRET", &identity), ("KYUFU_STATUS_SECRET", &status)] {
         anyhow::ensure!(value.len() >= 32, "{name} must be at least 32 characters");
     }
+    let reviewers = std::env::var("KYUFU_REVIEWERS").ok().or_else(|| from_file.as_ref().and_then(|f| f.reviewers.clone()));
     Ok(Secrets {
+        reviewers,
+        demo_reviewer_password: from_file.as_ref().and_then(|f| f.demo_reviewer_password.clone()),
         keyring: Keyring::from_spec(&pass_keys).context("KYUFU_PASS_KEYS / pass_keys")?,
         identity: IdentitySecret::new(identity.into_bytes()),
         status_tokens: StatusTokens::new(status.into_bytes()),

@@ -29,7 +29,7 @@ impl System {
             .arg("all-in-one")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--addr-file"])
+            .args(["--listen", "127.0.0.1:0", "--review-listen", "127.0.0.1:0", "--addr-file"])
             .arg(&addr_file)
             .args(extra)
             .stdout(Stdio::from(log.try_clone().expect("log file")))
