@@ -160,3 +160,157 @@ impl Stage for IdCheck {
         Ok(Handled::Done(to.as_str()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+    use kyufu_domain::application::Application;
+    use kyufu_ports::events::DocumentRef;
+    use kyufu_registry::{Relationship, Sex};
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).expect("date")
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn person(id: &str, hh: &str, kana: (&str, &str), birth: NaiveDate, sex: Sex, postal: &str, rel: Relationship, expecting: Option<NaiveDate>) -> Resident {
+        Resident {
+            resident_id: id.to_owned(),
+            household_id: hh.to_owned(),
+            family_name: "山田".to_owned(),
+            given_name: "名".to_owned(),
+            family_name_kana: kana.0.to_owned(),
+            given_name_kana: kana.1.to_owned(),
+            birth_date: birth,
+            sex,
+            postal_code: postal.to_owned(),
+            relationship: rel,
+            expecting,
+        }
+    }
+
+    fn registry() -> Registry {
+        use Relationship::*;
+        use Sex::*;
+        Registry::from_residents(vec![
+            person("10000000001", "H1", ("ヤマダ", "ハナコ"), d(1990, 1, 1), F, "9300001", Head, None),
+            person("10000000002", "H1", ("ヤマダ", "タロウ"), d(2020, 5, 5), M, "9300001", Child, None),
+            person("10000000003", "H1", ("ヤマダ", "ジロウ"), d(2007, 1, 1), M, "9300001", Child, None),
+            person("10000000004", "H2", ("サトウ", "ミキ"), d(2010, 3, 3), F, "9300002", Head, None),
+            person("10000000005", "H2", ("サトウ", "ケン"), d(2025, 9, 9), M, "9300002", Child, None),
+            person("10000000006", "H3", ("スズキ", "アイ"), d(1995, 2, 2), F, "9300003", Head, Some(d(2026, 8, 1))),
+            person("10000000007", "H4", ("タナカ", "ユイ"), d(1993, 4, 4), F, "9300004", Head, None),
+            person("10000000008", "H5", ("イトウ", "マリ"), d(1988, 6, 6), F, "1000001", Head, None),
+            person("10000000009", "H5", ("イトウ", "ソラ"), d(2019, 7, 7), M, "1000001", Child, None),
+            person("10000000010", "H6", ("コバヤシ", "エミ"), d(1985, 8, 8), F, "9300006", Head, None),
+            person("10000000011", "H6", ("コバヤシ", "リク"), d(2018, 1, 2), M, "9300006", Child, None),
+            person("10000000012", "H7", ("コバヤシ", "ナオ"), d(1984, 8, 8), F, "9300006", Head, None),
+            person("10000000013", "H7", ("コバヤシ", "リク"), d(2018, 1, 2), M, "9300006", Child, None),
+        ])
+        .expect("registry")
+    }
+
+    fn app(g: &Resident, c: &Resident) -> Application {
+        use kyufu_domain::application::{Child, Guardian};
+        Application {
+            kind: BeneficiaryKind::Child,
+            guardian: Guardian {
+                resident_id: None,
+                family_name: g.family_name.clone(),
+                given_name: g.given_name.clone(),
+                family_name_kana: g.family_name_kana.clone(),
+                given_name_kana: g.given_name_kana.clone(),
+                birth_date: g.birth_date,
+                email: "a@example.jp".into(),
+                phone: "0312345678".into(),
+                postal_code: g.postal_code.clone(),
+            },
+            child: Child {
+                resident_id: None,
+                family_name: c.family_name.clone(),
+                given_name: c.given_name.clone(),
+                family_name_kana: c.family_name_kana.clone(),
+                given_name_kana: c.given_name_kana.clone(),
+                birth_date: c.birth_date,
+            },
+            consent: true,
+        }
+    }
+
+    fn event(application: Application) -> ApplicationEvent {
+        ApplicationEvent {
+            v: 1,
+            application_id: uuid::Uuid::nil(),
+            program_id: "p".into(),
+            identity_key: "k".into(),
+            received_at: chrono::Utc::now(),
+            application,
+            document: DocumentRef { key: "d".into(), content_type: "image/png".into(), size: 1, sha256: String::new() },
+        }
+    }
+
+    fn reasons(r: &Registry, a: Application) -> Vec<ReasonCode> {
+        decide(&Program::demo(d(2026, 4, 1)), r, &event(a), Ok(()))
+    }
+
+    #[test]
+    fn each_check_has_its_reason() {
+        use ReasonCode::*;
+        let r = registry();
+        let p = |id: &str| r.by_id(id).expect("resident").clone();
+        let (hanako, taro, jiro) = (p("10000000001"), p("10000000002"), p("10000000003"));
+        assert_eq!(reasons(&r, app(&hanako, &taro)), vec![], "a correct application passes every check");
+
+        let mut a = app(&hanako, &taro);
+        a.child.given_name_kana = "ハナオ".into();
+        assert_eq!(reasons(&r, a), vec![ChildNotInRegistry]);
+        let mut a = app(&hanako, &taro);
+        a.child.resident_id = Some("10000000002".into());
+        a.child.given_name_kana = "タロ".into();
+        assert_eq!(reasons(&r, a), vec![ChildNameMismatch]);
+        let mut a = app(&hanako, &taro);
+        a.child.resident_id = Some("10000000002".into());
+        a.child.birth_date = d(2020, 5, 6);
+        assert_eq!(reasons(&r, a), vec![ChildBirthDateMismatch]);
+        let mut a = app(&hanako, &taro);
+        a.guardian.resident_id = Some("10000000001".into());
+        a.guardian.given_name_kana = "ハナ".into();
+        assert_eq!(reasons(&r, a), vec![GuardianNameMismatch]);
+        let mut a = app(&hanako, &taro);
+        a.guardian.resident_id = Some("10000000001".into());
+        a.guardian.birth_date = d(1990, 1, 2);
+        assert_eq!(reasons(&r, a), vec![GuardianBirthDateMismatch]);
+        let mut a = app(&hanako, &taro);
+        a.guardian.given_name_kana = "ダレカ".into();
+        assert_eq!(reasons(&r, a), vec![GuardianNotInRegistry]);
+        let mut a = app(&hanako, &taro);
+        a.guardian.resident_id = Some("10000000001".into());
+        a.guardian.postal_code = "9300009".into();
+        assert_eq!(reasons(&r, a), vec![PostalCodeMismatch]);
+        assert_eq!(reasons(&r, app(&hanako, &jiro)), vec![ChildOverAgeLimit], "19 on the reference date");
+        assert_eq!(reasons(&r, app(&p("10000000004"), &p("10000000005"))), vec![GuardianNotAdult], "a 16-year-old parent");
+        assert_eq!(reasons(&r, app(&hanako, &p("10000000005"))), vec![NotSameHousehold]);
+        assert_eq!(reasons(&r, app(&p("10000000008"), &p("10000000009"))), vec![OutsideRegion]);
+
+        // Expectant mothers apply for themselves.
+        let aoi = p("10000000006");
+        let mut a = app(&aoi, &aoi);
+        a.kind = BeneficiaryKind::ExpectantMother;
+        assert_eq!(reasons(&r, a), vec![]);
+        let yui = p("10000000007");
+        let mut a = app(&yui, &yui);
+        a.kind = BeneficiaryKind::ExpectantMother;
+        assert_eq!(reasons(&r, a), vec![NotExpectant]);
+
+        // Same-name cousins at one address: nothing tells them apart without an id.
+        let mut a = app(&p("10000000010"), &p("10000000011"));
+        assert_eq!(reasons(&r, a.clone()), vec![RegistryAmbiguous]);
+        a.child.resident_id = Some("10000000011".into());
+        assert_eq!(reasons(&r, a), vec![], "the resident id settles it");
+
+        // The document check adds its reason to the rest.
+        let got = decide(&Program::demo(d(2026, 4, 1)), &r, &event(app(&hanako, &jiro)), Err(DocumentUnreadable));
+        assert_eq!(got, vec![ChildOverAgeLimit, DocumentUnreadable]);
+    }
+}

@@ -1,5 +1,5 @@
 //! `kyufu eval-triage`: a realistic day (default 70,000 applications) against a registry the size
-//! of the prefecture (default 330,000 households, about 1.4 million residents) with a known,
+//! of the prefecture (default 370,000 households, about 1.4 million residents) with a known,
 //! labelled share of defects, run through the real pipeline stages on embedded storage; prints the
 //! confusion matrix of the automatic decisions against the labels and the two targets: at least
 //! 90 % of correct applications approved automatically, every injected defect sent to review.
@@ -21,8 +21,8 @@ pub struct EvalArgs {
     /// Applications in the day.
     #[arg(long, default_value_t = 70_000)]
     applications: usize,
-    /// Households in the registry (about 4.3 residents each).
-    #[arg(long, default_value_t = 330_000)]
+    /// Households in the registry (about 3.8 residents each: 370,000 give about 1.4 million).
+    #[arg(long, default_value_t = 370_000)]
     households: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
