@@ -1,8 +1,9 @@
 //! Pipeline workers. Each stage is its own consumer group on its own input topic:
 //!
 //! ```text
-//! applications.received --dedupe--> applications.unique --idcheck--> applications.approved --coupon--> coupon_issued
+//! applications.received --dedupe--> applications.unique --idcheck--> applications.approved --coupon-->
 //!                          └─> duplicate                   └─> needs_review (reasons)
+//!   coupon_issued, applications.issued --notify--> email
 //! ```
 //!
 //! Results land in the status store. Every stage is idempotent, so at-least-once delivery never
@@ -37,16 +38,18 @@ pub enum StageKind {
     Dedupe,
     IdCheck,
     Coupon,
+    Notify,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 3] = [StageKind::Dedupe, StageKind::IdCheck, StageKind::Coupon];
+    pub const ALL: [StageKind; 4] = [StageKind::Dedupe, StageKind::IdCheck, StageKind::Coupon, StageKind::Notify];
 
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Dedupe => dedupe::NAME,
             StageKind::IdCheck => idcheck::NAME,
             StageKind::Coupon => coupon::NAME,
+            StageKind::Notify => notify::NAME,
         }
     }
 
@@ -60,6 +63,7 @@ impl StageKind {
             StageKind::Dedupe => topics::RECEIVED,
             StageKind::IdCheck => topics::UNIQUE,
             StageKind::Coupon => topics::APPROVED,
+            StageKind::Notify => topics::ISSUED,
         }
     }
 }
@@ -99,6 +103,13 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
             metrics: deps.metrics.clone(),
         }),
         StageKind::Coupon => Arc::new(coupon::CouponIssuer {
+            bus: deps.bus.clone(),
+            status: deps.status.clone(),
+            program: deps.program.clone(),
+            output_topic: topics::ISSUED.to_owned(),
+            metrics: deps.metrics.clone(),
+        }),
+        StageKind::Notify => Arc::new(notify::NotifyStage {
             status: deps.status.clone(),
             notifier: deps.notifier.clone(),
             program: deps.program.clone(),

@@ -17,12 +17,16 @@ use kyufu_registry::{generate, GeneratorConfig, Registry, Relationship, Resident
 use tokio::sync::{watch, Mutex};
 use uuid::Uuid;
 
+/// Collects emails; while `down` is set it behaves like an unreachable mail server.
 #[derive(Default)]
-struct Outbox(Mutex<Vec<Notification>>);
+struct Outbox(Mutex<Vec<Notification>>, std::sync::atomic::AtomicBool);
 
 #[async_trait::async_trait]
 impl Notifier for Outbox {
     async fn send(&self, n: &Notification) -> Result<(), NotifyError> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(NotifyError::Unavailable("mail server down".into()));
+        }
         self.0.lock().await.push(n.clone());
         Ok(())
     }
@@ -149,7 +153,15 @@ async fn registry_child_gets_one_coupon_and_an_email() {
     assert_eq!(kyufu_pipeline::coupon_code::normalize(&code).as_deref(), Some(code.as_str()));
     let statuses: Vec<Status> = rec.history.iter().map(|h| h.status).collect();
     assert_eq!(statuses, vec![Status::Received, Status::Approved, Status::CouponIssued]);
-    let mails = w.outbox.0.lock().await.clone();
+    // The email is the notify stage's job, a moment later.
+    let mut mails = Vec::new();
+    for _ in 0..100 {
+        mails = w.outbox.0.lock().await.clone();
+        if !mails.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(mails.len(), 1);
     assert!(mails[0].body.contains(&code) && mails[0].body.contains("クーポン") && mails[0].body.contains("Coupon code"));
     assert_eq!(mails[0].to, "g@example.jp");
@@ -301,10 +313,11 @@ async fn replayed_messages_change_nothing() {
     // Replay the event into every stage's topic.
     let mut c = w.deps.bus.subscribe("replayer", &[topics::RECEIVED]).await.expect("sub");
     let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("original message");
-    for topic in [topics::RECEIVED, topics::UNIQUE, topics::APPROVED] {
+    for topic in [topics::RECEIVED, topics::UNIQUE, topics::APPROVED, topics::ISSUED] {
         w.deps.bus.publish(topic, &m.key, &m.payload).await.expect("replay");
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(w.outbox.0.lock().await.len(), 1, "one email, however often the message comes");
     let after = w.deps.status.get(id).await.expect("get").expect("rec");
     assert_eq!(after.status, Status::CouponIssued);
     assert_eq!(after.coupon_code.as_deref(), Some(code.as_str()), "same code after replays");
@@ -409,4 +422,30 @@ async fn triage_meets_its_targets_on_a_labelled_day() {
     assert!(c.correct_auto_approved() >= 0.90, "correct approved automatically: {}", c.correct_auto_approved());
     assert!((c.defects_to_review() - 1.0).abs() < f64::EPSILON, "every defect to review: {}\n{}", c.defects_to_review(), c.table());
     assert!((c.duplicates_caught() - 1.0).abs() < f64::EPSILON, "{}", c.table());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_outage_never_holds_back_issuance() {
+    let w = world().await;
+    w.outbox.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fams = w.families();
+    let mut ids = Vec::new();
+    for (g, kids) in fams.iter().take(3) {
+        ids.push(w.submit(app_for(g, &kids[0])).await);
+    }
+    for id in &ids {
+        assert_eq!(w.settled(*id).await.status, Status::CouponIssued, "issued while mail is down");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(w.outbox.0.lock().await.is_empty());
+    w.outbox.1.store(false, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..300 {
+        if w.outbox.0.lock().await.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = w.outbox.0.lock().await.clone();
+    assert_eq!(mails.len(), 3, "each email exactly once after the outage");
 }

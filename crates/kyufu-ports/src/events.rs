@@ -14,6 +14,8 @@ pub mod topics {
     pub const UNIQUE: &str = "applications.unique";
     /// ID-check and reviewers -> coupon issuance.
     pub const APPROVED: &str = "applications.approved";
+    /// Coupon issuance -> notification: applications whose coupon was issued.
+    pub const ISSUED: &str = "applications.issued";
     /// Messages a stage gave up on, with the reason.
     pub const DEAD_LETTER: &str = "applications.deadletter";
 }

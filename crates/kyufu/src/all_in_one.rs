@@ -48,6 +48,8 @@ pub struct AllInOneArgs {
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
+    #[command(flatten)]
+    mail: MailArgs,
     /// Address of the staff review console (not the public one).
     #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
     review_listen: SocketAddr,
@@ -56,6 +58,29 @@ pub struct AllInOneArgs {
     addr_file: Option<PathBuf>,
     #[command(flatten)]
     program: ProgramArgs,
+}
+
+/// Where coupon emails go.
+#[derive(Args, Clone)]
+pub struct MailArgs {
+    /// SMTP relay, `smtp://[user:password@]host[:port]`; without it emails are written to
+    /// `<data-dir>/outbox/`.
+    #[arg(long, env = "KYUFU_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// Sender of coupon emails.
+    #[arg(long, env = "KYUFU_MAIL_FROM", default_value = "kyufu <noreply@example.jp>")]
+    pub mail_from: String,
+}
+
+impl MailArgs {
+    pub fn notifier(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn kyufu_pipeline::notify::Notifier>> {
+        Ok(match &self.smtp_url {
+            Some(url) => Arc::new(
+                kyufu_pipeline::notify::SmtpNotifier::new(url, &self.mail_from).map_err(|e| anyhow::anyhow!("--smtp-url / --mail-from: {e}"))?,
+            ),
+            None => Arc::new(OutboxNotifier { dir: data_dir.join("outbox") }),
+        })
+    }
 }
 
 /// Resolves when `rx` turns true.
@@ -151,7 +176,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         registry: registry.clone(),
         identity_secret: secrets.identity.clone(),
         program: program.clone(),
-        notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
+        notifier: args.mail.notifier(&args.data_dir)?,
         metrics: StageMetrics::new(&metrics),
     };
     let stages: Vec<_> = StageKind::ALL.into_iter().map(|k| kyufu_pipeline::spawn_stage(k, &deps, stop_rx.clone())).collect();

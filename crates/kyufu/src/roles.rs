@@ -15,7 +15,6 @@ use anyhow::Context;
 use clap::Args;
 use kyufu_intake::relay::RelayConfig;
 use kyufu_intake::{IntakeConfig, IntakePorts};
-use kyufu_pipeline::notify::OutboxNotifier;
 use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
 use kyufu_ports::events::topics;
 use kyufu_registry::Registry;
@@ -60,7 +59,7 @@ pub struct IntakeArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// `dedupe`, `idcheck` or `coupon`.
+    /// `dedupe`, `idcheck`, `coupon` or `notify`.
     stage: String,
     /// Address for `/metrics` and health.
     #[arg(long, env = "KYUFU_METRICS_LISTEN", default_value = "127.0.0.1:9102")]
@@ -71,6 +70,8 @@ pub struct WorkerArgs {
     registry: Option<PathBuf>,
     #[arg(long, env = "KYUFU_SECRETS_FILE")]
     secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    mail: crate::all_in_one::MailArgs,
     #[command(flatten)]
     program: ProgramArgs,
 }
@@ -119,7 +120,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let kind = StageKind::parse(&args.stage)
-        .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck or coupon", args.stage))?;
+        .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon or notify", args.stage))?;
     let program = args.program.program();
     let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
@@ -138,7 +139,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         identity_secret: secrets.identity,
         program,
-        notifier: Arc::new(OutboxNotifier { dir: args.data_dir.join("outbox") }),
+        notifier: args.mail.notifier(&args.data_dir)?,
         metrics: StageMetrics::new(&metrics),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
