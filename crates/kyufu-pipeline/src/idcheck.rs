@@ -212,30 +212,7 @@ mod tests {
     }
 
     fn app(g: &Resident, c: &Resident) -> Application {
-        use kyufu_domain::application::{Child, Guardian};
-        Application {
-            kind: BeneficiaryKind::Child,
-            guardian: Guardian {
-                resident_id: None,
-                family_name: g.family_name.clone(),
-                given_name: g.given_name.clone(),
-                family_name_kana: g.family_name_kana.clone(),
-                given_name_kana: g.given_name_kana.clone(),
-                birth_date: g.birth_date,
-                email: "a@example.jp".into(),
-                phone: "0312345678".into(),
-                postal_code: g.postal_code.clone(),
-            },
-            child: Child {
-                resident_id: None,
-                family_name: c.family_name.clone(),
-                given_name: c.given_name.clone(),
-                family_name_kana: c.family_name_kana.clone(),
-                given_name_kana: c.given_name_kana.clone(),
-                birth_date: c.birth_date,
-            },
-            consent: true,
-        }
+        crate::synthetic::application_for(g, c)
     }
 
     fn event(application: Application) -> ApplicationEvent {

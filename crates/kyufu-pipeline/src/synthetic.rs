@@ -85,7 +85,8 @@ impl Default for DayMix {
     }
 }
 
-fn application(g: &Resident, c: &Resident) -> Application {
+/// A correct application by guardian `g` for child `c`, exactly as the registry has them.
+pub fn application_for(g: &Resident, c: &Resident) -> Application {
     Application {
         kind: BeneficiaryKind::Child,
         guardian: Guardian {
@@ -156,16 +157,16 @@ pub fn generate_day(registry: &Registry, reference: NaiveDate, age_limit: u32, n
                 LabelledApplication { label, ..out[i].clone() }
             }
             Label::OverAge => match over_age.next() {
-                Some((g, c)) => LabelledApplication { application: application(g, c), label, document: true },
+                Some((g, c)) => LabelledApplication { application: application_for(g, c), label, document: true },
                 None => continue,
             },
             Label::WrongChild => {
                 let (Some((g, _)), Some((_, other))) = (next_pair.next(), next_pair.next()) else { break };
-                LabelledApplication { application: application(g, other), label, document: true }
+                LabelledApplication { application: application_for(g, other), label, document: true }
             }
             _ => {
                 let Some((g, c)) = next_pair.next() else { break };
-                let mut app = application(g, c);
+                let mut app = application_for(g, c);
                 match label {
                     Label::ChildKanaTypo => {
                         let mut chars: Vec<char> = app.child.given_name_kana.chars().collect();

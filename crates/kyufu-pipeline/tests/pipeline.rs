@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use kyufu_domain::application::{Application, BeneficiaryKind, Child, Guardian};
+use kyufu_domain::application::Application;
 use kyufu_domain::identity::{child_identity_key, IdentitySecret};
 use kyufu_domain::{Program, ReasonCode, Status};
 use kyufu_embedded::EmbeddedStore;
@@ -70,29 +70,7 @@ async fn world() -> World {
 }
 
 fn app_for(guardian: &Resident, child: &Resident) -> Application {
-    Application {
-        kind: BeneficiaryKind::Child,
-        guardian: Guardian {
-            resident_id: None,
-            family_name: guardian.family_name.clone(),
-            given_name: guardian.given_name.clone(),
-            family_name_kana: guardian.family_name_kana.clone(),
-            given_name_kana: guardian.given_name_kana.clone(),
-            birth_date: guardian.birth_date,
-            email: "g@example.jp".into(),
-            phone: "0312345678".into(),
-            postal_code: guardian.postal_code.clone(),
-        },
-        child: Child {
-            resident_id: None,
-            family_name: child.family_name.clone(),
-            given_name: child.given_name.clone(),
-            family_name_kana: child.family_name_kana.clone(),
-            given_name_kana: child.given_name_kana.clone(),
-            birth_date: child.birth_date,
-        },
-        consent: true,
-    }
+    kyufu_pipeline::synthetic::application_for(guardian, child)
 }
 
 impl World {
@@ -164,7 +142,7 @@ async fn registry_child_gets_one_coupon_and_an_email() {
     }
     assert_eq!(mails.len(), 1);
     assert!(mails[0].body.contains(&code) && mails[0].body.contains("クーポン") && mails[0].body.contains("Coupon code"));
-    assert_eq!(mails[0].to, "g@example.jp");
+    assert_eq!(mails[0].to, "guardian@example.jp");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use kyufu_domain::application::{Application, BeneficiaryKind, Child, Guardian};
+use kyufu_domain::application::Application;
 use kyufu_domain::identity::{child_identity_key, IdentitySecret};
 use kyufu_domain::{Program, ReasonCode, Status};
 use kyufu_embedded::EmbeddedStore;
@@ -25,29 +25,7 @@ fn reference() -> NaiveDate {
 }
 
 fn app_for(g: &Resident, c: &Resident) -> Application {
-    Application {
-        kind: BeneficiaryKind::Child,
-        guardian: Guardian {
-            resident_id: None,
-            family_name: g.family_name.clone(),
-            given_name: g.given_name.clone(),
-            family_name_kana: g.family_name_kana.clone(),
-            given_name_kana: g.given_name_kana.clone(),
-            birth_date: g.birth_date,
-            email: "g@example.jp".into(),
-            phone: "0312345678".into(),
-            postal_code: g.postal_code.clone(),
-        },
-        child: Child {
-            resident_id: None,
-            family_name: c.family_name.clone(),
-            given_name: c.given_name.clone(),
-            family_name_kana: c.family_name_kana.clone(),
-            given_name_kana: c.given_name_kana.clone(),
-            birth_date: c.birth_date,
-        },
-        consent: true,
-    }
+    kyufu_pipeline::synthetic::application_for(g, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
