@@ -47,6 +47,8 @@ pub(crate) struct Admission {
     rate: RwLock<RateSetting>,
     /// Measured admissions per second as f64 bits; NaN until there is a measurement.
     measured: AtomicU64,
+    /// Operator's message to waiting visitors.
+    message: RwLock<Option<String>>,
     metrics: GatewayMetrics,
 }
 
@@ -57,8 +59,14 @@ impl Admission {
             paused: AtomicBool::new(false),
             rate: RwLock::new(RateSetting::new(per_sec, burst)),
             measured: AtomicU64::new(f64::NAN.to_bits()),
+            message: RwLock::new(None),
             metrics,
         }
+    }
+
+    /// The operator's message for waiting visitors, if any.
+    pub(crate) fn message(&self) -> Option<String> {
+        self.message.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn bucket(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
@@ -245,6 +253,16 @@ impl GatewayHandle {
     pub fn rate(&self) -> (u32, u32) {
         let setting = self.admission.rate.read().unwrap_or_else(|e| e.into_inner());
         (setting.per_sec, setting.burst)
+    }
+
+    /// Shows `message` to every waiting visitor (None clears it).
+    pub fn set_message(&self, message: Option<String>) {
+        *self.admission.message.write().unwrap_or_else(|e| e.into_inner()) = message;
+        tracing::info!("operator message changed");
+    }
+
+    pub fn message(&self) -> Option<String> {
+        self.admission.message()
     }
 
     /// The queue numbers and controls now.

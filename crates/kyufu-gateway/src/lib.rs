@@ -17,6 +17,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod admin;
 mod admission;
 mod config;
 mod metrics;

@@ -31,7 +31,7 @@ struct QueueView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pass: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'static str>,
+    message: Option<String>,
 }
 
 /// What a ticket amounts to right now.
@@ -187,7 +187,11 @@ async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiErr
 
 fn render(gw: &Shared, answer: &Answer) -> Response {
     let admitted = answer.pass.is_some();
-    let message = (!admitted && gw.admission.is_paused()).then(|| ErrorCode::QueuePaused.message());
+    let message = if admitted {
+        None
+    } else {
+        gw.admission.message().or_else(|| gw.admission.is_paused().then(|| ErrorCode::QueuePaused.message().to_owned()))
+    };
     let view = QueueView {
         ticket: &answer.ticket,
         state: if admitted { "admitted" } else { "waiting" },

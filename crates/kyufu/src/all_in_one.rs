@@ -142,15 +142,17 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), format!("http://{intake_addr}"));
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
-    let gateway_task = tokio::spawn(kyufu_gateway::run(listener, gateway_config, metrics.clone(), stopped(stop_rx.clone())));
+    let (gateway, gateway_handle) = kyufu_gateway::Gateway::new(gateway_config, metrics.clone()).map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
+    let gateway_task = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
 
-    // The staff console runs only with reviewer accounts configured (a data directory made before
-    // the console existed has none: the rest of the system runs all the same).
+    // The staff port carries the review console (with reviewer accounts) and the operators' admin
+    // API (with an admin token); a data directory made before either existed still runs the rest.
     let review_listener = TcpListener::bind(args.review_listen).await.with_context(|| format!("binding {}", args.review_listen))?;
     let review_addr = review_listener.local_addr()?;
-    let review_task = match kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or("")) {
+    let mut staff = axum::Router::new();
+    match kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or("")) {
         Ok(reviewers) => {
-            let review_router = kyufu_review::router(
+            staff = staff.merge(kyufu_review::router(
                 kyufu_review::ReviewDeps {
                     bus: bus.clone(),
                     status: status.clone(),
@@ -160,14 +162,16 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
                     reviewers,
                 },
                 &metrics,
-            );
-            Some(tokio::spawn(kyufu_http::serve(review_listener, review_router, stopped(stop_rx.clone()))))
+            ));
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "review console not started: set KYUFU_REVIEWERS (name:sha256(password))");
-            None
-        }
-    };
+        Err(e) => tracing::warn!(error = %e, "review console off: set KYUFU_REVIEWERS (name:sha256(password))"),
+    }
+    match secrets.admin_token.as_deref().map(|t| kyufu_gateway::admin::admin_router(gateway_handle.clone(), t)) {
+        Some(Ok(admin)) => staff = staff.merge(admin),
+        Some(Err(e)) => anyhow::bail!("KYUFU_ADMIN_TOKEN / admin_token: {e}"),
+        None => tracing::warn!("admin API off: set KYUFU_ADMIN_TOKEN"),
+    }
+    let review_task = Some(tokio::spawn(kyufu_http::serve(review_listener, staff, stopped(stop_rx.clone()))));
 
     let deps = PipelineDeps {
         bus: bus.clone(),
@@ -190,7 +194,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%public, %intake_addr, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
-        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
         secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
         registry_path.display(),
         registry.len(),

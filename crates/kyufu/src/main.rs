@@ -3,6 +3,7 @@
 //! configuration exits non-zero, naming the setting, before any socket opens.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod all_in_one;
 mod eval;
 mod roles;
@@ -39,6 +40,8 @@ enum Command {
     Intake(roles::IntakeArgs),
     /// One pipeline stage: `worker dedupe`, `worker idcheck` or `worker coupon`.
     Worker(roles::WorkerArgs),
+    /// Operators' controls of the waiting room (pause, resume, rate, message).
+    Admin(admin::AdminArgs),
     /// Measures the automatic triage on a labelled synthetic day; prints the confusion matrix.
     EvalTriage(eval::EvalArgs),
     /// Resident registry tools.
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Command::Intake(args) => roles::intake(args).await,
             Command::Worker(args) => roles::worker(args).await,
             Command::EvalTriage(args) => eval::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
             Command::Registry(RegistryCommand::Generate { out, households, seed, program }) => {
                 let registry = all_in_one::generate_registry(&program.program(), households, seed);
                 registry.write_path(&out)?;

@@ -23,12 +23,17 @@ struct SecretsFile {
     /// The demo reviewer's password, kept so `make run` can show it (delete it in production).
     #[serde(default)]
     demo_reviewer_password: Option<String>,
+    /// Bearer token of the operators' admin API.
+    #[serde(default)]
+    admin_token: Option<String>,
 }
 
 pub struct Secrets {
     /// Review console accounts (`KYUFU_REVIEWERS` or the file), if any.
     pub reviewers: Option<String>,
     pub demo_reviewer_password: Option<String>,
+    /// Admin API token (`KYUFU_ADMIN_TOKEN` or the file), if any.
+    pub admin_token: Option<String>,
     pub keyring: Keyring,
     pub identity: IdentitySecret,
     pub status_tokens: StatusTokens,
@@ -53,6 +58,7 @@ pub fn load(path: &Path, create: bool) -> anyhow::Result<Secrets> {
             status_secret: random_hex(),
             reviewers: Some(format!("reviewer:{}", kyufu_review::auth::hash_password(&password))),
             demo_reviewer_password: Some(password),
+            admin_token: Some(random_hex()),
         };
         write_private(path, &serde_json::to_string_pretty(&fresh)?)?;
         tracing::info!(path = %path.display(), "created fresh secrets");
@@ -76,6 +82,7 @@ pub fn load(path: &Path, create: bool) -> anyhow::Result<Secrets> {
     Ok(Secrets {
         reviewers,
         demo_reviewer_password: from_file.as_ref().and_then(|f| f.demo_reviewer_password.clone()),
+        admin_token: std::env::var("KYUFU_ADMIN_TOKEN").ok().or_else(|| from_file.as_ref().and_then(|f| f.admin_token.clone())),
         keyring: Keyring::from_spec(&pass_keys).context("KYUFU_PASS_KEYS / pass_keys")?,
         identity: IdentitySecret::new(identity.into_bytes()),
         status_tokens: StatusTokens::new(status.into_bytes()),

@@ -18,6 +18,11 @@ pub struct System {
 impl System {
     /// Starts `kyufu all-in-one` on `data_dir` with `extra` arguments and waits until it serves.
     pub fn start(data_dir: &Path, extra: &[&str]) -> System {
+        Self::start_with(data_dir, extra, "127.0.0.1:0")
+    }
+
+    /// Like `start`, with the staff port (review console, admin API) at `staff`.
+    pub fn start_with(data_dir: &Path, extra: &[&str], staff: &str) -> System {
         let addr_file = data_dir.join("test-addr");
         let _ = std::fs::remove_file(&addr_file);
         let log = std::fs::OpenOptions::new()
@@ -29,7 +34,7 @@ impl System {
             .arg("all-in-one")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--review-listen", "127.0.0.1:0", "--addr-file"])
+            .args(["--listen", "127.0.0.1:0", "--review-listen", staff, "--addr-file"])
             .arg(&addr_file)
             .args(extra)
             .stdout(Stdio::from(log.try_clone().expect("log file")))

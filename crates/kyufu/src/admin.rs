@@ -1,0 +1,75 @@
+//! `kyufu admin`: the operators' command line for the waiting room (status, pause, resume, rate,
+//! message), a thin client of the admin API on the staff port. Prints the queue after each change.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Staff port of the gateway (where `/admin/v1` is served).
+    #[arg(long, env = "KYUFU_ADMIN_URL", default_value = "http://127.0.0.1:8090")]
+    url: String,
+    /// Admin token; read from the secrets file when not given.
+    #[arg(long, env = "KYUFU_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
+    secrets_file: PathBuf,
+    /// Your name, for the audit log.
+    #[arg(long, env = "USER", default_value = "operator")]
+    operator: String,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Subcommand)]
+enum Action {
+    /// Show the queue: issued, admitted, waiting, paused, rate, message.
+    Status,
+    /// Stop admitting; everyone keeps their place.
+    Pause,
+    /// Admit again.
+    Resume,
+    /// Set admissions per second and burst.
+    Rate { per_sec: u32, burst: u32 },
+    /// Show a message to everyone waiting.
+    Message { text: String },
+    /// Remove the message.
+    ClearMessage,
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let token = match args.token {
+        Some(t) => t,
+        None => {
+            let text = std::fs::read_to_string(&args.secrets_file)
+                .with_context(|| format!("no --token and cannot read {}", args.secrets_file.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            v["admin_token"].as_str().context("no admin_token in the secrets file")?.to_owned()
+        }
+    };
+    let base = args.url.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let req = match &args.action {
+        Action::Status => client.get(format!("{base}/admin/v1/queue")),
+        Action::Pause => client.post(format!("{base}/admin/v1/pause")),
+        Action::Resume => client.post(format!("{base}/admin/v1/resume")),
+        Action::Rate { per_sec, burst } => {
+            client.put(format!("{base}/admin/v1/rate")).json(&serde_json::json!({"per_sec": per_sec, "burst": burst}))
+        }
+        Action::Message { text } => client.put(format!("{base}/admin/v1/message")).json(&serde_json::json!({"message": text})),
+        Action::ClearMessage => client.delete(format!("{base}/admin/v1/message")),
+    };
+    let resp = req
+        .bearer_auth(token)
+        .header("X-Operator", &args.operator)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    println!("{}", serde_json::to_string_pretty(&body)?);
+    anyhow::ensure!(status.is_success(), "the admin API answered {status}");
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! Operators steer the running waiting room with `kyufu admin`: a paused queue holds a newcomer
+//! with the operator's message, resuming admits them; a wrong token changes nothing.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn admin(sys_dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kyufu"))
+        .args(["admin", "--url", url, "--secrets-file"])
+        .arg(sys_dir.join("secrets.json"))
+        .args(["--operator", "test-operator"])
+        .args(args)
+        .output()
+        .expect("run kyufu admin");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_pause_message_and_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let review_port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let review = format!("127.0.0.1:{review_port}");
+    let sys = System::start_with(dir.path(), &["--households", "50"], &review);
+    let staff = format!("http://{review}");
+    let c = client();
+
+    let (ok, out) = admin(dir.path(), &staff, &["pause"]);
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["paused"], true);
+    let (ok, _) = admin(dir.path(), &staff, &["message", "ただいま混み合っています。順番は保たれます。"]);
+    assert!(ok);
+
+    let joined: Value = c.post(format!("{}/queue/join", sys.base)).send().await.expect("join").json().await.expect("json");
+    assert_eq!(joined["state"], "waiting", "{joined}");
+    assert_eq!(joined["message"], "ただいま混み合っています。順番は保たれます。");
+    let ticket = joined["ticket"].as_str().expect("ticket").to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let still: Value = c.get(format!("{}/queue/status", sys.base)).header("X-Queue-Ticket", &ticket).send().await.expect("s").json().await.expect("j");
+    assert_eq!(still["state"], "waiting", "paused admission admits no one");
+
+    // A wrong token is refused and changes nothing.
+    let resp = c.post(format!("{staff}/admin/v1/resume")).bearer_auth("not-the-token-at-all").send().await.expect("post");
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let (ok, out) = admin(dir.path(), &staff, &["resume"]);
+    assert!(ok, "{out}");
+    let mut admitted = false;
+    for _ in 0..50 {
+        let s: Value = c.get(format!("{}/queue/status", sys.base)).header("X-Queue-Ticket", &ticket).send().await.expect("s").json().await.expect("j");
+        if s["state"] == "admitted" {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admitted, "resume admits the waiting visitor");
+    let (ok, out) = admin(dir.path(), &staff, &["status"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!((v["paused"].as_bool(), v["admitted"].as_u64()), (Some(false), Some(1)));
+    let (ok, _) = admin(dir.path(), &staff, &["rate", "0", "0"]);
+    assert!(ok);
+}
