@@ -194,10 +194,10 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     }
     tracing::info!(%public, %intake_addr, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
-        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {} ({} residents)\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
         secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
         registry_path.display(),
-        registry.len(),
+        registry.special_cases(program.reference_date),
         args.data_dir.display(),
         args.data_dir.join("outbox").display(),
     );
