@@ -172,10 +172,11 @@ pub fn case(me: &str, record: &ApplicationRecord, event: Option<&ApplicationEven
         body.push_str(&resident_rows("保護者の候補", &g, &a.guardian.family_name_kana, &a.guardian.given_name_kana, &a.guardian.birth_date.to_string(), &a.guardian.postal_code));
         let c = candidates(registry, a.child.resident_id.as_deref(), &a.child.family_name_kana, &a.child.given_name_kana, a.child.birth_date);
         body.push_str(&resident_rows("対象者の候補", &c, &a.child.family_name_kana, &a.child.given_name_kana, &a.child.birth_date.to_string(), &a.guardian.postal_code));
-        if let Some(gr) = g.first() {
-            let household = registry.household(&gr.household_id);
+        // The household of whoever was found, so a guardian with a mistyped name can be spotted.
+        if let Some(found) = g.first().or(c.first()) {
+            let household = registry.household(&found.household_id);
             let members: Vec<&Resident> = household.iter().collect();
-            body.push_str(&resident_rows("保護者の世帯", &members, "", "", "", &a.guardian.postal_code));
+            body.push_str(&resident_rows("世帯の構成員", &members, "", "", "", &a.guardian.postal_code));
         }
         let doc_url = format!("/review/cases/{}/document", record.application_id);
         if ev.document.content_type.starts_with("image/") {
