@@ -1,5 +1,47 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine that has only the Rust toolchain.
-# Idempotent: each step runs only when its tool is missing.
+# Idempotent: a package is installed only when one of its commands is missing, `apt-get update`
+# runs at most once per call, and a machine that has everything hears nothing and waits for nothing.
+#
+#   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
+#                          metrics integration test scrapes a real all-in-one with prometheus.
 set -euo pipefail
-echo "install-deps: nothing beyond the Rust toolchain is needed yet"
+
+# command -> Debian package that provides it
+declare -A PROVIDER=(
+  [prometheus]=prometheus
+  [promtool]=prometheus
+)
+
+missing=()
+for cmd in "${!PROVIDER[@]}"; do
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    pkg=${PROVIDER[$cmd]}
+    [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+  fi
+done
+((${#missing[@]} == 0)) && exit 0
+
+if ((EUID == 0)); then
+  as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+  as_root=(sudo)
+else
+  echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-deps: no apt-get here; install these yourself: ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${as_root[@]}" apt-get update -qq
+# No recommends: prometheus would pull in node-exporter, which the tests do not use.
+"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+for cmd in "${!PROVIDER[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || { echo "install-deps: $cmd still missing after install" >&2; exit 1; }
+done
+echo "install-deps: done"

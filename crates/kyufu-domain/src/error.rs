@@ -34,6 +34,7 @@ pub enum ErrorCode {
     Overloaded,
     ServiceUnavailable,
     Internal,
+    InvalidFunnelEvent,
 }
 
 impl ErrorCode {
@@ -65,6 +66,7 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::ServiceUnavailable,
         ErrorCode::Internal,
+        ErrorCode::InvalidFunnelEvent,
     ];
 
     /// The stable wire name.
@@ -96,6 +98,7 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::InvalidFunnelEvent => "invalid_funnel_event",
         }
     }
 
@@ -121,7 +124,7 @@ impl ErrorCode {
             ErrorCode::TicketExpired => 410,
             ErrorCode::DocumentTooLarge => 413,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedDocumentType => 415,
-            ErrorCode::InvalidApplication => 422,
+            ErrorCode::InvalidApplication | ErrorCode::InvalidFunnelEvent => 422,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::QueuePaused | ErrorCode::Overloaded | ErrorCode::ServiceUnavailable => 503,
@@ -165,6 +168,9 @@ impl ErrorCode {
             ErrorCode::Overloaded => "The service is busy. Your data was not saved; try again shortly.",
             ErrorCode::ServiceUnavailable => "The service is temporarily unavailable. Try again shortly.",
             ErrorCode::Internal => "Something went wrong on our side. Your data was not saved; try again shortly.",
+            ErrorCode::InvalidFunnelEvent => {
+                "The funnel event names an unknown step, error code or language, or has extra fields. See `errors`."
+            }
         }
     }
 }

@@ -6,12 +6,14 @@
 //! adds to the total rate; a multi-node deployment has to divide the rate between nodes or let one
 //! node drive the cursor.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use kyufu_http::Readiness;
 
 use crate::metrics::GatewayMetrics;
 use crate::state::{Counters, QueueState, StateError};
@@ -50,10 +52,24 @@ pub(crate) struct Admission {
     /// Operator's message to waiting visitors.
     message: RwLock<Option<String>>,
     metrics: GatewayMetrics,
+    /// Passes issued within the last pass lifetime (`kyufu_gateway_active_sessions`).
+    sessions: Mutex<PassWindow>,
+    /// The `queue_state` check: false while ticks cannot reach the queue state.
+    readiness: Readiness,
 }
 
+/// Name of the readiness check the ticker reports.
+pub(crate) const QUEUE_STATE_CHECK: &str = "queue_state";
+
 impl Admission {
-    pub(crate) fn new(state: Arc<dyn QueueState>, per_sec: u32, burst: u32, metrics: GatewayMetrics) -> Self {
+    pub(crate) fn new(
+        state: Arc<dyn QueueState>,
+        per_sec: u32,
+        burst: u32,
+        pass_ttl_secs: u64,
+        metrics: GatewayMetrics,
+        readiness: Readiness,
+    ) -> Self {
         Admission {
             state,
             paused: AtomicBool::new(false),
@@ -61,12 +77,27 @@ impl Admission {
             measured: AtomicU64::new(f64::NAN.to_bits()),
             message: RwLock::new(None),
             metrics,
+            sessions: Mutex::new(PassWindow::new(pass_ttl_secs)),
+            readiness,
         }
     }
 
     /// The operator's message for waiting visitors, if any.
     pub(crate) fn message(&self) -> Option<String> {
         self.message.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts a pass issued at `now` (Unix seconds) towards the active sessions.
+    pub(crate) fn record_pass(&self, now: u64) {
+        // A poisoned lock only means a panic mid-update of plain counters; they stay usable.
+        let mut window = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        window.record(now);
+        self.metrics.active_sessions.set(i64::try_from(window.active(now)).unwrap_or(i64::MAX));
+    }
+
+    fn refresh_sessions(&self, now: u64) {
+        let mut window = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        self.metrics.active_sessions.set(i64::try_from(window.active(now)).unwrap_or(i64::MAX));
     }
 
     fn bucket(&self) -> Option<Arc<DefaultDirectRateLimiter>> {
@@ -132,6 +163,8 @@ impl Admission {
                 Ok(()) => self.state.counters().await,
                 Err(e) => Err(e),
             };
+            self.readiness.set_check(QUEUE_STATE_CHECK, result.is_ok());
+            self.refresh_sessions(crate::queue::now_secs());
             match result {
                 Ok(counters) => {
                     if failing {
@@ -166,6 +199,48 @@ fn eta_from_rate(position: u64, rate: f64) -> Option<u64> {
     }
     let secs = (position as f64 / rate).ceil();
     (secs.is_finite() && secs < 1e9).then_some(secs as u64)
+}
+
+/// Passes issued per second over the last pass lifetime: the number still valid (used up or
+/// abandoned passes included) is the sum. The gateway keeps no per-visitor state, so this is the
+/// exact count of passes this node issued that have not expired, in at most `ttl` small entries.
+#[derive(Debug)]
+pub(crate) struct PassWindow {
+    ttl: u64,
+    /// (second, passes issued in it), oldest first.
+    seconds: VecDeque<(u64, u64)>,
+    total: u64,
+}
+
+impl PassWindow {
+    pub(crate) fn new(ttl: u64) -> Self {
+        PassWindow { ttl, seconds: VecDeque::new(), total: 0 }
+    }
+
+    pub(crate) fn record(&mut self, now: u64) {
+        self.prune(now);
+        match self.seconds.back_mut() {
+            Some((sec, n)) if *sec >= now => *n += 1,
+            _ => self.seconds.push_back((now, 1)),
+        }
+        self.total += 1;
+    }
+
+    /// Passes issued at `s` with `now < s + ttl`, i.e. not yet expired.
+    pub(crate) fn active(&mut self, now: u64) -> u64 {
+        self.prune(now);
+        self.total
+    }
+
+    fn prune(&mut self, now: u64) {
+        while let Some(&(sec, n)) = self.seconds.front() {
+            if sec.saturating_add(self.ttl) > now {
+                break;
+            }
+            self.seconds.pop_front();
+            self.total -= n;
+        }
+    }
 }
 
 /// Exponentially weighted admissions per second, sampled only over intervals in which visitors
@@ -319,11 +394,89 @@ mod tests {
         assert_eq!(eta_from_rate(1, 3.0), Some(1), "rounded up: never promise sooner than likely");
     }
 
+    #[test]
+    fn pass_window_counts_passes_until_they_expire() {
+        let mut w = PassWindow::new(100);
+        assert_eq!(w.active(1_000), 0);
+        w.record(1_000);
+        w.record(1_000);
+        w.record(1_050);
+        assert_eq!(w.active(1_050), 3);
+        assert_eq!(w.active(1_099), 3, "a pass from 1000 is valid until 1100");
+        assert_eq!(w.active(1_100), 1, "the two from 1000 expired");
+        // A clock step backwards does not lose or double count.
+        w.record(1_040);
+        assert_eq!(w.active(1_100), 2);
+        assert_eq!(w.active(10_000), 0);
+        assert!(w.seconds.is_empty());
+    }
+
+    #[tokio::test]
+    async fn ticker_reports_queue_state_readiness() {
+        let state = Arc::new(FailingState::default());
+        let metrics = GatewayMetrics::new(&prometheus::Registry::new());
+        let readiness = Readiness::ready();
+        let admission = Arc::new(Admission::new(state.clone(), 10, 10, 600, metrics, readiness.clone()));
+        let ticker = tokio::spawn(admission.clone().run_ticker(Duration::from_millis(5)));
+        let wait_for = |want: bool| {
+            let readiness = readiness.clone();
+            async move {
+                for _ in 0..400 {
+                    if readiness.get() == want {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                false
+            }
+        };
+        assert!(wait_for(true).await);
+        state.down.store(true, Ordering::Relaxed);
+        assert!(wait_for(false).await, "not ready while the queue state is unreachable");
+        assert_eq!(readiness.failing(), vec![QUEUE_STATE_CHECK]);
+        state.down.store(false, Ordering::Relaxed);
+        assert!(wait_for(true).await, "ready again once it answers");
+        ticker.abort();
+    }
+
+    /// An in-memory queue state that can be switched off.
+    #[derive(Default)]
+    struct FailingState {
+        inner: crate::state::MemoryQueueState,
+        down: AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl QueueState for FailingState {
+        async fn join(&self) -> Result<crate::state::Slot, StateError> {
+            self.check()?;
+            self.inner.join().await
+        }
+        async fn counters(&self) -> Result<Counters, StateError> {
+            self.check()?;
+            self.inner.counters().await
+        }
+        async fn advance(&self, n: u64) -> Result<u64, StateError> {
+            self.check()?;
+            self.inner.advance(n).await
+        }
+    }
+
+    impl FailingState {
+        fn check(&self) -> Result<(), StateError> {
+            if self.down.load(Ordering::Relaxed) {
+                Err(StateError::Unavailable("switched off".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
     #[tokio::test]
     async fn pump_admits_what_the_bucket_holds_and_stops_when_paused() {
         let state = Arc::new(crate::state::MemoryQueueState::new());
         let metrics = GatewayMetrics::new(&prometheus::Registry::new());
-        let admission = Arc::new(Admission::new(state.clone(), 1, 3, metrics));
+        let admission = Arc::new(Admission::new(state.clone(), 1, 3, 600, metrics, Readiness::ready()));
         let handle = GatewayHandle { admission: admission.clone() };
         for _ in 0..5 {
             state.join().await.expect("join");

@@ -68,11 +68,38 @@ impl Gateway {
         registry: Registry,
         state: Arc<dyn QueueState>,
     ) -> Result<(Gateway, GatewayHandle), ConfigError> {
+        Self::build(config, registry, state, Readiness::ready())
+    }
+
+    /// A gateway on an in-memory queue whose `/readyz` reports into `readiness`, shared with the
+    /// other components of the process (all-in-one: intake's status-store probe). The gateway adds
+    /// the check `queue_state`, false while admission ticks cannot reach the queue state.
+    pub fn with_readiness(
+        config: GatewayConfig,
+        registry: Registry,
+        readiness: Readiness,
+    ) -> Result<(Gateway, GatewayHandle), ConfigError> {
+        Self::build(config, registry, Arc::new(MemoryQueueState::new()), readiness)
+    }
+
+    fn build(
+        config: GatewayConfig,
+        registry: Registry,
+        state: Arc<dyn QueueState>,
+        readiness: Readiness,
+    ) -> Result<(Gateway, GatewayHandle), ConfigError> {
         config.validate()?;
         let authority = config::upstream_authority(&config.upstream)
             .map_err(|reason| ConfigError { key: "upstream", reason })?;
         let metrics = metrics::GatewayMetrics::new(&registry);
-        let admission = Arc::new(admission::Admission::new(state, config.rate_per_sec, config.burst, metrics.clone()));
+        let admission = Arc::new(admission::Admission::new(
+            state,
+            config.rate_per_sec,
+            config.burst,
+            config.pass_ttl_secs,
+            metrics.clone(),
+            readiness.clone(),
+        ));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,
@@ -83,7 +110,7 @@ impl Gateway {
         );
         let handle = GatewayHandle { admission: admission.clone() };
         let shared = Arc::new(Shared { config, admission, metrics, proxy });
-        Ok((Gateway { shared, registry, readiness: Readiness::ready() }, handle))
+        Ok((Gateway { shared, registry, readiness }, handle))
     }
 
     /// The HTTP routes. Serving them without `serve` admits only on joins (no ticker), so use

@@ -1,10 +1,22 @@
 //! Gateway metrics, registered on the process registry passed in. Labels come from fixed sets
 //! (poll outcome, proxied route pattern, status class, error kind): never a ticket, an address or a
 //! raw path.
+//!
+//! The launch-day questions they answer: how many wait (`queue_length`), how long they waited
+//! (`queue_wait_seconds`, from the signed join and admission times in each ticket), how fast we
+//! admit (`admitted_total`, `admission_rate`), how many may be filling in the form now
+//! (`active_sessions`), and whether the proxy to intake is healthy.
 
 use prometheus::{
-    exponential_buckets, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry,
 };
+
+/// Waits from "admitted at once" to a long launch morning, in seconds.
+const WAIT_BUCKETS: &[f64] = &[
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 2700.0, 3600.0, 5400.0, 7200.0, 10800.0,
+    14400.0,
+];
 
 #[derive(Clone)]
 pub(crate) struct GatewayMetrics {
@@ -18,6 +30,8 @@ pub(crate) struct GatewayMetrics {
     pub proxy_requests: IntCounterVec,
     pub proxy_seconds: HistogramVec,
     pub proxy_errors: IntCounterVec,
+    pub queue_wait: Histogram,
+    pub active_sessions: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -68,6 +82,19 @@ impl GatewayMetrics {
                 &["kind"],
             )
             .expect("static metric"),
+            queue_wait: Histogram::with_opts(
+                HistogramOpts::new(
+                    "kyufu_gateway_queue_wait_seconds",
+                    "Time from joining the queue to admission, observed once per admitted ticket (whole seconds)",
+                )
+                .buckets(WAIT_BUCKETS.to_vec()),
+            )
+            .expect("static metric"),
+            active_sessions: IntGauge::new(
+                "kyufu_gateway_active_sessions",
+                "Admission passes this node issued within the last pass lifetime: visitors who may be in the form now",
+            )
+            .expect("static metric"),
         };
         GatewayMetrics {
             queue_length: register(registry, m.queue_length),
@@ -80,6 +107,8 @@ impl GatewayMetrics {
             proxy_requests: register(registry, m.proxy_requests),
             proxy_seconds: register(registry, m.proxy_seconds),
             proxy_errors: register(registry, m.proxy_errors),
+            queue_wait: register(registry, m.queue_wait),
+            active_sessions: register(registry, m.active_sessions),
         }
     }
 }

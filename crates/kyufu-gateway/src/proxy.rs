@@ -113,6 +113,7 @@ pub(crate) fn route_pattern(path: &str) -> &'static str {
         (Some("api"), Some("v1"), Some("applications"), Some(id), None) if !id.is_empty() => {
             "/api/v1/applications/{id}"
         }
+        (Some("api"), Some("v1"), Some("funnel"), None, _) => "/api/v1/funnel",
         _ => "/api/other",
     }
 }
@@ -376,6 +377,8 @@ mod tests {
         assert_eq!(route_pattern("/api/v1/applications/"), "/api/v1/applications");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42"), "/api/v1/applications/{id}");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42/x"), "/api/other");
+        assert_eq!(route_pattern("/api/v1/funnel"), "/api/v1/funnel");
+        assert_eq!(route_pattern("/api/v1/funnel/x"), "/api/other");
         assert_eq!(route_pattern("/api/v2/anything/secret"), "/api/other");
     }
 

@@ -47,6 +47,9 @@ pub(crate) struct Answer {
     pub pass: Option<String>,
     /// This answer is the one that admitted the ticket (a pass was issued).
     pub newly_admitted: bool,
+    /// Seconds from joining to admission, on the answer that admitted the ticket (when the ticket
+    /// knows its join time).
+    pub waited_secs: Option<u64>,
 }
 
 /// Decides a ticket against the queue numbers. `presented` is the token the claims came from
@@ -80,7 +83,16 @@ pub(crate) fn decide(
                 (fresh.sign(&config.keyring), true)
             }
         };
-        return Ok(Answer { ticket, ticket_changed, position, eta, refresh_after, pass: None, newly_admitted: false });
+        return Ok(Answer {
+            ticket,
+            ticket_changed,
+            position,
+            eta,
+            refresh_after,
+            pass: None,
+            newly_admitted: false,
+            waited_secs: None,
+        });
     }
     let (claims, ticket, ticket_changed, newly_admitted) = match (claims.adm, presented) {
         (Some(adm), _) if now >= adm.saturating_add(config.pass_ttl_secs) => return Err(ErrorCode::TicketExpired),
@@ -102,6 +114,7 @@ pub(crate) fn decide(
         }
     };
     let adm = claims.adm.unwrap_or(now);
+    let waited_secs = claims.jat.filter(|_| newly_admitted).map(|jat| adm.saturating_sub(jat));
     let pass = ticket::pass_for(&config.keyring, &ticket, &claims, adm, config.pass_ttl_secs);
     Ok(Answer {
         ticket,
@@ -111,6 +124,7 @@ pub(crate) fn decide(
         refresh_after: config.refresh_secs,
         pass: Some(pass),
         newly_admitted,
+        waited_secs,
     })
 }
 
@@ -138,11 +152,17 @@ async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
     }
     let counters = admission.state.counters().await.map_err(unavailable)?;
     let now = now_secs();
-    let claims = TicketClaims { ev: gw.config.event_id.clone(), ep: slot.epoch, seq: slot.seq, iat: now, nxt: now, adm: None };
+    let claims = TicketClaims {
+        ev: gw.config.event_id.clone(),
+        ep: slot.epoch,
+        seq: slot.seq,
+        iat: now,
+        nxt: now,
+        adm: None,
+        jat: Some(now),
+    };
     let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
-    if answer.newly_admitted {
-        gw.metrics.passes.inc();
-    }
+    count_admission(gw, &answer, now);
     Ok(render(gw, &answer))
 }
 
@@ -178,11 +198,22 @@ async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiErr
     }
     let counters = gw.admission.state.counters().await.map_err(unavailable)?;
     let admission = &gw.admission;
-    let answer = decide(&gw.config, claims, Some(token), counters, now_secs(), |p| admission.eta_secs(p))?;
-    if answer.newly_admitted {
-        gw.metrics.passes.inc();
-    }
+    let now = now_secs();
+    let answer = decide(&gw.config, claims, Some(token), counters, now, |p| admission.eta_secs(p))?;
+    count_admission(gw, &answer, now);
     Ok(answer)
+}
+
+/// Metrics of the answer that admitted a ticket: the pass, the wait it ended, the new session.
+fn count_admission(gw: &Shared, answer: &Answer, now: u64) {
+    if !answer.newly_admitted {
+        return;
+    }
+    gw.metrics.passes.inc();
+    if let Some(waited) = answer.waited_secs {
+        gw.metrics.queue_wait.observe(waited as f64);
+    }
+    gw.admission.record_pass(now);
 }
 
 fn render(gw: &Shared, answer: &Answer) -> Response {
@@ -229,7 +260,7 @@ mod tests {
     }
 
     fn claims(seq: u64, iat: u64, nxt: u64, adm: Option<u64>) -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm }
+        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm, jat: Some(900) }
     }
 
     const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4 };
@@ -244,7 +275,7 @@ mod tests {
         let b = decide(&cfg, c, Some(&token), COUNTERS, 1_005, |p| Some(p * 2)).expect("answer");
         assert!(b.ticket_changed);
         let fresh: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &b.ticket).expect("signed");
-        assert_eq!((fresh.seq, fresh.iat, fresh.nxt, fresh.adm), (7, 1_005, 1_010, None));
+        assert_eq!((fresh.seq, fresh.iat, fresh.nxt, fresh.adm, fresh.jat), (7, 1_005, 1_010, None, Some(900)));
         assert_eq!((b.eta, b.refresh_after), (Some(6), 5), "refresh capped at refresh_secs");
         assert_eq!(b.ticket.len(), token.len(), "the ticket does not grow");
     }
@@ -257,9 +288,15 @@ mod tests {
         assert!(first.newly_admitted && first.ticket_changed);
         assert_eq!(first.position, 0);
         let admitted: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &first.ticket).expect("signed");
-        assert_eq!(admitted.adm, Some(1_010));
+        assert_eq!((admitted.adm, admitted.jat), (Some(1_010), Some(900)), "the join time survives admission");
+        assert_eq!(first.waited_secs, Some(110), "joined at 900, admitted at 1010");
         let again = decide(&cfg, admitted.clone(), Some(&first.ticket), COUNTERS, 1_500, |_| None).expect("answer");
         assert!(!again.newly_admitted && !again.ticket_changed);
+        assert_eq!(again.waited_secs, None, "the wait is measured once per admission");
+        // A ticket signed before `jat` existed is admitted all the same, just not measured.
+        let old = decide(&cfg, TicketClaims { jat: None, ..c }, None, COUNTERS, 1_010, |_| None).expect("answer");
+        assert!(old.newly_admitted);
+        assert_eq!(old.waited_secs, None);
         assert_eq!(again.pass, first.pass, "same ticket, same pass");
         let pass = kyufu_admission::verify_pass(&cfg.keyring, first.pass.as_deref().unwrap_or(""), "rice", 1_500);
         assert_eq!(pass.map(|p| (p.seq, p.exp)), Ok((3, 1_010 + 1_800)));

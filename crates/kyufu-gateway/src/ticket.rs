@@ -33,6 +33,11 @@ pub struct TicketClaims {
     /// When the visitor was found admitted, Unix seconds; fixes the pass's lifetime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adm: Option<u64>,
+    /// When the visitor joined, Unix seconds; kept through every refresh, so `adm - jat` is the
+    /// wait the `kyufu_gateway_queue_wait_seconds` histogram records. Absent in tickets signed
+    /// before it existed, which are then not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jat: Option<u64>,
 }
 
 impl TicketClaims {
@@ -115,7 +120,7 @@ mod tests {
     use super::*;
 
     fn claims() -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None }
+        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None, jat: Some(990) }
     }
 
     #[test]

@@ -310,3 +310,35 @@ async fn metrics_count_joins_polls_and_passes() {
     }
     assert!(!text.contains(&a.ticket()));
 }
+
+#[tokio::test]
+async fn queue_wait_and_active_sessions_follow_admissions() {
+    let h = start(|_| {}).await;
+    // Admitted in the join answer: a wait of zero.
+    let first = join(&h).await;
+    assert!(first.admitted());
+    // A second visitor waits while admission is paused, for at least a second of wall clock.
+    h.handle.pause();
+    let second = join(&h).await;
+    assert!(!second.admitted());
+    assert_eq!(claims(&h, &second.ticket()).jat, Some(claims(&h, &second.ticket()).iat), "join time signed in");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    h.handle.resume();
+    let admitted = until_admitted(&h, &second.ticket(), Duration::from_secs(3)).await;
+    // Polling the admitted ticket again must not count the wait twice.
+    status(&h, &admitted.ticket()).await;
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{name}` in\n{text}"))
+    };
+    assert_eq!(value("kyufu_gateway_queue_wait_seconds_count"), 2.0);
+    let sum = value("kyufu_gateway_queue_wait_seconds_sum");
+    assert!((1.0..10.0).contains(&sum), "waits: 0 s and about 1 s, sum {sum}");
+    assert_eq!(value("kyufu_gateway_queue_wait_seconds_bucket{le=\"1\"}"), 1.0 + f64::from(sum < 2.0));
+    assert_eq!(value("kyufu_gateway_active_sessions"), 2.0, "both passes are within their lifetime");
+    assert_eq!(value("kyufu_ready"), 1.0);
+    assert_eq!(value("kyufu_dependency_up{dependency=\"queue_state\"}"), 1.0);
+}

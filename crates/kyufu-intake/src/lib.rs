@@ -10,9 +10,15 @@
 //! `GET /api/v1/applications/{id}` answers the applicant's "where is my application?" given the
 //! private status token, which is an HMAC of the id (so a retry with the same Idempotency-Key gets
 //! the same token without storing it).
+//!
+//! `POST /api/v1/funnel` counts form-funnel events from the citizen pages (`funnel`). The status
+//! store monitor (`monitor`), started by the composition root, makes `/readyz` follow the status
+//! store and exports the application and review-backlog gauges.
 #![forbid(unsafe_code)]
 
+pub mod funnel;
 mod metrics;
+pub mod monitor;
 pub mod relay;
 mod routes;
 
@@ -25,6 +31,7 @@ use std::sync::Arc;
 use kyufu_admission::Keyring;
 use kyufu_domain::identity::IdentitySecret;
 use kyufu_domain::Program;
+use kyufu_http::Readiness;
 use kyufu_ports::{DocumentStore, EventBus, StatusStore};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -63,14 +70,14 @@ pub(crate) struct Intake {
     pub(crate) metrics: metrics::IntakeMetrics,
 }
 
-/// The intake router (API, metrics, health), for serving or embedding.
-pub fn router(config: IntakeConfig, ports: IntakePorts, registry: Registry) -> axum::Router {
-    let readiness = kyufu_http::Readiness::ready();
+/// The intake router (API, metrics, health), for serving or embedding; `/readyz` follows
+/// `readiness` (see `monitor`).
+pub fn router(config: IntakeConfig, ports: IntakePorts, registry: Registry, readiness: Readiness) -> axum::Router {
     let intake = Intake { config: Arc::new(config), ports, metrics: metrics::IntakeMetrics::new(&registry) };
     routes::api(intake).merge(kyufu_http::ops_routes(registry, readiness))
 }
 
-/// Serves intake on `listener` until `shutdown` resolves.
+/// Serves intake on `listener` until `shutdown` resolves, always ready (no dependency probe).
 pub async fn run(
     listener: TcpListener,
     config: IntakeConfig,
@@ -78,7 +85,20 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router(config, ports, registry);
+    serve(listener, config, ports, registry, Readiness::ready(), shutdown).await
+}
+
+/// Serves intake on `listener` until `shutdown` resolves, with `/readyz` following `readiness`
+/// (which the composition root hands to `monitor::run` as well).
+pub async fn serve(
+    listener: TcpListener,
+    config: IntakeConfig,
+    ports: IntakePorts,
+    registry: Registry,
+    readiness: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(config, ports, registry, readiness);
     tracing::info!(addr = %listener.local_addr()?, "intake listening");
     kyufu_http::serve(listener, app, shutdown).await?;
     Ok(())

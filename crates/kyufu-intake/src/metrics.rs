@@ -1,7 +1,15 @@
 //! Intake metrics: requests by route pattern and outcome, latency, upload sizes, bus publish
-//! latency and failures. Labels are route patterns and error codes only.
+//! latency and failures, status lookups by outcome, and the form funnel. Labels are route
+//! patterns, statuses, funnel steps and error codes only: every value comes from a fixed table,
+//! and every series that alerts or dashboards use is created at zero on start, so `rate()` and
+//! `increase()` see the first event.
 
+use kyufu_domain::Status;
 use prometheus::{exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+/// Outcomes of a status lookup besides the statuses themselves.
+pub(crate) const LOOKUP_NOT_FOUND: &str = "not_found";
+pub(crate) const LOOKUP_UNAVAILABLE: &str = "unavailable";
 
 #[derive(Clone)]
 pub(crate) struct IntakeMetrics {
@@ -11,6 +19,8 @@ pub(crate) struct IntakeMetrics {
     pub publish_seconds: Histogram,
     pub publish_failures: IntCounterVec,
     pub accepted: IntCounterVec,
+    pub status_lookups: IntCounterVec,
+    pub funnel_steps: IntCounterVec,
 }
 
 impl IntakeMetrics {
@@ -47,7 +57,39 @@ impl IntakeMetrics {
             &["replay"],
         )
         .expect("static metric");
+        let status_lookups = IntCounterVec::new(
+            Opts::new(
+                "kyufu_intake_status_lookups_total",
+                "Applicant status lookups by outcome: the status shown, not_found (unknown id or wrong token) or unavailable",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric");
+        for s in Status::ALL {
+            status_lookups.with_label_values(&[s.as_str()]);
+        }
+        status_lookups.with_label_values(&[LOOKUP_NOT_FOUND]);
+        status_lookups.with_label_values(&[LOOKUP_UNAVAILABLE]);
+        let funnel_steps = IntCounterVec::new(
+            Opts::new(
+                "kyufu_funnel_steps_total",
+                "Form funnel events reported by the citizen pages, by step and (for step=error) error code",
+            ),
+            &["step", "error_code"],
+        )
+        .expect("static metric");
+        for step in crate::funnel::STEPS {
+            funnel_steps.with_label_values(&[step, ""]);
+        }
+        for replay in ["false", "true"] {
+            accepted.with_label_values(&[replay]);
+        }
+        for kind in ["unavailable", "already_exists", "corrupt"] {
+            publish_failures.with_label_values(&[kind]);
+        }
         IntakeMetrics {
+            status_lookups: register(registry, status_lookups),
+            funnel_steps: register(registry, funnel_steps),
             requests: register(registry, requests),
             latency: register(registry, latency),
             upload_bytes: register(registry, upload_bytes),

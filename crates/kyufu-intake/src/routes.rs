@@ -1,4 +1,5 @@
-//! HTTP handlers of intake: submit an application, look up its status.
+//! HTTP handlers of intake: submit an application, look up its status; the funnel handler lives in
+//! `funnel`.
 
 use std::time::Instant;
 
@@ -37,6 +38,10 @@ pub(crate) fn api(intake: Intake) -> Router {
     Router::new()
         .route(SUBMIT_ROUTE, post(submit).layer(DefaultBodyLimit::max(body_limit)))
         .route(STATUS_ROUTE, get(status))
+        .route(
+            crate::funnel::FUNNEL_ROUTE,
+            post(crate::funnel::record).layer(DefaultBodyLimit::max(crate::funnel::MAX_FUNNEL_BODY)),
+        )
         .fallback(kyufu_http::not_found)
         .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
         .with_state(intake)
@@ -286,6 +291,12 @@ struct StatusView {
 async fn status(State(intake): State<Intake>, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let result = status_inner(&intake, &id, &headers).await;
+    let outcome = match &result {
+        Ok(view) => view.status.as_str(),
+        Err(e) if e.code == ErrorCode::NotFound => crate::metrics::LOOKUP_NOT_FOUND,
+        Err(_) => crate::metrics::LOOKUP_UNAVAILABLE,
+    };
+    intake.metrics.status_lookups.with_label_values(&[outcome]).inc();
     let (code, resp) = match result {
         Ok(view) => ("", Json(view).into_response()),
         Err(e) => (e.code.as_str(), e.into_response()),

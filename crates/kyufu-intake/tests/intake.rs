@@ -137,6 +137,16 @@ async fn accepted_application_is_recorded_and_published() {
     assert_eq!(none.status().as_u16(), 404);
     let junk = client.get(format!("{}/api/v1/applications/..%2f..%2fetc", h.base)).bearer_auth(token).send().await.expect("get");
     assert_eq!(junk.status().as_u16(), 404);
+    // Lookups are counted by outcome: the status shown, or not_found without saying why.
+    let text = client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    for line in [
+        "kyufu_intake_status_lookups_total{outcome=\"received\"} 1",
+        "kyufu_intake_status_lookups_total{outcome=\"not_found\"} 3",
+        "kyufu_intake_status_lookups_total{outcome=\"coupon_issued\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+    assert!(!text.contains(&id.to_string()), "no application id in metrics");
 }
 
 #[tokio::test]
@@ -201,4 +211,45 @@ async fn relay_republishes_an_application_whose_publish_failed() {
     assert_eq!(relay::round(&h.ports, &config).await.expect("round"), 1);
     let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("republished");
     assert_eq!(ApplicationEvent::from_json(&m.payload).expect("event").application_id, id);
+}
+
+#[tokio::test]
+async fn funnel_counts_known_steps_and_refuses_everything_else() {
+    let h = start().await;
+    let client = reqwest::Client::new();
+    let send = |body: String| {
+        let req = client.post(format!("{}/api/v1/funnel", h.base)).header("content-type", "text/plain").body(body);
+        async move {
+            let resp = req.send().await.expect("send");
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // No pass needed: the first step happens before admission. Any content type, for sendBeacon.
+    for _ in 0..2 {
+        assert_eq!(send(json!({"step": "form_started", "lang": "ja"}).to_string()).await.0, 204);
+    }
+    assert_eq!(send(json!({"step": "error", "error_code": "document_too_large", "lang": "en"}).to_string()).await.0, 204);
+    let (code, body) = send(json!({"step": "stolen_data", "lang": "ja"}).to_string()).await;
+    assert_eq!((code, body["code"].as_str()), (422, Some("invalid_funnel_event")), "{body}");
+    assert_eq!(body["errors"], json!([{"field": "step", "code": "unknown"}]));
+    let (code, body) = send(json!({"step": "error", "error_code": "made_up"}).to_string()).await;
+    assert_eq!((code, body["errors"][0]["field"].as_str()), (422, Some("error_code")), "{body}");
+    let (code, body) = send(json!({"step": "submitted", "name": "山田花子"}).to_string()).await;
+    assert_eq!((code, body["errors"][0]["code"].as_str()), (422, Some("unknown_field")), "{body}");
+    let (code, body) = send(format!(r#"{{"step":"submitted","pad":"{}"}}"#, "x".repeat(4096))).await;
+    assert_eq!((code, body["errors"][0]["code"].as_str()), (422, Some("too_large")), "{body}");
+    assert_eq!(send("not json".to_owned()).await.0, 400);
+
+    let text = client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    for line in [
+        "kyufu_funnel_steps_total{error_code=\"\",step=\"form_started\"} 2",
+        "kyufu_funnel_steps_total{error_code=\"document_too_large\",step=\"error\"} 1",
+        "kyufu_funnel_steps_total{error_code=\"\",step=\"submitted\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+    for never in ["stolen_data", "made_up", "山田", "name="] {
+        assert!(!text.contains(never), "refused value {never} became a label:\n{text}");
+    }
 }

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use kyufu_domain::{ReasonCode, Status};
 use kyufu_ports::events::{ApplicationEvent, DeadLetter};
-use kyufu_ports::{AdapterError, EventBus, Message, StatusStore, Transition};
+use kyufu_ports::{AdapterError, Consumer, EventBus, Message, StatusStore, Transition};
 use tokio::sync::watch;
 
 use crate::metrics::StageMetrics;
@@ -72,6 +72,8 @@ pub struct RunnerConfig {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub poll_timeout: Duration,
+    /// How often the consumer-lag gauge is refreshed, also while one message is being retried.
+    pub lag_every: Duration,
 }
 
 impl RunnerConfig {
@@ -84,6 +86,7 @@ impl RunnerConfig {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             poll_timeout: Duration::from_millis(500),
+            lag_every: Duration::from_secs(2),
         }
     }
 }
@@ -100,16 +103,20 @@ pub async fn run_stage(
     let name = stage.name();
     let mut consumer = bus.subscribe(&config.group, &[config.input_topic.as_str()]).await?;
     tracing::info!(stage = name, group = %config.group, topic = %config.input_topic, "stage consuming");
+    // The series alerts watch exist from the start at zero, so the first retry or dead letter is an
+    // increase that `increase()` can see.
+    metrics.retries.with_label_values(&[name]);
+    metrics.dead_letters.with_label_values(&[name]);
+    metrics.duration.with_label_values(&[name]);
+    refresh_lag(&mut *consumer, &metrics, name).await;
     let mut last_lag = Instant::now();
     while !*shutdown.borrow() {
         let polled = tokio::select! {
             _ = shutdown.changed() => break,
             polled = consumer.poll(config.poll_timeout) => polled,
         };
-        if last_lag.elapsed() > Duration::from_secs(2) {
-            if let Ok(Some(lag)) = consumer.lag().await {
-                metrics.lag.with_label_values(&[name]).set(i64::try_from(lag).unwrap_or(i64::MAX));
-            }
+        if last_lag.elapsed() > config.lag_every {
+            refresh_lag(&mut *consumer, &metrics, name).await;
             last_lag = Instant::now();
         }
         let msg = match polled {
@@ -122,7 +129,20 @@ pub async fn run_stage(
             }
         };
         let started = Instant::now();
-        let Some(outcome) = process(&*stage, &config, &*bus, &*status, &metrics, &msg, &mut shutdown).await else {
+        // A message can take long (a backend outage retries it for as long as it takes); the lag
+        // gauge keeps moving meanwhile, so the lag alert sees the outage.
+        let outcome = {
+            let work = process(&*stage, &config, &*bus, &*status, &metrics, &msg, &mut shutdown);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    outcome = &mut work => break outcome,
+                    _ = tokio::time::sleep(config.lag_every) => refresh_lag(&mut *consumer, &metrics, name).await,
+                }
+            }
+        };
+        last_lag = Instant::now();
+        let Some(outcome) = outcome else {
             break; // shut down mid-message: not committed, so it is delivered again
         };
         metrics.processed.with_label_values(&[name, outcome]).inc();
@@ -139,6 +159,15 @@ pub async fn run_stage(
     }
     tracing::info!(stage = name, "stage stopped");
     Ok(())
+}
+
+/// Sets `kyufu_pipeline_consumer_lag_messages{stage}` from the bus, when the bus knows it.
+async fn refresh_lag(consumer: &mut dyn Consumer, metrics: &StageMetrics, name: &str) {
+    match consumer.lag().await {
+        Ok(Some(lag)) => metrics.lag.with_label_values(&[name]).set(i64::try_from(lag).unwrap_or(i64::MAX)),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(stage = name, error = %e, "lag unknown"),
+    }
 }
 
 /// Sleeps for `d`; false if shutdown was requested meanwhile.
@@ -269,4 +298,122 @@ async fn dead_letter(
         }
     }
     Some("dead_lettered")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A stage whose backend is down until `up` is set.
+    struct Blocked {
+        up: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Stage for Blocked {
+        fn name(&self) -> &'static str {
+            "dedupe"
+        }
+        async fn handle(&self, _: &ApplicationEvent, _: &Message) -> Result<Handled, StageError> {
+            if self.up.load(Ordering::Relaxed) {
+                Ok(Handled::Done("unique"))
+            } else {
+                Err(StageError::Unavailable("backend switched off".into()))
+            }
+        }
+    }
+
+    fn value(registry: &prometheus::Registry, series: &str) -> Option<f64> {
+        let text = kyufu_telemetry::encode(registry);
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    async fn eventually(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("never: {what}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lag_keeps_moving_while_a_backend_outage_blocks_the_stage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = kyufu_embedded::EmbeddedStore::open(dir.path()).expect("open");
+        let registry = kyufu_telemetry::new_registry();
+        let metrics = StageMetrics::new(&registry);
+        let stage = Arc::new(Blocked { up: AtomicBool::new(false) });
+        let mut config = RunnerConfig::new("g", "in", "dlq");
+        config.lag_every = Duration::from_millis(20);
+        config.poll_timeout = Duration::from_millis(20);
+        config.backoff = Duration::from_millis(5);
+        config.max_backoff = Duration::from_millis(20);
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(run_stage(stage.clone(), config, store.bus(), store.status_store(), metrics, rx));
+        // The series alerts watch exist at zero before anything happens.
+        eventually("zeroed series", || value(&registry, "kyufu_pipeline_dead_letters_total{stage=\"dedupe\"}") == Some(0.0)).await;
+        assert_eq!(value(&registry, "kyufu_pipeline_retries_total{stage=\"dedupe\"}"), Some(0.0));
+
+        // Valid events, so the stage (not the decoder) is what blocks.
+        let bus = store.bus();
+        let ev = sample_event();
+        for _ in 0..5 {
+            bus.publish("in", b"k", &ev.to_json()).await.expect("publish");
+        }
+        // Stuck on the first message: retries climb, and lag shows all five, not a frozen 0.
+        let lag = "kyufu_pipeline_consumer_lag_messages{stage=\"dedupe\"}";
+        eventually("lag 5 during the outage", || value(&registry, lag) == Some(5.0)).await;
+        assert!(value(&registry, "kyufu_pipeline_retries_total{stage=\"dedupe\"}").unwrap_or(0.0) > 0.0);
+        stage.up.store(true, Ordering::Relaxed);
+        eventually("lag back to 0", || value(&registry, lag) == Some(0.0)).await;
+        assert_eq!(value(&registry, "kyufu_pipeline_dead_letters_total{stage=\"dedupe\"}"), Some(0.0), "an outage dead-letters nothing");
+        let _ = stop.send(true);
+        task.await.expect("join").expect("stage ran");
+    }
+
+    fn sample_event() -> ApplicationEvent {
+        use kyufu_domain::application::{Application, BeneficiaryKind, Child, Guardian};
+        let date = chrono::NaiveDate::from_ymd_opt(2019, 4, 1).unwrap_or_default();
+        let person = |name: &str| (name.to_owned(), "ヤマダ".to_owned());
+        let (family, kana) = person("山田");
+        ApplicationEvent {
+            v: ApplicationEvent::VERSION,
+            application_id: uuid::Uuid::new_v4(),
+            program_id: "p".into(),
+            identity_key: "k".into(),
+            received_at: Utc::now(),
+            application: Application {
+                kind: BeneficiaryKind::Child,
+                guardian: Guardian {
+                    resident_id: None,
+                    family_name: family.clone(),
+                    given_name: "花子".into(),
+                    family_name_kana: kana.clone(),
+                    given_name_kana: "ハナコ".into(),
+                    birth_date: date,
+                    email: "g@example.jp".into(),
+                    phone: "0312345678".into(),
+                    postal_code: "9300001".into(),
+                },
+                child: Child {
+                    resident_id: None,
+                    family_name: family,
+                    given_name: "太郎".into(),
+                    family_name_kana: kana,
+                    given_name_kana: "タロウ".into(),
+                    birth_date: date,
+                },
+                consent: true,
+            },
+            document: kyufu_ports::events::DocumentRef {
+                key: "d".into(),
+                content_type: "image/png".into(),
+                size: 1,
+                sha256: "a".repeat(64),
+            },
+        }
+    }
 }

@@ -11,9 +11,18 @@ use prometheus::{Encoder, Registry, TextEncoder};
 /// Namespace of every metric the project exports.
 pub const NAMESPACE: &str = "kyufu";
 
-/// A fresh registry with the process collector (on Linux) registered.
+/// A fresh registry with the process collector (on Linux) and `kyufu_build_info{version}`
+/// registered.
 pub fn new_registry() -> Registry {
     let registry = Registry::new();
+    // Static definition: construction fails only on a programming error.
+    let info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new("kyufu_build_info", "Always 1; the version label tells which build is running"),
+        &["version"],
+    )
+    .expect("static metric");
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let _ = registry.register(Box::new(info));
     #[cfg(target_os = "linux")]
     {
         let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -77,6 +86,7 @@ mod tests {
         c.inc_by(3);
         let text = encode(&r);
         assert!(text.contains("kyufu_test_things_total 3"), "{text}");
+        assert!(text.contains(&format!("kyufu_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))), "{text}");
         #[cfg(target_os = "linux")]
         assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }

@@ -1,7 +1,10 @@
 //! `kyufu all-in-one`: the whole system in one process on embedded storage, for `make run`, demos
 //! and tests. Built in a fixed order: data directory, secrets, registry, program, storage, intake
-//! (internal port), gateway (public port), the three pipeline stages, the outbox relay; then it runs
-//! until Ctrl-C or SIGTERM and shuts down in reverse.
+//! (internal port), gateway (public port), the three pipeline stages, the outbox relay, the
+//! status-store monitor; then it runs until Ctrl-C or SIGTERM and shuts down in reverse.
+//!
+//! Gateway and intake share one `Readiness`, so the public `/readyz` is 503 while either the queue
+//! state or the status store is unreachable, and one `/metrics` carries every component's series.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use kyufu_domain::Program;
+use kyufu_intake::monitor::MonitorConfig;
 use kyufu_intake::relay::RelayConfig;
 use kyufu_intake::{IntakeConfig, IntakePorts};
 use kyufu_pipeline::notify::OutboxNotifier;
@@ -120,6 +124,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("opening embedded storage in {}: {e}", args.data_dir.display()))?;
     let (bus, status, documents) = (store.bus(), store.status_store(), store.document_store());
     let metrics = kyufu_telemetry::new_registry();
+    let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Intake on an internal loopback port; only the gateway is public.
@@ -135,14 +140,21 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
         received_topic: topics::RECEIVED.to_owned(),
     };
-    let intake_task = tokio::spawn(kyufu_intake::run(intake_listener, intake_config, ports.clone(), metrics.clone(), stopped(stop_rx.clone())));
+    let intake_task = tokio::spawn(kyufu_intake::serve(
+        intake_listener,
+        intake_config,
+        ports.clone(),
+        metrics.clone(),
+        readiness.clone(),
+        stopped(stop_rx.clone()),
+    ));
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let public = listener.local_addr()?;
     let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), format!("http://{intake_addr}"));
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
-    let (gateway, gateway_handle) = kyufu_gateway::Gateway::new(gateway_config, metrics.clone()).map_err(|e| anyhow::anyhow!("gateway: {e}"))?;
+    let (gateway, gateway_handle) = kyufu_gateway::Gateway::with_readiness(gateway_config, metrics.clone(), readiness.clone())?;
     let gateway_task = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
 
     // The staff port carries the review console (with reviewer accounts) and the operators' admin
@@ -188,6 +200,13 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     relay_config.after = Duration::from_secs(args.relay_after_secs);
     relay_config.interval = Duration::from_secs(args.relay_after_secs.clamp(1, 60));
     let relay_task = tokio::spawn(kyufu_intake::relay::run(ports, relay_config, metrics.clone(), stopped(stop_rx.clone())));
+    let monitor_task = tokio::spawn(kyufu_intake::monitor::run(
+        status.clone(),
+        metrics.clone(),
+        readiness,
+        MonitorConfig::default(),
+        stopped(stop_rx.clone()),
+    ));
 
     if let Some(path) = &args.addr_file {
         std::fs::write(path, public.to_string()).with_context(|| format!("writing {}", path.display()))?;
@@ -209,6 +228,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         let _ = stage.await;
     }
     let _ = relay_task.await;
+    let _ = monitor_task.await;
     let _ = gateway_task.await;
     if let Some(t) = review_task {
         let _ = t.await;

@@ -1,5 +1,8 @@
 //! One process per role: `kyufu gateway`, `kyufu intake`, `kyufu worker <stage>`. Each builds only
-//! what its role needs and serves `/metrics`, `/healthz` and `/readyz`.
+//! what its role needs and serves `/metrics`, `/healthz` and `/readyz`. Readiness follows the
+//! role's dependency: the queue state for the gateway, the status store (probed by
+//! `kyufu_intake::monitor`) for intake and the workers; only intake exports the application and
+//! review gauges, so each series comes from one process.
 //!
 //! Storage here is the embedded store, which one process at a time may open: `intake` and `worker`
 //! on the same data directory take turns (a second process is refused with a clear message). Run
@@ -13,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use kyufu_intake::monitor::MonitorConfig;
 use kyufu_intake::relay::RelayConfig;
 use kyufu_intake::{IntakeConfig, IntakePorts};
 use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
@@ -104,17 +108,26 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         received_topic: topics::RECEIVED.to_owned(),
     };
     let metrics = kyufu_telemetry::new_registry();
+    let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut relay_config = RelayConfig::new(topics::RECEIVED);
     relay_config.after = Duration::from_secs(args.relay_after_secs);
     let relay = tokio::spawn(kyufu_intake::relay::run(ports.clone(), relay_config, metrics.clone(), stopped(stop_rx.clone())));
+    let monitor = tokio::spawn(kyufu_intake::monitor::run(
+        ports.status.clone(),
+        metrics.clone(),
+        readiness.clone(),
+        MonitorConfig::default(),
+        stopped(stop_rx.clone()),
+    ));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let served = kyufu_intake::run(listener, config, ports, metrics, async move {
+    let served = kyufu_intake::serve(listener, config, ports, metrics, readiness, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
     .await;
     let _ = relay.await;
+    let _ = monitor.await;
     served
 }
 
@@ -144,15 +157,25 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let stage = kyufu_pipeline::spawn_stage(kind, &deps, stop_rx.clone());
+    let readiness = kyufu_http::Readiness::ready();
+    let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
+    let monitor = tokio::spawn(kyufu_intake::monitor::run(
+        deps.status.clone(),
+        metrics.clone(),
+        readiness.clone(),
+        probe,
+        stopped(stop_rx.clone()),
+    ));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(stage = kind.name(), metrics = %listener.local_addr()?, "worker running");
-    let ops = kyufu_http::ops_routes(metrics, kyufu_http::Readiness::ready());
+    let ops = kyufu_http::ops_routes(metrics, readiness);
     kyufu_http::serve(listener, ops, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
     .await?;
     let _ = stage.await;
+    let _ = monitor.await;
     deps.bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())
 }
