@@ -535,12 +535,16 @@ async fn render_launch_day_overview() {
     let c = client();
     let registry = read_registry(&dir.path().join("registry.csv"));
     let fams = Arc::new(families(&registry, chrono::Utc::now().date_naive()));
+    // Prometheus applies new targets a few seconds after it starts; counting begins with its
+    // first scrape, so the rush waits for it.
+    prom.eventually(&c, r#"up{job="kyufu-all-in-one"}"#, |v| v == 1.0).await;
     let started = Instant::now();
 
-    // 150 visitors in the first 50 s, then one every 2 s for 70 s.
+    // The morning rush: 240 visitors in the first 40 s (three times the admission rate), then one
+    // every 2 s for a minute while the line drains.
     let mut visitors = Vec::new();
-    for i in 0..185usize {
-        let gap = if i < 150 { 333 } else { 2_000 };
+    for i in 0..270usize {
+        let gap = if i < 240 { 166 } else { 2_000 };
         tokio::time::sleep(Duration::from_millis(gap)).await;
         let (c, base, fams) = (c.clone(), sys.base.clone(), fams.clone());
         visitors.push(tokio::spawn(async move { visitor(i, &c, &base, &fams).await }));
@@ -557,6 +561,7 @@ async fn render_launch_day_overview() {
     )
     .expect("json");
     let html = render(&c, &prom, &dash, window).await;
+    assert!(html.contains("queue_joined"), "the funnel was rendered");
     std::fs::write(&out, html).expect("write snapshot");
     println!("launch-day overview written to {}", out.display());
 }
@@ -586,16 +591,24 @@ async fn visitor(i: usize, c: &reqwest::Client, base: &str, fams: &[(Resident, R
     }
     let pass = answer["pass"].as_str().unwrap_or_default().to_owned();
     funnel(c, base, step("admitted")).await;
-    // Form steps take a few seconds each; about one in ten drops out somewhere.
+    // Form steps take a moment each; some visitors give up on the way, most often at the upload.
     let steps = ["form_started", "guardian_done", "child_done", "upload_started", "upload_done", "confirm_shown"];
-    let leaves_after = if i % 10 == 3 { Some(i % steps.len()) } else { None };
-    for (n, s) in steps.iter().enumerate() {
-        tokio::time::sleep(Duration::from_millis(400 + (i as u64 * 37) % 600)).await;
+    let leaves_after = match i % 13 {
+        2 => Some("form_started"),
+        5 | 9 => Some("upload_started"),
+        11 => Some("confirm_shown"),
+        _ => None,
+    };
+    for s in steps {
+        tokio::time::sleep(Duration::from_millis(300 + (i as u64 * 37) % 500)).await;
         funnel(c, base, step(s)).await;
-        if *s == "upload_started" && i % 9 == 4 {
+        if s == "upload_started" && i % 13 == 5 {
             funnel(c, base, json!({"step": "error", "error_code": "document_too_large", "lang": lang})).await;
         }
-        if leaves_after == Some(n) {
+        if s == "upload_started" && i % 13 == 9 {
+            funnel(c, base, json!({"step": "error", "error_code": "unsupported_document_type", "lang": lang})).await;
+        }
+        if leaves_after == Some(s) {
             return;
         }
     }
@@ -648,18 +661,22 @@ async fn query_range(c: &reqwest::Client, prom: &Prometheus, q: &str, window: Du
         .collect()
 }
 
+/// The series' labels as `k=v k=v` (without the metric name).
 fn legend_of(labels: &serde_json::Map<String, Value>) -> String {
     labels
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "__name__" | "job" | "instance" | "role"))
+        .filter(|(k, _)| k.as_str() != "__name__")
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
+/// Grafana's legend format (`{{label}}`) filled from `legend_of`; without a format, the labels
+/// that tell series apart (not the target's job, instance and role).
 fn fill_legend(format: &str, labels_text: &str) -> String {
     if format.is_empty() || format == "__auto" {
-        return labels_text.to_owned();
+        let own = labels_text.split(' ').filter(|kv| !["job=", "instance=", "role="].iter().any(|p| kv.starts_with(p)));
+        return own.collect::<Vec<_>>().join(" ");
     }
     let mut out = format.to_owned();
     for pair in labels_text.split(' ') {
@@ -681,7 +698,8 @@ fn fmt_value(v: f64, unit: &str) -> String {
     match unit {
         "s" if v >= 3600.0 => format!("{:.1} h", v / 3600.0),
         "s" if v >= 60.0 => format!("{:.1} min", v / 60.0),
-        "s" => format!("{v:.1} s"),
+        "s" if v >= 1.0 => format!("{v:.1} s"),
+        "s" => format!("{:.0} ms", v * 1000.0),
         "percentunit" => format!("{:.1}%", v * 100.0),
         "bytes" => format!("{:.0} MiB", v / 1_048_576.0),
         "reqps" => format!("{v:.2}/s"),
@@ -705,7 +723,8 @@ fn sparkline(points: &[(f64, f64)], window: f64, w: f64, h: f64, colour: &str) -
 
 async fn render(c: &reqwest::Client, prom: &Prometheus, dash: &Value, window: Duration) -> String {
     let secs = window.as_secs_f64();
-    let range = format!("{}s", window.as_secs());
+    // `$__range` covers the whole run and a little before it, so counters are counted from zero.
+    let range = format!("{}s", window.as_secs() + 30);
     let mut cells = String::new();
     let mut empty = Vec::new();
     for p in dash["panels"].as_array().into_iter().flatten() {
@@ -728,7 +747,8 @@ async fn render(c: &reqwest::Client, prom: &Prometheus, dash: &Value, window: Du
             let expr = t["expr"].as_str().unwrap_or("").replace("$__rate_interval", "15s").replace("$__range", &range);
             let legend = t["legendFormat"].as_str().unwrap_or("");
             for (labels, points) in query_range(c, prom, &expr, window).await {
-                series.push((fill_legend(legend, &labels), points));
+                let name = fill_legend(legend, &labels);
+                series.push((if name.is_empty() { "(none)".to_owned() } else { name }, points));
             }
         }
         if series.iter().all(|(_, pts)| pts.is_empty()) {
@@ -772,15 +792,19 @@ async fn render(c: &reqwest::Client, prom: &Prometheus, dash: &Value, window: Du
             }
             _ => {
                 let (cw, ch) = (w as f64 * 52.0 - 20.0, h as f64 * 30.0 - 70.0);
-                let right: Vec<bool> = series
+                // The right-axis overrides of the dashboard: a regex on the series name and a unit.
+                let right_unit: Vec<Option<String>> = series
                     .iter()
                     .map(|(l, _)| {
-                        p["fieldConfig"]["overrides"].as_array().into_iter().flatten().any(|o| {
+                        p["fieldConfig"]["overrides"].as_array().into_iter().flatten().find_map(|o| {
                             let re = o["matcher"]["options"].as_str().unwrap_or("");
-                            (re == ".*/s" && l.ends_with("/s")) || re == l
+                            let hit = (re == ".*/s" && l.ends_with("/s")) || re == l;
+                            let unit = o["properties"].as_array()?.iter().find(|p| p["id"] == "unit")?["value"].as_str()?;
+                            hit.then(|| unit.to_owned())
                         })
                     })
                     .collect();
+                let right: Vec<bool> = right_unit.iter().map(Option::is_some).collect();
                 let max_of = |side: bool| {
                     series
                         .iter()
@@ -805,12 +829,17 @@ async fn render(c: &reqwest::Client, prom: &Prometheus, dash: &Value, window: Du
                         .map(|(t, v)| format!("{:.1},{:.1}", t / secs * cw, ch - v / max * (ch - 4.0)))
                         .collect();
                     svg += &format!(r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"#, pts.join(" "));
-                    let last = series[n].1.last().map_or(String::new(), |p| fmt_value(p.1, if *on_right && unit != "reqps" { "reqps" } else { unit }));
+                    let series_unit = right_unit[n].as_deref().unwrap_or(unit);
+                    let last = series[n].1.last().map_or(String::new(), |p| fmt_value(p.1, series_unit));
                     legend += &format!(r#"<span class="lg"><i style="background:{colour}"></i>{} <b>{}</b></span>"#, esc(label), esc(&last));
                 }
                 svg += &format!(
-                    r##"<text x="4" y="12" fill="#8e8e8e" font-size="10">{}</text></svg>"##,
-                    esc(&fmt_value(lmax, unit))
+                    r##"<text x="4" y="12" fill="#8e8e8e" font-size="10">{}</text><text x="4" y="{}" fill="#8e8e8e" font-size="10">−{} s</text><text x="{}" y="{}" fill="#8e8e8e" font-size="10" text-anchor="end">now</text></svg>"##,
+                    esc(&fmt_value(lmax, unit)),
+                    ch - 3.0,
+                    window.as_secs(),
+                    cw - 4.0,
+                    ch - 3.0
                 );
                 format!("{svg}<div class=\"legend\">{legend}</div>")
             }
