@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps clean triage-eval
+.PHONY: run build test deps check-deploy clean triage-eval
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -17,8 +17,15 @@ build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets
 
 ## Install what the tests need (only what is missing), then run every test.
-test: deps
+test: deps check-deploy
 	$(CARGO) test -j$(JOBS) --workspace --no-fail-fast
+
+## Validate deploy/prometheus with promtool: the config, the rules, and the alert unit tests.
+check-deploy: deps
+	@command -v promtool >/dev/null || { echo "check-deploy: promtool is missing: run scripts/install-deps.sh" >&2; exit 1; }
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/recording.rules.yml deploy/prometheus/alerts.rules.yml
+	promtool test rules deploy/prometheus/tests/alerts.test.yml
 
 deps:
 	bash scripts/install-deps.sh

@@ -96,6 +96,14 @@ impl GatewayMetrics {
             )
             .expect("static metric"),
         };
+        // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
+        // the first event and dashboards show the series before anything happened.
+        for outcome in ["admitted", "waiting", "expired", "unavailable", "invalid"] {
+            m.polls.with_label_values(&[outcome]);
+        }
+        for kind in crate::proxy::FAILURE_KINDS {
+            m.proxy_errors.with_label_values(&[kind]);
+        }
         GatewayMetrics {
             queue_length: register(registry, m.queue_length),
             admitted: register(registry, m.admitted),

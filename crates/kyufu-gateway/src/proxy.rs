@@ -142,6 +142,9 @@ enum Failure {
     TooLarge,
 }
 
+/// Every `Failure::kind`, for metrics set up at zero.
+pub(crate) const FAILURE_KINDS: [&str; 5] = ["connect", "timeout", "stalled", "exchange", "too_large"];
+
 impl Failure {
     fn kind(self) -> &'static str {
         match self {
@@ -378,6 +381,9 @@ mod tests {
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42"), "/api/v1/applications/{id}");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42/x"), "/api/other");
         assert_eq!(route_pattern("/api/v1/funnel"), "/api/v1/funnel");
+        for f in [Failure::Connect, Failure::Timeout, Failure::Stalled, Failure::Exchange, Failure::TooLarge] {
+            assert!(FAILURE_KINDS.contains(&f.kind()), "{}", f.kind());
+        }
         assert_eq!(route_pattern("/api/v1/funnel/x"), "/api/other");
         assert_eq!(route_pattern("/api/v2/anything/secret"), "/api/other");
     }
