@@ -110,6 +110,14 @@ pub async fn probe(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     }
 }
 
+/// `kyufu_intake_applications_accepted_total` of the target, if it exposes it.
+async fn accepted_so_far(client: &reqwest::Client, base: &str) -> Option<f64> {
+    let text = client.get(format!("{base}/metrics")).timeout(Duration::from_secs(5)).send().await.ok()?.text().await.ok()?;
+    let samples = metrics::parse(&text);
+    let accepted: Vec<f64> = samples.iter().filter(|s| s.name == "kyufu_intake_applications_accepted_total").map(|s| s.value).collect();
+    (!accepted.is_empty()).then(|| accepted.iter().sum())
+}
+
 /// Replays the plan against the target and reconciles; writes `ledger.jsonl`, `summary.json` and
 /// `report.html` into the output directory.
 pub async fn run(cfg: Config) -> anyhow::Result<Outcome> {
@@ -123,6 +131,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<Outcome> {
     let client = client()?;
     probe(&client, &base).await?;
 
+    let accepted_before = accepted_so_far(&client, &base).await;
+    if let Some(n) = accepted_before.filter(|n| *n > 0.0) {
+        eprintln!(
+            "loadtest: warning: the target has already accepted {n:.0} applications; children applied for before \
+             will settle as `duplicate` and show up as mismatched. Replay against a fresh system for a clean verdict."
+        );
+    }
     let started_at = chrono::Utc::now();
     let start = Instant::now();
     let cpu_before = own_cpu_seconds();
@@ -232,6 +247,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Outcome> {
             registry: cfg.registry.display().to_string(),
             reference_date: cfg.reference_date.to_string(),
             started_at: started_at.to_rfc3339(),
+            target_accepted_before: accepted_before,
             wall_time_s: wall,
         },
         records: &records,

@@ -29,6 +29,8 @@ pub struct RunInfo {
     pub registry: String,
     pub reference_date: String,
     pub started_at: String,
+    /// Applications the target had accepted before the run (its metric), if it said.
+    pub target_accepted_before: Option<f64>,
     pub wall_time_s: f64,
 }
 

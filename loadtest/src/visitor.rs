@@ -480,7 +480,8 @@ pub fn observation(body: &Value) -> Observation {
 /// recording when it was first seen settled.
 async fn await_settled(ctx: &Ctx, entry: &LedgerEntry, rec: &mut VisitorRecord) {
     let deadline = (Instant::now() + ctx.settle_timeout).min(ctx.hard_deadline);
-    let mut wait = Duration::from_millis(250);
+    // An applicant refreshing the page: soon at first, then every few seconds.
+    let mut wait = Duration::from_millis(500);
     loop {
         if let Ok(obs) = look_up(&ctx.client, &ctx.base, entry.application_id, &entry.status_token).await {
             match obs {
@@ -498,7 +499,7 @@ async fn await_settled(ctx: &Ctx, entry: &LedgerEntry, rec: &mut VisitorRecord) 
             return;
         }
         tokio::time::sleep(wait).await;
-        wait = (wait * 3 / 2).min(Duration::from_secs(3));
+        wait = (wait * 3 / 2).min(Duration::from_secs(5));
     }
 }
 
