@@ -65,8 +65,10 @@ fn fmt_num(v: f64) -> String {
         format!("{v:.0}")
     } else if v.abs() >= 1.0 {
         format!("{v:.1}")
+    } else if v.abs() >= 0.001 {
+        format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_owned()
     } else {
-        format!("{v:.3}").trim_end_matches('0').to_owned()
+        format!("{v:.1e}")
     }
 }
 
@@ -175,6 +177,7 @@ mod tests {
         assert_eq!(nice_step(7.0, 5.0), 2.0);
         assert_eq!(nice_step(0.9, 5.0), 0.2);
         assert_eq!(nice_step(0.0, 5.0), 1.0);
+        assert_eq!((fmt_num(0.25), fmt_num(0.0005), fmt_num(12_500.0), fmt_num(3.0)), ("0.25".into(), "5.0e-4".into(), "12k".into(), "3".into()));
     }
 
     #[test]
