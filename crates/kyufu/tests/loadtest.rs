@@ -12,8 +12,10 @@ use common::System;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_launch_day_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // A slow door (20 admissions/s, burst 5) so the opening crowd really waits in the queue.
-    let sys = System::start(dir.path(), &["--households", "300", "--rate", "20", "--burst", "5"]);
+    // A slow door (10 admissions/s, burst 2) so the opening crowd (about 40 households within the
+    // first half second) really waits in the queue for a few seconds, long enough for the
+    // once-a-second metrics scrape to see it.
+    let sys = System::start(dir.path(), &["--households", "300", "--rate", "10", "--burst", "2"]);
     let out = dir.path().join("loadtest-report");
     let today = chrono::Local::now().date_naive();
     let config = loadtest::Config {
@@ -38,6 +40,7 @@ async fn compressed_launch_day_loses_nothing() {
     let outcome = loadtest::run(config).await.expect("load run");
     let s = &outcome.summary;
     let text = loadtest::report::text(s);
+    eprintln!("{text}");
     assert_eq!((s.lost, s.duplicated, s.mismatched), (0, 0, 0), "{text}");
     assert!(outcome.passed());
     assert_eq!(s.reconciliation.accepted, 200, "{text}");
