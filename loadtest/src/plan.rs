@@ -286,13 +286,17 @@ struct Builder<'a> {
     registry: &'a Registry,
     mix: Mix,
     rng: ChaCha8Rng,
+    /// Differs on every build, so a second run against the same system never replays the first
+    /// run's submissions through their idempotency keys (it would get the old ids back and test
+    /// nothing).
+    run_nonce: u64,
     next_key: u64,
 }
 
 impl Builder<'_> {
     fn idempotency_key(&mut self) -> String {
         self.next_key += 1;
-        format!("lt-{:016x}-{:08x}", self.rng.gen::<u64>(), self.next_key)
+        format!("lt-{:016x}-{:08x}", self.run_nonce, self.next_key)
     }
 
     fn document(&mut self) -> (DocumentKind, u64) {
@@ -359,7 +363,7 @@ pub fn build(
 ) -> Result<Plan, String> {
     mix.validate()?;
     let mut households = registry.households_with_children(reference_date, age_limit);
-    let mut b = Builder { registry, mix, rng: ChaCha8Rng::seed_from_u64(seed), next_key: 0 };
+    let mut b = Builder { registry, mix, rng: ChaCha8Rng::seed_from_u64(seed), run_nonce: rand::random(), next_key: 0 };
     households.shuffle(&mut b.rng);
 
     let mut visitors: Vec<Visitor> = Vec::new();
@@ -497,7 +501,10 @@ mod tests {
         // The same seed gives the same plan.
         let again = build(&reg, date, 18, 300, &Curve::steady(600.0).expect("curve"), mix, 7).expect("plan");
         assert_eq!(again.visitors.len(), plan.visitors.len());
-        assert_eq!(again.visitors[5].applications.first().map(|a| &a.json), plan.visitors[5].applications.first().map(|a| &a.json));
+        let first_app = |p: &Plan| p.visitors.iter().flat_map(|v| &v.applications).next().cloned().expect("an application");
+        assert_eq!(first_app(&again).json, first_app(&plan).json);
+        // ... but never the same idempotency keys: a rerun must not replay the first run's requests.
+        assert_ne!(first_app(&again).idempotency_key, first_app(&plan).idempotency_key);
     }
 
     #[test]
