@@ -85,8 +85,9 @@ pub struct SystemFigures {
     pub tester_cpu_s: Option<f64>,
 }
 
+/// The plotted time series (seconds since start, value).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Series2 {
+pub struct TimeSeries {
     pub queue_length: Vec<(f64, f64)>,
     pub max_position_seen: Vec<(f64, f64)>,
     pub admissions_per_s: Vec<(f64, f64)>,
@@ -121,7 +122,7 @@ pub struct Summary {
     pub submit_to_final_seen_s: Distribution,
     pub stages: BTreeMap<String, StageFigures>,
     pub system: SystemFigures,
-    pub series: Series2,
+    pub series: TimeSeries,
 }
 
 /// At most this many findings of each kind go into the files.
@@ -296,7 +297,7 @@ pub fn summarize(i: Inputs<'_>) -> (Summary, Raw) {
         submit_to_final_seen_s: Distribution::of(&seen),
         stages,
         system,
-        series: Series2 {
+        series: TimeSeries {
             queue_length: snaps.iter().filter_map(|s| s.queue_length.map(|q| (s.t, q))).collect(),
             max_position_seen: position_by_second.into_iter().map(|(t, p)| (t as f64, f64::from(p))).collect(),
             admissions_per_s: admissions_ps,
