@@ -6,12 +6,18 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval
+.PHONY: run build test deps check-deploy clean triage-eval loadtest
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
 	$(CARGO) build -j$(JOBS) --release -p kyufu
 	$(TARGET_DIR)/release/kyufu all-in-one --data-dir $(DATA_DIR)
+
+## Replay launch day (70,000 applications, day compressed 200x) against 127.0.0.1:8080, starting a
+## fresh system there if nothing answers; report in loadtest-report/. See loadtest/README.md.
+loadtest:
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
+	TARGET_DIR=$(TARGET_DIR) LOADTEST_REGISTRY=$${LOADTEST_REGISTRY:-$(DATA_DIR)/registry.csv} bash scripts/loadtest.sh
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets
