@@ -5,12 +5,14 @@
 #
 #   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
 #                          metrics integration test scrapes a real all-in-one with prometheus.
+#   redis-server         — the Redis adapters' tests run against a real server (kyufu-testservers).
 set -euo pipefail
 
 # command -> Debian package that provides it
 declare -A PROVIDER=(
   [prometheus]=prometheus
   [promtool]=prometheus
+  [redis-server]=redis-server
 )
 
 missing=()
