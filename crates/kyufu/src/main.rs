@@ -5,6 +5,7 @@
 
 mod admin;
 mod all_in_one;
+mod backends;
 mod eval;
 mod roles;
 mod secrets;
@@ -38,8 +39,10 @@ enum Command {
     Gateway(roles::GatewayArgs),
     /// The intake service alone.
     Intake(roles::IntakeArgs),
-    /// One pipeline stage: `worker dedupe`, `worker idcheck` or `worker coupon`.
+    /// One pipeline stage: `worker dedupe`, `worker idcheck`, `worker coupon` or `worker notify`.
     Worker(roles::WorkerArgs),
+    /// The staff review console alone.
+    Review(roles::ReviewArgs),
     /// Operators' controls of the waiting room (pause, resume, rate, message).
     Admin(admin::AdminArgs),
     /// Measures the automatic triage on a labelled synthetic day; prints the confusion matrix.
@@ -110,6 +113,7 @@ fn main() -> std::process::ExitCode {
             Command::Gateway(args) => roles::gateway(args).await,
             Command::Intake(args) => roles::intake(args).await,
             Command::Worker(args) => roles::worker(args).await,
+            Command::Review(args) => roles::review(args).await,
             Command::EvalTriage(args) => eval::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Registry(RegistryCommand::Generate { out, households, seed, program }) => {

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::all_in_one::{shutdown_signal, stopped};
+use crate::backends::BackendArgs;
 use crate::ProgramArgs;
 
 #[derive(Args)]
@@ -58,6 +59,8 @@ pub struct IntakeArgs {
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
     #[command(flatten)]
+    backends: BackendArgs,
+    #[command(flatten)]
     program: ProgramArgs,
 }
 
@@ -76,6 +79,8 @@ pub struct WorkerArgs {
     secrets_file: Option<PathBuf>,
     #[command(flatten)]
     mail: crate::all_in_one::MailArgs,
+    #[command(flatten)]
+    backends: BackendArgs,
     #[command(flatten)]
     program: ProgramArgs,
 }
@@ -96,8 +101,8 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let program = args.program.program();
-    let store = kyufu_embedded::EmbeddedStore::open(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ports = IntakePorts { bus: store.bus(), status: store.status_store(), documents: store.document_store() };
+    let backends = args.backends.open(&args.data_dir).await?;
+    let ports = IntakePorts { bus: backends.bus, status: backends.status, documents: backends.documents };
     let config = IntakeConfig {
         program,
         pass_keyring: secrets.keyring,
@@ -143,12 +148,12 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     } else {
         Registry::default()
     };
-    let store = kyufu_embedded::EmbeddedStore::open(&args.data_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
     let deps = PipelineDeps {
-        bus: store.bus(),
-        status: store.status_store(),
-        documents: store.document_store(),
+        bus: backends.bus,
+        status: backends.status,
+        documents: backends.documents,
         registry: Arc::new(registry),
         identity_secret: secrets.identity,
         program,
@@ -177,5 +182,69 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let _ = stage.await;
     let _ = monitor.await;
     deps.bus.flush(Duration::from_secs(5)).await.ok();
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ReviewArgs {
+    /// Staff address for the review console, `/metrics` and health (never the public port).
+    #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    #[arg(long, env = "KYUFU_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "KYUFU_REGISTRY")]
+    registry: Option<PathBuf>,
+    #[arg(long, env = "KYUFU_SECRETS_FILE")]
+    secrets_file: Option<PathBuf>,
+    #[command(flatten)]
+    backends: BackendArgs,
+    #[command(flatten)]
+    program: ProgramArgs,
+}
+
+/// The review console alone: reviewers' decisions go through the same status store and bus as the
+/// workers', so any number of consoles can serve the staff.
+pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
+    let program = args.program.program();
+    let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
+    let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
+    let secrets = crate::secrets::load(&secrets_path, false)?;
+    let reviewers = kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or(""))
+        .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?;
+    let registry =
+        Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?;
+    let backends = args.backends.open(&args.data_dir).await?;
+    let metrics = kyufu_telemetry::new_registry();
+    let readiness = kyufu_http::Readiness::ready();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
+    let monitor = tokio::spawn(kyufu_intake::monitor::run(
+        backends.status.clone(),
+        metrics.clone(),
+        readiness.clone(),
+        probe,
+        stopped(stop_rx.clone()),
+    ));
+    let console = kyufu_review::router(
+        kyufu_review::ReviewDeps {
+            bus: backends.bus.clone(),
+            status: backends.status,
+            documents: backends.documents,
+            registry: Arc::new(registry),
+            program,
+            reviewers,
+        },
+        &metrics,
+    );
+    let routes = console.merge(kyufu_http::ops_routes(metrics, readiness));
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "review console running");
+    kyufu_http::serve(listener, routes, async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    })
+    .await?;
+    let _ = monitor.await;
+    backends.bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())
 }
