@@ -8,7 +8,7 @@ use chrono::Utc;
 use kyufu_domain::Status;
 use kyufu_embedded::EmbeddedStore;
 use kyufu_ports::{
-    AdapterError, ApplicationRecord, Claim, CreateOutcome, Document, IdempotencyClaim, Transition, TransitionOutcome,
+    AdapterError, ApplicationRecord, Claim, Document, Transition,
 };
 use uuid::Uuid;
 
@@ -134,31 +134,7 @@ async fn idempotent_create_and_conditional_transitions() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let s = store.status_store();
-    let first = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
-    let claim = IdempotencyClaim { key: "key-1".into(), fingerprint: "f1".into() };
-    assert_eq!(s.create(&first, Some(&claim)).await.expect("create"), CreateOutcome::Created);
-    let retry = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
-    assert_eq!(
-        s.create(&retry, Some(&claim)).await.expect("create"),
-        CreateOutcome::Existing { application_id: first.application_id, same_request: true }
-    );
-    let other = IdempotencyClaim { key: "key-1".into(), fingerprint: "f2".into() };
-    assert_eq!(
-        s.create(&retry, Some(&other)).await.expect("create"),
-        CreateOutcome::Existing { application_id: first.application_id, same_request: false }
-    );
-    assert!(s.get(retry.application_id).await.expect("get").is_none(), "a replay writes nothing");
-    assert_eq!(s.create(&first, None).await, Err(AdapterError::AlreadyExists));
-
-    let id = first.application_id;
-    let approve = Transition::new(&[Status::Received], Status::Approved, "t");
-    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::Applied(r) if r.status == Status::Approved));
-    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::AlreadyIn(_)));
-    let dup = Transition::new(&[Status::Received], Status::Duplicate, "t");
-    assert!(matches!(s.transition(id, &dup).await.expect("t"), TransitionOutcome::Refused(r) if r.status == Status::Approved));
-    assert_eq!(s.transition(Uuid::new_v4(), &dup).await.expect("t"), TransitionOutcome::NotFound);
-    let back = Transition::new(&[Status::Approved], Status::Received, "t");
-    assert!(matches!(s.transition(id, &back).await.expect("t"), TransitionOutcome::Refused(_)), "never backwards");
+    kyufu_ports::contract::status_create_and_transition(s).await;
 }
 
 #[tokio::test]
@@ -166,26 +142,7 @@ async fn racing_transitions_have_exactly_one_winner() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let s = store.status_store();
-    for _ in 0..10 {
-        let id = Uuid::new_v4();
-        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
-        let mut tasks = Vec::new();
-        for (i, to) in [Status::Approved, Status::Duplicate, Status::NeedsReview, Status::Approved].into_iter().enumerate() {
-            let s = s.clone();
-            tasks.push(tokio::spawn(async move {
-                s.transition(id, &Transition::new(&[Status::Received], to, &format!("w{i}"))).await
-            }));
-        }
-        let mut applied = 0;
-        for t in tasks {
-            if matches!(t.await.expect("join").expect("transition"), TransitionOutcome::Applied(_)) {
-                applied += 1;
-            }
-        }
-        assert_eq!(applied, 1);
-        let rec = s.get(id).await.expect("get").expect("rec");
-        assert_eq!(rec.history.len(), 2, "one move recorded: {:?}", rec.history);
-    }
+    kyufu_ports::contract::status_racing_transitions(s, 4).await;
 }
 
 #[tokio::test]
@@ -193,32 +150,7 @@ async fn claims_listing_and_counts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let s = store.status_store();
-    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won);
-    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won, "same owner again");
-    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Held { owner: "a".into() });
-    assert_eq!(s.claim("other", "k", "b").await.expect("claim"), Claim::Won, "namespaces are separate");
-    assert!(!s.release("ns", "k", "b").await.expect("release"), "only the owner releases");
-    assert!(s.release("ns", "k", "a").await.expect("release"));
-    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Won);
-
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let id = Uuid::new_v4();
-        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
-        ids.push(id);
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // Moving the oldest two to review puts them in review order by when they moved.
-    for id in [ids[1], ids[0]] {
-        s.transition(id, &Transition::new(&[Status::Received], Status::NeedsReview, "t")).await.expect("t");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let review: Vec<Uuid> = s.list_by_status(Status::NeedsReview, 10).await.expect("list").iter().map(|r| r.application_id).collect();
-    assert_eq!(review, vec![ids[1], ids[0]]);
-    let received: Vec<Uuid> = s.list_by_status(Status::Received, 2).await.expect("list").iter().map(|r| r.application_id).collect();
-    assert_eq!(received, vec![ids[2], ids[3]], "oldest first, limited");
-    let counts = s.count_by_status().await.expect("counts");
-    assert!(counts.contains(&(Status::Received, 3)) && counts.contains(&(Status::NeedsReview, 2)), "{counts:?}");
+    kyufu_ports::contract::status_claims_listing_and_counts(s).await;
 }
 
 #[tokio::test]
@@ -337,19 +269,7 @@ async fn racing_claims_have_exactly_one_winner() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let s = store.status_store();
-    let tasks: Vec<_> = (0..8)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move { s.claim("coupon", "c-1", &format!("owner{i}")).await })
-        })
-        .collect();
-    let mut winners = 0;
-    for t in tasks {
-        if t.await.expect("join").expect("claim") == Claim::Won {
-            winners += 1;
-        }
-    }
-    assert_eq!(winners, 1);
+    kyufu_ports::contract::status_racing_claims(s, 8).await;
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod bus;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod documents;
 pub mod events;
 pub mod status;

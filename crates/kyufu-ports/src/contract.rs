@@ -1,0 +1,126 @@
+//! The port contracts as executable checks, shared by every adapter's tests (feature `contract`):
+//! the embedded store and the production adapters run the same functions, so "implements the
+//! same trait" means "passes the same checks". Each function expects a fresh, empty store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kyufu_domain::Status;
+use uuid::Uuid;
+
+use crate::{AdapterError, ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusStore, Transition, TransitionOutcome};
+
+/// Create is idempotent by key (same request, different request), never overwrites an id;
+/// transitions are conditional, replays change nothing, and nothing moves backwards.
+pub async fn status_create_and_transition(s: Arc<dyn StatusStore>) {
+    let first = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
+    let claim = IdempotencyClaim { key: "key-1".into(), fingerprint: "f1".into() };
+    assert_eq!(s.create(&first, Some(&claim)).await.expect("create"), CreateOutcome::Created);
+    let retry = ApplicationRecord::received(Uuid::new_v4(), "p", Utc::now());
+    assert_eq!(
+        s.create(&retry, Some(&claim)).await.expect("create"),
+        CreateOutcome::Existing { application_id: first.application_id, same_request: true }
+    );
+    let other = IdempotencyClaim { key: "key-1".into(), fingerprint: "f2".into() };
+    assert_eq!(
+        s.create(&retry, Some(&other)).await.expect("create"),
+        CreateOutcome::Existing { application_id: first.application_id, same_request: false }
+    );
+    assert!(s.get(retry.application_id).await.expect("get").is_none(), "a replay writes nothing");
+    assert_eq!(s.create(&first, None).await, Err(AdapterError::AlreadyExists));
+    assert_eq!(s.get(first.application_id).await.expect("get"), Some(first.clone()), "round trip");
+
+    let id = first.application_id;
+    let approve = Transition::new(&[Status::Received], Status::Approved, "t");
+    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::Applied(r) if r.status == Status::Approved));
+    assert!(matches!(s.transition(id, &approve).await.expect("t"), TransitionOutcome::AlreadyIn(_)));
+    let dup = Transition::new(&[Status::Received], Status::Duplicate, "t");
+    assert!(matches!(s.transition(id, &dup).await.expect("t"), TransitionOutcome::Refused(r) if r.status == Status::Approved));
+    assert_eq!(s.transition(Uuid::new_v4(), &dup).await.expect("t"), TransitionOutcome::NotFound);
+    let back = Transition::new(&[Status::Approved], Status::Received, "t");
+    assert!(matches!(s.transition(id, &back).await.expect("t"), TransitionOutcome::Refused(_)), "never backwards");
+    let mut issue = Transition::new(&[Status::Approved], Status::CouponIssued, "coupon");
+    issue.coupon_code = Some("CODE-1".into());
+    assert!(matches!(s.transition(id, &issue).await.expect("t"), TransitionOutcome::Applied(_)));
+    let mut again = issue.clone();
+    again.coupon_code = Some("CODE-2".into());
+    assert!(matches!(s.transition(id, &again).await.expect("t"), TransitionOutcome::AlreadyIn(r) if r.coupon_code.as_deref() == Some("CODE-1")));
+    let rec = s.get(id).await.expect("get").expect("record");
+    assert_eq!(rec.coupon_code.as_deref(), Some("CODE-1"), "a replay never changes the coupon");
+    assert_eq!(rec.history.iter().map(|h| h.status).collect::<Vec<_>>(), [Status::Received, Status::Approved, Status::CouponIssued]);
+}
+
+/// Many tasks race to move one record: exactly one wins, and the history records one move.
+pub async fn status_racing_transitions(s: Arc<dyn StatusStore>, racers: usize) {
+    for _ in 0..5 {
+        let id = Uuid::new_v4();
+        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+        let targets = [Status::Approved, Status::Duplicate, Status::NeedsReview];
+        let tasks: Vec<_> = (0..racers)
+            .map(|i| {
+                let s = s.clone();
+                let to = targets[i % targets.len()];
+                tokio::spawn(async move { s.transition(id, &Transition::new(&[Status::Received], to, &format!("w{i}"))).await })
+            })
+            .collect();
+        let mut applied = 0;
+        for t in tasks {
+            if matches!(t.await.expect("join").expect("transition"), TransitionOutcome::Applied(_)) {
+                applied += 1;
+            }
+        }
+        assert_eq!(applied, 1);
+        let rec = s.get(id).await.expect("get").expect("rec");
+        assert_eq!(rec.history.len(), 2, "one move recorded: {:?}", rec.history);
+    }
+}
+
+/// Claims (one owner per key, per namespace, released only by the owner), `claim_many`, the
+/// status listing (oldest move first, limited) and the per-status counts.
+pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
+    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won);
+    assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won, "same owner again");
+    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Held { owner: "a".into() });
+    assert_eq!(s.claim("other", "k", "b").await.expect("claim"), Claim::Won, "namespaces are separate");
+    assert!(!s.release("ns", "k", "b").await.expect("release"), "only the owner releases");
+    assert!(s.release("ns", "k", "a").await.expect("release"));
+    assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Won);
+    let many = s.claim_many("ns", &["k".into(), "k2".into(), "k3".into()], "c").await.expect("claim_many");
+    assert_eq!(many, vec![Claim::Held { owner: "b".into() }, Claim::Won, Claim::Won]);
+
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let id = Uuid::new_v4();
+        s.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+        ids.push(id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for id in [ids[1], ids[0]] {
+        s.transition(id, &Transition::new(&[Status::Received], Status::NeedsReview, "t")).await.expect("t");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let review: Vec<Uuid> = s.list_by_status(Status::NeedsReview, 10).await.expect("list").iter().map(|r| r.application_id).collect();
+    assert_eq!(review, vec![ids[1], ids[0]]);
+    let received: Vec<Uuid> = s.list_by_status(Status::Received, 2).await.expect("list").iter().map(|r| r.application_id).collect();
+    assert_eq!(received, vec![ids[2], ids[3]], "oldest first, limited");
+    let counts = s.count_by_status().await.expect("counts");
+    assert!(counts.contains(&(Status::Received, 3)) && counts.contains(&(Status::NeedsReview, 2)), "{counts:?}");
+}
+
+/// Many owners race for one key: exactly one wins.
+pub async fn status_racing_claims(s: Arc<dyn StatusStore>, racers: usize) {
+    let tasks: Vec<_> = (0..racers)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.claim("coupon", "c-1", &format!("owner{i}")).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if t.await.expect("join").expect("claim") == Claim::Won {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
