@@ -18,6 +18,8 @@ pub mod topics {
     pub const ISSUED: &str = "applications.issued";
     /// Messages a stage gave up on, with the reason.
     pub const DEAD_LETTER: &str = "applications.deadletter";
+    /// Every topic, in pipeline order (what a deployment creates).
+    pub const ALL: &[&str] = &[RECEIVED, UNIQUE, APPROVED, ISSUED, DEAD_LETTER];
 }
 
 /// Where intake keeps the full application event in the document store, before the commit point:

@@ -1,0 +1,249 @@
+//! The Kafka bus against librdkafka's mock cluster (real Kafka protocol over loopback TCP, in this
+//! process): keyed ordering, consumer groups, partitions split between members, redelivery of
+//! everything not committed, lag, and the idempotent producer under injected broker errors and a
+//! whole-cluster outage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kyufu_kafka::{KafkaBus, KafkaConfig};
+use kyufu_ports::{AdapterError, Consumer, EventBus, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+fn config(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>, topic: &str) -> KafkaConfig {
+    let mut c = KafkaConfig::new(cluster.bootstrap_servers());
+    c.topics = vec![topic.to_owned()];
+    c.partitions = 4;
+    // The mock cluster has no admin API: the test makes the topic.
+    c.create_topics = false;
+    c.delivery_timeout = Duration::from_secs(5);
+    c.overrides = vec![("reconnect.backoff.max.ms".into(), "500".into())];
+    // Fast group membership for tests.
+    c.consumer_overrides = vec![
+        ("session.timeout.ms".into(), "6000".into()),
+        ("heartbeat.interval.ms".into(), "500".into()),
+        ("topic.metadata.refresh.interval.ms".into(), "1000".into()),
+    ];
+    c
+}
+
+async fn connect(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>, cfg: KafkaConfig) -> KafkaBus {
+    for t in &cfg.topics {
+        cluster.create_topic(t, cfg.partitions, 1).expect("create topic in the mock cluster");
+    }
+    KafkaBus::connect(cfg).await.expect("connect")
+}
+
+async fn drain(c: &mut dyn Consumer, want: usize, within: Duration, commit: bool) -> Vec<Message> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        // While brokers are away the consumer reports transport errors; the runner logs and polls on.
+        if let Ok(Some(m)) = c.poll(Duration::from_millis(200)).await {
+            if commit {
+                c.commit(&m).await.expect("commit");
+            }
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_messages_stay_in_order_and_every_group_sees_all() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let bus = connect(&cluster, config(&cluster, "t.order")).await;
+    for i in 0..60u32 {
+        let key = format!("child-{}", i % 6);
+        bus.publish("t.order", key.as_bytes(), format!("{key}:{i}").as_bytes()).await.expect("publish");
+    }
+    for group in ["dedupe", "audit"] {
+        let mut c = bus.subscribe(group, &["t.order"]).await.expect("subscribe");
+        let got = drain(&mut *c, 60, Duration::from_secs(30), true).await;
+        assert_eq!(got.len(), 60, "group {group} saw every message");
+        let mut per_key: BTreeMap<Vec<u8>, Vec<u32>> = BTreeMap::new();
+        let mut partition_of: BTreeMap<Vec<u8>, BTreeSet<u32>> = BTreeMap::new();
+        for m in &got {
+            assert_eq!(m.topic, "t.order");
+            let text = String::from_utf8(m.payload.clone()).expect("utf-8");
+            let n: u32 = text.rsplit(':').next().and_then(|n| n.parse().ok()).expect("number");
+            per_key.entry(m.key.clone()).or_default().push(n);
+            partition_of.entry(m.key.clone()).or_default().insert(m.partition);
+        }
+        for (key, ns) in &per_key {
+            assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key:?} out of order: {ns:?}");
+            assert_eq!(partition_of[key].len(), 1, "one key, one partition");
+        }
+        assert!(partition_of.values().flatten().collect::<BTreeSet<_>>().len() > 1, "keys spread over partitions");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_messages_come_again_to_the_next_member() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mut cfg = config(&cluster, "t.redeliver");
+    cfg.partitions = 1;
+    let bus = connect(&cluster, cfg).await;
+    for i in 0..10u32 {
+        bus.publish("t.redeliver", b"k", &i.to_be_bytes()).await.expect("publish");
+    }
+    {
+        let mut first = bus.subscribe("stage", &["t.redeliver"]).await.expect("subscribe");
+        let got = drain(&mut *first, 10, Duration::from_secs(30), false).await;
+        assert_eq!(got.len(), 10);
+        // Only the first four were processed durably.
+        for m in &got[..4] {
+            first.commit(m).await.expect("commit");
+        }
+        // Dropping the consumer closes it, which commits what was stored.
+    }
+    let mut second = bus.subscribe("stage", &["t.redeliver"]).await.expect("subscribe");
+    let got = drain(&mut *second, 6, Duration::from_secs(30), true).await;
+    let offsets: Vec<u64> = got.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, vec![4, 5, 6, 7, 8, 9], "resumes right after the last commit, redelivering the rest");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_split_partitions_and_a_leaver_loses_nothing() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let bus = connect(&cluster, config(&cluster, "t.split")).await;
+    let total = 200u32;
+    for i in 0..total {
+        bus.publish("t.split", format!("k{}", i % 40).as_bytes(), &i.to_be_bytes()).await.expect("publish");
+    }
+    let mut a = bus.subscribe("stage", &["t.split"]).await.expect("a");
+    let mut b = bus.subscribe("stage", &["t.split"]).await.expect("b");
+    let mut seen: BTreeMap<u32, usize> = BTreeMap::new();
+    let (mut from_a, mut from_b) = (BTreeSet::new(), BTreeSet::new());
+    let mut handled_by_a = 0;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    // Both members work until a has handled 40 messages; then a leaves without committing its last one.
+    while handled_by_a < 40 && Instant::now() < deadline {
+        for (i, (c, parts)) in [(&mut a, &mut from_a), (&mut b, &mut from_b)].into_iter().enumerate() {
+            if let Some(m) = c.poll(Duration::from_millis(100)).await.expect("poll") {
+                *seen.entry(u32::from_be_bytes(m.payload[..4].try_into().expect("4 bytes"))).or_default() += 1;
+                c.commit(&m).await.expect("commit");
+                parts.insert(m.partition);
+                handled_by_a += usize::from(i == 0);
+            }
+        }
+    }
+    if let Some(m) = a.poll(Duration::from_secs(1)).await.expect("poll") {
+        *seen.entry(u32::from_be_bytes(m.payload[..4].try_into().expect("4 bytes"))).or_default() += 1;
+    }
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while seen.len() < total as usize && Instant::now() < deadline {
+        if let Some(m) = b.poll(Duration::from_millis(200)).await.expect("poll") {
+            *seen.entry(u32::from_be_bytes(m.payload[..4].try_into().expect("4 bytes"))).or_default() += 1;
+            b.commit(&m).await.expect("commit");
+        }
+    }
+    assert_eq!(seen.len(), total as usize, "every message handled at least once");
+    assert!(!from_b.is_empty() && !from_a.is_empty(), "both members got partitions: a {from_a:?} b {from_b:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_what_is_not_committed() {
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    let mut cfg = config(&cluster, "t.lag");
+    cfg.partitions = 2;
+    let bus = connect(&cluster, cfg).await;
+    for i in 0..10u32 {
+        bus.publish("t.lag", format!("k{i}").as_bytes(), b"x").await.expect("publish");
+    }
+    let mut c = bus.subscribe("stage", &["t.lag"]).await.expect("subscribe");
+    let got = drain(&mut *c, 10, Duration::from_secs(30), false).await;
+    assert_eq!(got.len(), 10);
+    // Commit the first 2 messages of each partition.
+    let mut per_partition: BTreeMap<u32, Vec<&Message>> = BTreeMap::new();
+    for m in &got {
+        per_partition.entry(m.partition).or_default().push(m);
+    }
+    let mut committed = 0;
+    for ms in per_partition.values() {
+        for m in ms.iter().take(2) {
+            c.commit(m).await.expect("commit");
+            committed += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let lag = c.lag().await.expect("lag");
+        if lag == Some(10 - committed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lag {lag:?}, expected {}", 10 - committed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_survive_injected_broker_errors_without_loss_or_duplicates() {
+    // Note: the mock cluster did not produce a duplicate here even with idempotence switched off
+    // (checked by hand with `enable.idempotence=false`), so this proves retries lose nothing and
+    // add nothing under these errors, not the idempotent producer's sequence checks themselves.
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let bus = std::sync::Arc::new(connect(&cluster, config(&cluster, "t.idem")).await);
+    // The next produce requests fail with retriable errors (some after the broker wrote them).
+    let errors = [
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    ];
+    cluster.request_errors(RDKafkaApiKey::Produce, &errors.repeat(3));
+    // Fifty concurrent sends, so several batches are in flight when the errors hit.
+    let sends: Vec<_> = (0..50u32)
+        .map(|i| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.publish("t.idem", format!("k{}", i % 5).as_bytes(), &i.to_be_bytes()).await })
+        })
+        .collect();
+    for s in sends {
+        s.await.expect("join").expect("publish survives retriable errors");
+    }
+    let mut c = bus.subscribe("count", &["t.idem"]).await.expect("subscribe");
+    let mut got = drain(&mut *c, 50, Duration::from_secs(30), true).await;
+    // Anything duplicated would be right behind.
+    got.extend(drain(&mut *c, 1, Duration::from_secs(2), true).await);
+    let distinct: BTreeSet<Vec<u8>> = got.iter().map(|m| m.payload.clone()).collect();
+    assert_eq!(distinct.len(), 50, "every message arrived");
+    assert_eq!(got.len(), 50, "and none twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_outage_is_unavailable_in_bounded_time_and_recovers() {
+    let cluster = MockCluster::new(3).expect("mock cluster");
+    let mut cfg = config(&cluster, "t.down");
+    cfg.delivery_timeout = Duration::from_secs(2);
+    let bus = connect(&cluster, cfg).await;
+    bus.publish("t.down", b"k", b"before").await.expect("publish");
+    let mut c = bus.subscribe("stage", &["t.down"]).await.expect("subscribe");
+    assert_eq!(drain(&mut *c, 1, Duration::from_secs(30), true).await.len(), 1);
+
+    for broker in 1..=3 {
+        cluster.broker_down(broker).expect("broker down");
+    }
+    let started = Instant::now();
+    let err = bus.publish("t.down", b"k", b"during").await.expect_err("no broker");
+    assert!(matches!(err, AdapterError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "answered after {:?}", started.elapsed());
+
+    for broker in 1..=3 {
+        cluster.broker_up(broker).expect("broker up");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bus.publish("t.down", b"k", b"after").await.is_err() {
+        assert!(Instant::now() < deadline, "publish never recovered");
+    }
+    // At least once: "before" may come again if its commit had not reached the cluster yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    while !got.iter().any(|p: &Vec<u8>| p == b"after") {
+        assert!(Instant::now() < deadline, "the consumer never recovered: {got:?}");
+        got.extend(drain(&mut *c, 1, Duration::from_secs(1), true).await.into_iter().map(|m| m.payload));
+    }
+    assert!(got.iter().all(|p| p == b"after" || p == b"before"), "{got:?}");
+}
