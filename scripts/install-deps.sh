@@ -6,7 +6,14 @@
 #   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
 #                          metrics integration test scrapes a real all-in-one with prometheus.
 #   redis-server         — the Redis adapters' tests run against a real server (kyufu-testservers).
+#   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
+#                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 set -euo pipefail
+
+if ! command -v s3s-fs >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
+  echo "install-deps: compiling s3s-fs 0.14.1 (the S3 test server; a few minutes, once)"
+  cargo install s3s-fs@0.14.1 --locked --features binary -j2 --quiet
+fi
 
 # command -> Debian package that provides it
 declare -A PROVIDER=(

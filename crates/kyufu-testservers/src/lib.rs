@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod redis;
+pub mod s3;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
