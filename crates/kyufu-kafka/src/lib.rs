@@ -145,6 +145,11 @@ impl KafkaBus {
         format!("{}{}", self.config.topic_prefix, topic)
     }
 
+    /// A metadata round trip: some broker answers (readiness).
+    pub async fn ping(&self) -> Result<(), AdapterError> {
+        self.check_reachable().await
+    }
+
     /// A metadata round trip: some broker answers.
     async fn check_reachable(&self) -> Result<(), AdapterError> {
         let producer = self.producer.clone();

@@ -146,7 +146,8 @@ impl S3DocumentStore {
             Err(e) if status_of(&e) == Some(404) && config.create_bucket => {
                 match store.client.create_bucket().bucket(&store.bucket).send().await {
                     Ok(_) => tracing::info!(bucket = %store.bucket, "created document bucket"),
-                    Err(e) if e.as_service_error().is_some_and(|s| s.is_bucket_already_owned_by_you()) => {}
+                    // Another process made it at the same moment.
+                    Err(e) if store.ping().await.is_ok() => tracing::debug!(error = ?e.code(), "bucket created concurrently"),
                     Err(e) => return Err(unavailable("create bucket", &e)),
                 }
             }

@@ -1,32 +1,40 @@
 //! Which backing services a role runs on. Every role that touches applications (`intake`,
 //! `worker <stage>`, `review`) takes the same three choices — event bus, status store, document
 //! store — each `embedded` by default (the data directory's single-file store, one process at a
-//! time) or the production service. Mixed choices are allowed (e.g. Kafka with the embedded
-//! status store on one machine), but only the all-production combination scales out.
+//! time) or the production service: Kafka, Redis, S3. Only the all-production combination lets
+//! several processes run side by side; mixed choices are for trying one service at a time.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use kyufu_http::Readiness;
 use kyufu_ports::{DocumentStore, EventBus, StatusStore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum BusKind {
     /// The embedded log in the data directory.
     Embedded,
+    /// Kafka (`--kafka-brokers`).
+    Kafka,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StatusKind {
     /// The embedded store in the data directory.
     Embedded,
+    /// Redis (`--redis-url`).
+    Redis,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DocumentsKind {
     /// The embedded store in the data directory.
     Embedded,
+    /// S3 or an S3-compatible store (`--s3-bucket`, `--s3-endpoint`).
+    S3,
 }
 
 /// The backing services of one process.
@@ -35,12 +43,46 @@ pub struct BackendArgs {
     /// Event bus.
     #[arg(long, env = "KYUFU_BUS", value_enum, default_value_t = BusKind::Embedded)]
     pub bus: BusKind,
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(long, env = "KYUFU_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Prefix of every topic and consumer group (one deployment per prefix).
+    #[arg(long, env = "KYUFU_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+    /// Partitions of topics this process creates when they are missing.
+    #[arg(long, env = "KYUFU_KAFKA_PARTITIONS", default_value_t = 12)]
+    pub kafka_partitions: i32,
+    /// Replication factor of topics this process creates.
+    #[arg(long, env = "KYUFU_KAFKA_REPLICATION", default_value_t = 1)]
+    pub kafka_replication: i32,
+    /// Create missing topics at start (`false` where the deployment makes them).
+    #[arg(long, env = "KYUFU_KAFKA_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub kafka_create_topics: bool,
+    /// Extra librdkafka settings, `key=value`, repeatable (security, tuning).
+    #[arg(long = "kafka-set", env = "KYUFU_KAFKA_SET", value_delimiter = ';')]
+    pub kafka_set: Vec<String>,
     /// Status store (statuses, idempotency keys, dedupe index, coupon registry).
     #[arg(long, env = "KYUFU_STATUS_STORE", value_enum, default_value_t = StatusKind::Embedded)]
     pub status_store: StatusKind,
+    /// Redis URL.
+    #[arg(long, env = "KYUFU_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "KYUFU_REDIS_PREFIX", default_value = "kyufu:")]
+    pub redis_prefix: String,
     /// Document store (identity documents).
     #[arg(long, env = "KYUFU_DOCUMENTS", value_enum, default_value_t = DocumentsKind::Embedded)]
     pub documents: DocumentsKind,
+    /// S3 endpoint for S3-compatible stores; unset for AWS S3.
+    #[arg(long, env = "KYUFU_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "KYUFU_S3_BUCKET", default_value = "kyufu-documents")]
+    pub s3_bucket: String,
+    #[arg(long, env = "KYUFU_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Create the bucket at start if missing (compose, tests); production buckets are made by the deployment.
+    #[arg(long, env = "KYUFU_S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
+    pub s3_create_bucket: bool,
 }
 
 /// The opened ports, shared by everything in the process.
@@ -48,26 +90,116 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     pub status: Arc<dyn StatusStore>,
     pub documents: Arc<dyn DocumentStore>,
+    s3: Option<kyufu_s3::S3DocumentStore>,
+    kafka: Option<Arc<kyufu_kafka::KafkaBus>>,
 }
 
 impl BackendArgs {
+    fn needs_embedded(&self) -> bool {
+        self.bus == BusKind::Embedded || self.status_store == StatusKind::Embedded || self.documents == DocumentsKind::Embedded
+    }
+
     /// Connects to every chosen service (and opens the embedded store only if something uses it).
+    /// A service that cannot be reached at start is a configuration problem: the process exits
+    /// naming it, before serving anything.
     pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Backends> {
-        let embedded = {
+        let embedded = if self.needs_embedded() {
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-            kyufu_embedded::EmbeddedStore::open(data_dir)
-                .map_err(|e| anyhow::anyhow!("opening embedded storage in {}: {e}", data_dir.display()))?
+            Some(
+                kyufu_embedded::EmbeddedStore::open(data_dir)
+                    .map_err(|e| anyhow::anyhow!("opening embedded storage in {}: {e}", data_dir.display()))?,
+            )
+        } else {
+            None
         };
-        let bus = match self.bus {
-            BusKind::Embedded => embedded.bus(),
+        let embedded = |what: &str| embedded.clone().with_context(|| format!("embedded {what}: store not open"));
+        let mut kafka = None;
+        let bus: Arc<dyn EventBus> = match self.bus {
+            BusKind::Embedded => embedded("bus")?.bus(),
+            BusKind::Kafka => {
+                let mut config = kyufu_kafka::KafkaConfig::new(&self.kafka_brokers);
+                config.topic_prefix.clone_from(&self.kafka_topic_prefix);
+                config.partitions = self.kafka_partitions;
+                config.replication_factor = self.kafka_replication;
+                config.create_topics = self.kafka_create_topics;
+                config.overrides = kyufu_kafka::KafkaConfig::parse_overrides(&self.kafka_set)
+                    .map_err(|e| anyhow::anyhow!("--kafka-set / KYUFU_KAFKA_SET: {e}"))?;
+                let connected = Arc::new(
+                    within("Kafka", kyufu_kafka::KafkaBus::connect(config))
+                        .await?
+                        .map_err(|e| anyhow::anyhow!("--kafka-brokers {}: {e}", self.kafka_brokers))?,
+                );
+                kafka = Some(connected.clone());
+                connected
+            }
         };
-        let status = match self.status_store {
-            StatusKind::Embedded => embedded.status_store(),
+        let status: Arc<dyn StatusStore> = match self.status_store {
+            StatusKind::Embedded => embedded("status store")?.status_store(),
+            StatusKind::Redis => {
+                let mut config = kyufu_redis::RedisConfig::new(&self.redis_url);
+                config.prefix.clone_from(&self.redis_prefix);
+                Arc::new(
+                    within("Redis", kyufu_redis::RedisStatusStore::connect(config))
+                        .await?
+                        .map_err(|e| anyhow::anyhow!("--redis-url: {e}"))?,
+                )
+            }
         };
-        let documents = match self.documents {
-            DocumentsKind::Embedded => embedded.document_store(),
+        let mut s3 = None;
+        let documents: Arc<dyn DocumentStore> = match self.documents {
+            DocumentsKind::Embedded => embedded("document store")?.document_store(),
+            DocumentsKind::S3 => {
+                let mut config = kyufu_s3::S3Config::new(&self.s3_bucket);
+                config.endpoint.clone_from(&self.s3_endpoint);
+                config.region.clone_from(&self.s3_region);
+                config.create_bucket = self.s3_create_bucket;
+                let store = within("S3", kyufu_s3::S3DocumentStore::connect(config))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("--s3-bucket {}: {e}", self.s3_bucket))?;
+                s3 = Some(store.clone());
+                Arc::new(store)
+            }
         };
         tracing::info!(bus = ?self.bus, status_store = ?self.status_store, documents = ?self.documents, "backends open");
-        Ok(Backends { bus, status, documents })
+        Ok(Backends { bus, status, documents, s3, kafka })
+    }
+}
+
+/// Bounds a connect at start, naming the service that did not answer.
+async fn within<T>(service: &str, connect: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(Duration::from_secs(30), connect)
+        .await
+        .map_err(|_| anyhow::anyhow!("{service} did not answer within 30 s at start"))
+}
+
+impl Backends {
+    /// Probes the services that are not the status store (which `kyufu_intake::monitor` probes)
+    /// every few seconds: `event_bus` (Kafka) and `document_store` (S3) readiness checks, so
+    /// `/readyz` answers 503 and `kyufu_dependency_up` drops while one is unreachable.
+    pub fn watch(&self, readiness: &Readiness, mut stop: tokio::sync::watch::Receiver<bool>) -> Option<tokio::task::JoinHandle<()>> {
+        if self.s3.is_none() && self.kafka.is_none() {
+            return None;
+        }
+        let (s3, kafka, readiness) = (self.s3.clone(), self.kafka.clone(), readiness.clone());
+        Some(tokio::spawn(async move {
+            loop {
+                if let Some(s3) = &s3 {
+                    let ok = s3.ping().await.is_ok();
+                    if readiness.set_check("document_store", ok) {
+                        tracing::warn!(reachable = ok, "document store");
+                    }
+                }
+                if let Some(kafka) = &kafka {
+                    let ok = kafka.ping().await.is_ok();
+                    if readiness.set_check("event_bus", ok) {
+                        tracing::warn!(reachable = ok, "event bus");
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }))
     }
 }

@@ -102,7 +102,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let program = args.program.program();
     let backends = args.backends.open(&args.data_dir).await?;
-    let ports = IntakePorts { bus: backends.bus, status: backends.status, documents: backends.documents };
+    let ports = IntakePorts { bus: backends.bus.clone(), status: backends.status.clone(), documents: backends.documents.clone() };
     let config = IntakeConfig {
         program,
         pass_keyring: secrets.keyring,
@@ -115,6 +115,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = backends.watch(&readiness, stop_rx.clone());
     let mut relay_config = RelayConfig::new(topics::RECEIVED);
     relay_config.after = Duration::from_secs(args.relay_after_secs);
     let relay = tokio::spawn(kyufu_intake::relay::run(ports.clone(), relay_config, metrics.clone(), stopped(stop_rx.clone())));
@@ -133,6 +134,10 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     .await;
     let _ = relay.await;
     let _ = monitor.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
+    backends.bus.flush(Duration::from_secs(5)).await.ok();
     served
 }
 
@@ -151,9 +156,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
     let deps = PipelineDeps {
-        bus: backends.bus,
-        status: backends.status,
-        documents: backends.documents,
+        bus: backends.bus.clone(),
+        status: backends.status.clone(),
+        documents: backends.documents.clone(),
         registry: Arc::new(registry),
         identity_secret: secrets.identity,
         program,
@@ -163,6 +168,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stage = kyufu_pipeline::spawn_stage(kind, &deps, stop_rx.clone());
     let readiness = kyufu_http::Readiness::ready();
+    let watcher = backends.watch(&readiness, stop_rx.clone());
     let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
     let monitor = tokio::spawn(kyufu_intake::monitor::run(
         deps.status.clone(),
@@ -181,6 +187,9 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     .await?;
     let _ = stage.await;
     let _ = monitor.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     deps.bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())
 }
@@ -217,6 +226,7 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let watcher = backends.watch(&readiness, stop_rx.clone());
     let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
     let monitor = tokio::spawn(kyufu_intake::monitor::run(
         backends.status.clone(),
@@ -228,8 +238,8 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let console = kyufu_review::router(
         kyufu_review::ReviewDeps {
             bus: backends.bus.clone(),
-            status: backends.status,
-            documents: backends.documents,
+            status: backends.status.clone(),
+            documents: backends.documents.clone(),
             registry: Arc::new(registry),
             program,
             reviewers,
@@ -245,6 +255,9 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     })
     .await?;
     let _ = monitor.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     backends.bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())
 }
