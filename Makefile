@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -18,6 +18,28 @@ run:
 loadtest:
 	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
 	TARGET_DIR=$(TARGET_DIR) LOADTEST_REGISTRY=$${LOADTEST_REGISTRY:-$(DATA_DIR)/registry.csv} bash scripts/loadtest.sh
+
+## Every role as its own process on real services (redis-server, s3s-fs, librdkafka's mock Kafka
+## cluster) on this machine; gateway on 127.0.0.1:8080. Ctrl-C stops it all.
+run-topology: deps
+	$(CARGO) build -j$(JOBS) --release -p kyufu
+	TARGET_DIR=$(TARGET_DIR) bash scripts/topology.sh
+
+## Applications per second through the whole pipeline: embedded all-in-one vs the multi-process
+## topology, same load tester and crowd, in one run. Report in bench-report/.
+bench-topology: deps
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
+	TARGET_DIR=$(TARGET_DIR) bash scripts/bench-topology.sh
+
+## The compose stack in deploy/ (Kafka, Redis, MinIO, Prometheus, Grafana and every role).
+deploy-up:
+	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || { echo "deploy-up: needs docker with the compose plugin (not on this machine; see deploy/README.md)" >&2; exit 1; }
+	bash deploy/make-secrets.sh
+	docker compose -f deploy/compose.yaml up -d --build
+
+deploy-down:
+	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || { echo "deploy-down: needs docker with the compose plugin" >&2; exit 1; }
+	docker compose -f deploy/compose.yaml down
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets
