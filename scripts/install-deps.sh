@@ -6,6 +6,8 @@
 #   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
 #                          metrics integration test scrapes a real all-in-one with prometheus.
 #   redis-server         — the Redis adapters' tests run against a real server (kyufu-testservers).
+#   chromium, node, npm  — the browser test of the citizen pages (crates/kyufu/tests/browser.rs)
+#                          drives Debian's Chromium with playwright-core (npm ci in e2e/).
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 set -euo pipefail
@@ -20,7 +22,20 @@ declare -A PROVIDER=(
   [prometheus]=prometheus
   [promtool]=prometheus
   [redis-server]=redis-server
+  [chromium]=chromium
+  [node]=nodejs
+  [npm]=npm
 )
+
+e2e_modules() {
+  local root
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  if [[ ! -d "$root/e2e/node_modules/playwright-core" ]] && command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm ci in e2e/ (playwright-core)"
+    (cd "$root/e2e" && npm ci --no-audit --no-fund --silent)
+  fi
+}
+trap e2e_modules EXIT
 
 missing=()
 for cmd in "${!PROVIDER[@]}"; do

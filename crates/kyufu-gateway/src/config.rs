@@ -41,6 +41,8 @@ pub struct GatewayConfig {
     /// Largest request body passed to intake; larger uploads are refused here with 413
     /// `document_too_large` before they reach intake.
     pub max_body_bytes: u64,
+    /// Where coupons are redeemed (shown on the status page once a coupon is issued).
+    pub redemption_url: String,
 }
 
 impl GatewayConfig {
@@ -62,6 +64,7 @@ impl GatewayConfig {
             upload_idle_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),
             max_body_bytes: 10 * 1024 * 1024 + 256 * 1024,
+            redemption_url: "https://coupon.example.jp/redeem".to_owned(),
         }
     }
 

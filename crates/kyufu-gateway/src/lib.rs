@@ -21,6 +21,7 @@ pub mod admin;
 mod admission;
 mod config;
 mod metrics;
+mod pages;
 mod proxy;
 mod queue;
 pub mod state;
@@ -120,6 +121,7 @@ impl Gateway {
             .route("/queue/join", post(queue::join))
             .route("/queue/status", get(queue::status))
             .route("/api/{*path}", any(proxy::forward))
+            .merge(pages::routes())
             .with_state(self.shared.clone())
             .merge(kyufu_http::ops_routes(self.registry.clone(), self.readiness.clone()))
             .fallback(kyufu_http::not_found)

@@ -143,6 +143,11 @@ pub(crate) async fn join(State(gw): State<Arc<Shared>>) -> Response {
 }
 
 async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
+    Ok(render(gw, &join_answer(gw).await?))
+}
+
+/// Joins the queue: a new ticket, admitted at once when the door is free.
+pub(crate) async fn join_answer(gw: &Shared) -> Result<Answer, ApiError> {
     let admission = &gw.admission;
     let slot = admission.state.join().await.map_err(unavailable)?;
     gw.metrics.joins.inc();
@@ -163,7 +168,7 @@ async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
     };
     let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
-    Ok(render(gw, &answer))
+    Ok(answer)
 }
 
 /// `GET /queue/status`.
@@ -183,7 +188,7 @@ pub(crate) async fn status(State(gw): State<Arc<Shared>>, headers: HeaderMap) ->
     }
 }
 
-async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiError> {
+pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiError> {
     let token = match ticket::presented(headers) {
         Presented::Missing => return Err(ApiError::new(ErrorCode::TicketRequired)),
         Presented::Unreadable => return Err(ApiError::new(ErrorCode::TicketInvalid)),
@@ -216,13 +221,14 @@ fn count_admission(gw: &Shared, answer: &Answer, now: u64) {
     gw.admission.record_pass(now);
 }
 
+/// What waiting visitors are told: the operator's message, or that the queue is paused.
+pub(crate) fn visitor_message(gw: &Shared) -> Option<String> {
+    gw.admission.message().or_else(|| gw.admission.is_paused().then(|| ErrorCode::QueuePaused.message().to_owned()))
+}
+
 fn render(gw: &Shared, answer: &Answer) -> Response {
     let admitted = answer.pass.is_some();
-    let message = if admitted {
-        None
-    } else {
-        gw.admission.message().or_else(|| gw.admission.is_paused().then(|| ErrorCode::QueuePaused.message().to_owned()))
-    };
+    let message = if admitted { None } else { visitor_message(gw) };
     let view = QueueView {
         ticket: &answer.ticket,
         state: if admitted { "admitted" } else { "waiting" },
@@ -233,8 +239,13 @@ fn render(gw: &Shared, answer: &Answer) -> Response {
         message,
     };
     let mut resp = Json(view).into_response();
-    let headers = resp.headers_mut();
-    // Tickets and passes are personal: no shared cache may keep them.
+    set_cookies(gw, answer, resp.headers_mut());
+    resp
+}
+
+/// The ticket and pass cookies of an answer, and `no-store`: tickets and passes are personal, no
+/// shared cache may keep them.
+pub(crate) fn set_cookies(gw: &Shared, answer: &Answer, headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let secure = gw.config.secure_cookies;
     if answer.ticket_changed {
@@ -247,7 +258,6 @@ fn render(gw: &Shared, answer: &Answer) -> Response {
             headers.append(header::SET_COOKIE, c);
         }
     }
-    resp
 }
 
 #[cfg(test)]

@@ -1,0 +1,528 @@
+//! The citizen's pages, served by the gateway on the public port: the start page, the waiting
+//! room, the application form and the status page. Server-rendered HTML in Japanese (English with
+//! `?lang=en`, remembered in a cookie), readable at 360 px, usable with a keyboard and a screen
+//! reader; no framework, no third-party assets, a strict Content-Security-Policy.
+//!
+//! - `GET /` explains the benefit and offers one button: join the queue (`POST /wait`).
+//! - `GET /wait` is the waiting room: position, estimated wait, last update, the operator's
+//!   message; it refreshes itself at the advertised interval (`<meta refresh>` without
+//!   JavaScript; a live poll of `/queue/status` with it) and moves on to `/apply` once admitted.
+//! - `GET /apply` is the form: the guardian once, then one block per child ("add another child"),
+//!   each with its document (camera capture, preview, size check). The script submits one
+//!   application per child through `POST /api/v1/applications` (the pass travels in its cookie),
+//!   so one child's problem never blocks a sibling, and shows each child's application id and
+//!   status link. The server remains the judge: its field errors are shown next to the fields.
+//! - `GET /status#id=…&token=…` shows an application's steps, the reasons in plain words when a
+//!   person must look, and the coupon code once issued. Id and token travel in the fragment, which
+//!   browsers never send to a server, so no log line ever holds them.
+//!
+//! Every page reports its funnel steps (`POST /api/v1/funnel`, no personal data).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::queue::{self, Answer};
+use crate::ticket::PASS_COOKIE;
+use crate::Shared;
+
+const LANG_COOKIE: &str = "kyufu_lang";
+const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const CSS: &str = include_str!("pages/app.css");
+const WAIT_JS: &str = include_str!("pages/wait.js");
+const FORM_JS: &str = include_str!("pages/form.js");
+const STATUS_JS: &str = include_str!("pages/status.js");
+const COMMON_JS: &str = include_str!("pages/common.js");
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/", get(home))
+        .route("/wait", get(wait).post(join))
+        .route("/apply", get(apply))
+        .route("/status", get(status))
+        .route("/assets/{name}", get(asset))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Lang {
+    Ja,
+    En,
+}
+
+impl Lang {
+    fn code(self) -> &'static str {
+        match self {
+            Lang::Ja => "ja",
+            Lang::En => "en",
+        }
+    }
+
+    /// `?lang=` wins (and is remembered), then the cookie, then Japanese.
+    fn pick(query: &HashMap<String, String>, headers: &HeaderMap) -> (Lang, bool) {
+        match query.get("lang").map(String::as_str) {
+            Some("en") => return (Lang::En, true),
+            Some("ja") => return (Lang::Ja, true),
+            _ => {}
+        }
+        let from_cookie = cookie(headers, LANG_COOKIE);
+        (if from_cookie.as_deref() == Some("en") { Lang::En } else { Lang::Ja }, false)
+    }
+
+    fn t(self, ja: &'static str, en: &'static str) -> &'static str {
+        match self {
+            Lang::Ja => ja,
+            Lang::En => en,
+        }
+    }
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// Escapes text for HTML element content and double-quoted attributes.
+pub(crate) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+struct Page<'a> {
+    lang: Lang,
+    remember_lang: bool,
+    title: &'a str,
+    /// The path the language switch links to (the same page).
+    path: &'a str,
+    body: String,
+    scripts: &'a [&'a str],
+    refresh: Option<u64>,
+}
+
+impl Page<'_> {
+    fn render(self) -> Response {
+        let l = self.lang;
+        let other = if l == Lang::Ja { ("en", "English") } else { ("ja", "日本語") };
+        let mut html = String::with_capacity(self.body.len() + 2048);
+        let _ = write!(
+            html,
+            "<!doctype html>\n<html lang=\"{lang}\"><head><meta charset=\"utf-8\">\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+             <title>{title} | {site}</title><link rel=\"stylesheet\" href=\"/assets/app.css\">",
+            lang = l.code(),
+            title = esc(self.title),
+            site = l.t("こども食料支援 申請", "Child food support application"),
+        );
+        if let Some(secs) = self.refresh {
+            let _ = write!(html, "<meta http-equiv=\"refresh\" content=\"{secs}\">");
+        }
+        let _ = write!(
+            html,
+            "</head><body><a class=\"skip\" href=\"#main\">{skip}</a><header class=\"top\"><span class=\"site\">{site}</span>\
+             <a class=\"lang\" href=\"{path}?lang={code}\" lang=\"{code}\" hreflang=\"{code}\">{label}</a></header>\
+             <main id=\"main\" tabindex=\"-1\">{body}</main>\
+             <footer><p>{help}</p></footer>",
+            skip = l.t("本文へ移動", "Skip to content"),
+            site = l.t("こども食料支援 申請", "Child food support application"),
+            path = esc(self.path),
+            code = other.0,
+            label = other.1,
+            body = self.body,
+            help = l.t(
+                "お困りのときは市区町村の窓口（平日 9時〜17時）へお問い合わせください。",
+                "If you need help, contact your municipal office (weekdays 9:00–17:00)."
+            ),
+        );
+        html.push_str("<script src=\"/assets/common.js\"></script>");
+        for s in self.scripts {
+            let _ = write!(html, "<script src=\"/assets/{s}\"></script>");
+        }
+        html.push_str("</body></html>");
+        let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
+        page_headers(resp.headers_mut(), self.lang, self.remember_lang);
+        resp
+    }
+}
+
+fn page_headers(h: &mut HeaderMap, lang: Lang, remember: bool) {
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    if remember {
+        let v = format!("{LANG_COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax", lang.code());
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+/// `GET /`.
+async fn home(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let body = format!(
+        "<h1>{h1}</h1><p>{p1}</p><ul class=\"points\"><li>{li1}</li><li>{li2}</li><li>{li3}</li></ul>\
+         <form method=\"post\" action=\"/wait\"><button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p class=\"note\">{note}</p><p><a href=\"/status\">{status}</a></p>",
+        h1 = l.t("お子さん1人につき5,000円分の食料支援", "Food support worth 5,000 yen per child"),
+        p1 = l.t(
+            "18歳未満のお子さんと妊娠中の方が対象です。お子さん1人ごとに申請します（兄弟姉妹は続けて申請できます）。",
+            "Children under 18 and expectant mothers are eligible. Apply once per child (you can add brothers and sisters one after another)."
+        ),
+        li1 = l.t("保護者の本人確認書類の写真（JPEG・PNG・PDF、10MBまで）を用意してください。", "Have a photo of the guardian's identity document ready (JPEG, PNG or PDF, up to 10 MB)."),
+        li2 = l.t("混み合っているときは順番待ちになります。順番は保たれます。", "When many people apply at once you will wait in a queue. Your place is kept."),
+        li3 = l.t("申請後、状況をこのサイトで確認できます。クーポンはメールでもお知らせします。", "After applying you can check the status on this site. The coupon is also sent by email."),
+        btn = l.t("申請を始める（順番待ちに並ぶ）", "Start (join the queue)"),
+        note = l.t("入力した内容は申請の審査にだけ使います。", "What you enter is used only to review your application."),
+        status = l.t("申請した内容の状況を確認する", "Check the status of an application"),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("申請のご案内", "How to apply"), path: "/", body, scripts: &[], refresh: None }
+        .render()
+}
+
+/// `POST /wait`: join, then show the waiting room (or the form, if the door is free).
+async fn join(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let (l, _) = Lang::pick(&HashMap::new(), &headers);
+    match queue::join_answer(&gw).await {
+        Ok(answer) => {
+            let to = if answer.pass.is_some() { "/apply" } else { "/wait" };
+            let mut resp = Redirect::to(to).into_response();
+            queue::set_cookies(&gw, &answer, resp.headers_mut());
+            resp
+        }
+        Err(e) => trouble(l, &e.code.as_str().to_owned()),
+    }
+}
+
+/// A page for when the queue cannot be reached or the ticket is unusable.
+fn trouble(l: Lang, code: &str) -> Response {
+    let body = format!(
+        "<h1>{h1}</h1><p>{p}</p><form method=\"post\" action=\"/wait\"><button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p class=\"note\">{codel}: <code>{code}</code></p>",
+        h1 = l.t("ただいまつながりにくくなっています", "We cannot reach the queue right now"),
+        p = l.t("少し時間をおいて、もう一度お試しください。", "Please try again in a little while."),
+        btn = l.t("もう一度並ぶ", "Join the queue again"),
+        codel = l.t("お問い合わせ用コード", "Code for support"),
+        code = esc(code),
+    );
+    let mut resp = Page { lang: l, remember_lang: false, title: l.t("お待ちください", "Please wait"), path: "/", body, scripts: &[], refresh: Some(30) }.render();
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp
+}
+
+/// `GET /wait`: the waiting room.
+async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let answer: Answer = match queue::status_inner(&gw, &headers).await {
+        Ok(a) => a,
+        // No ticket, a forged or expired one: start again from the start page.
+        Err(e) if e.code != kyufu_domain::ErrorCode::ServiceUnavailable => return Redirect::to("/").into_response(),
+        Err(e) => return trouble(l, e.code.as_str()),
+    };
+    if answer.pass.is_some() {
+        let mut resp = Redirect::to("/apply").into_response();
+        queue::set_cookies(&gw, &answer, resp.headers_mut());
+        return resp;
+    }
+    let message = queue::visitor_message(&gw)
+        .map(|m| format!("<div class=\"notice\" role=\"status\"><strong>{}</strong> {}</div>", l.t("お知らせ", "Notice"), esc(&m)))
+        .unwrap_or_default();
+    let eta = match answer.eta {
+        Some(s) if s < 60 => l.t("まもなく", "Any moment now").to_owned(),
+        Some(s) => match l {
+            Lang::Ja => format!("約{}分", s.div_ceil(60)),
+            Lang::En => format!("About {} min", s.div_ceil(60)),
+        },
+        None => l.t("計算中です", "Being calculated").to_owned(),
+    };
+    let now = chrono_like_now_jst();
+    let body = format!(
+        "<h1>{h1}</h1>{message}\
+         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\" aria-live=\"polite\">\
+         <p class=\"big\"><span class=\"label\">{posl}</span> <span id=\"position\">{position}</span><span class=\"unit\">{posu}</span></p>\
+         <p><span class=\"label\">{etal}</span> <span id=\"eta\">{eta}</span></p>\
+         <p class=\"updated\"><span class=\"label\">{updl}</span> <time id=\"updated\">{now}</time></p></div>\
+         <div class=\"reassure\"><p><strong>{r1}</strong></p><p>{r2}</p></div>\
+         <noscript><p class=\"note\">{nojs}</p></noscript>\
+         <template id=\"wait-strings\" data-soon=\"{soon}\" data-min=\"{minfmt}\" data-unknown=\"{unknown}\"></template>",
+        h1 = l.t("ただいま順番待ちです", "You are in the queue"),
+        posl = l.t("あなたの順番", "Your place"),
+        position = answer.position,
+        posu = l.t("番目", ""),
+        etal = l.t("お待ちいただく時間の目安", "Estimated wait"),
+        updl = l.t("最終更新", "Last updated"),
+        refresh = answer.refresh_after,
+        r1 = l.t("このページを開いたままお待ちください。再読み込みは不要です。", "Keep this page open. You do not need to reload it."),
+        r2 = l.t(
+            "順番は保たれています。自動で更新され、順番が来ると申請フォームに進みます。",
+            "Your place is kept. The page updates by itself and opens the application form when it is your turn."
+        ),
+        nojs = l.t("このページは数秒ごとに自動で更新されます。", "This page refreshes itself every few seconds."),
+        soon = l.t("まもなく", "Any moment now"),
+        minfmt = l.t("約{n}分", "About {n} min"),
+        unknown = l.t("計算中です", "Being calculated"),
+    );
+    let mut resp = Page {
+        lang: l,
+        remember_lang: remember,
+        title: l.t("順番待ち", "Waiting room"),
+        path: "/wait",
+        body,
+        scripts: &["wait.js"],
+        refresh: Some(answer.refresh_after.max(1)),
+    }
+    .render();
+    queue::set_cookies(&gw, &answer, resp.headers_mut());
+    resp
+}
+
+/// `HH:MM:SS` in Japan time (the program's time zone), without a time-zone database.
+fn chrono_like_now_jst() -> String {
+    let secs = queue::now_secs() + 9 * 3600;
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
+}
+
+/// `GET /apply`: the application form (needs the admission pass cookie; without it, the queue).
+async fn apply(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    if cookie(&headers, PASS_COOKIE).is_none() {
+        return Redirect::to("/wait").into_response();
+    }
+    Page { lang: l, remember_lang: remember, title: l.t("申請フォーム", "Application form"), path: "/apply", body: form_body(l), scripts: &["form.js"], refresh: None }
+        .render()
+}
+
+fn field(l: Lang, id: &str, ja: &'static str, en: &'static str, kind: &str, extra: &str, hint: Option<(&'static str, &'static str)>) -> String {
+    let hint_html = hint.map(|(hj, he)| format!("<span class=\"hint\" id=\"{id}-hint\">{}</span>", l.t(hj, he))).unwrap_or_default();
+    let described = if hint.is_some() { format!("{id}-hint {id}-error") } else { format!("{id}-error") };
+    format!(
+        "<div class=\"field\"><label for=\"{id}\">{label}</label>{hint_html}\
+         <input id=\"{id}\" name=\"{id}\" type=\"{kind}\" {extra} aria-describedby=\"{described}\">\
+         <span class=\"error\" id=\"{id}-error\" role=\"alert\"></span></div>",
+        label = l.t(ja, en),
+    )
+}
+
+fn person_fields(l: Lang, p: &str) -> String {
+    let mut s = String::new();
+    s += &field(l, &format!("{p}family_name"), "姓（漢字）", "Family name (kanji)", "text", "autocomplete=\"family-name\" required", Some(("例：山田", "e.g. 山田")));
+    s += &field(l, &format!("{p}given_name"), "名（漢字）", "Given name (kanji)", "text", "autocomplete=\"given-name\" required", Some(("例：花子", "e.g. 花子")));
+    s += &field(l, &format!("{p}family_name_kana"), "姓（フリガナ）", "Family name (katakana)", "text", "required", Some(("例：ヤマダ（ひらがなでも可）", "e.g. ヤマダ (hiragana is fine too)")));
+    s += &field(l, &format!("{p}given_name_kana"), "名（フリガナ）", "Given name (katakana)", "text", "required", Some(("例：ハナコ", "e.g. ハナコ")));
+    s += &field(l, &format!("{p}birth_date"), "生年月日", "Date of birth", "date", "required", None);
+    s += &field(
+        l,
+        &format!("{p}resident_id"),
+        "住民票コード（任意）",
+        "Resident record code (optional)",
+        "text",
+        "inputmode=\"numeric\" autocomplete=\"off\"",
+        Some(("わかる場合のみ。11桁の数字", "Only if you know it: 11 digits")),
+    );
+    s
+}
+
+fn form_body(l: Lang) -> String {
+    let mut guardian = person_fields(l, "guardian.");
+    guardian += &field(l, "guardian.postal_code", "郵便番号", "Postal code", "text", "inputmode=\"numeric\" autocomplete=\"postal-code\" required", Some(("例：123-4567", "e.g. 123-4567")));
+    guardian += &field(l, "guardian.email", "メールアドレス", "Email address", "email", "autocomplete=\"email\" required", Some(("クーポンのお知らせを送ります", "We send the coupon here")));
+    guardian += &field(l, "guardian.phone", "電話番号", "Phone number", "tel", "autocomplete=\"tel\" required", Some(("例：090-1234-5678", "e.g. 090-1234-5678")));
+    let child = format!(
+        "<fieldset class=\"child\" data-child><legend><span data-child-title>{title}</span></legend>{fields}\
+         <div class=\"field\"><label for=\"child.document\">{doc}</label><span class=\"hint\" id=\"child.document-hint\">{dochint}</span>\
+         <input id=\"child.document\" name=\"child.document\" type=\"file\" accept=\"image/jpeg,image/png,application/pdf\" capture=\"environment\" required aria-describedby=\"child.document-hint child.document-error\">\
+         <img class=\"preview\" alt=\"{preview}\" hidden><span class=\"error\" id=\"child.document-error\" role=\"alert\"></span></div>\
+         <button type=\"button\" class=\"secondary\" data-remove hidden>{remove}</button></fieldset>",
+        title = l.t("お子さん", "Child"),
+        fields = person_fields(l, "child."),
+        doc = l.t("保護者の本人確認書類の写真", "Photo of the guardian's identity document"),
+        dochint = l.t("運転免許証・マイナンバーカードなど。JPEG・PNG・PDF、10MBまで。カメラで撮影できます。", "Driving licence, My Number card, etc. JPEG, PNG or PDF, up to 10 MB. You can use the camera."),
+        preview = l.t("選んだ書類の写真", "The document you chose"),
+        remove = l.t("このお子さんを取り消す", "Remove this child"),
+    );
+    let msgs = messages_json(l);
+    format!(
+        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
+         <form id=\"apply\" novalidate>\
+         <fieldset><legend>{gl}</legend>{guardian}</fieldset>\
+         <div id=\"children\">{child}</div>\
+         <button type=\"button\" class=\"secondary\" id=\"add-child\">{add}</button>\
+         <div class=\"field check\"><input id=\"consent\" name=\"consent\" type=\"checkbox\" required aria-describedby=\"consent-error\">\
+         <label for=\"consent\">{consent}</label><span class=\"error\" id=\"consent-error\" role=\"alert\"></span></div>\
+         <button type=\"submit\" class=\"primary\">{next}</button></form>\
+         <section id=\"confirm\" hidden tabindex=\"-1\"><h2>{ch}</h2><p>{cp}</p><div id=\"confirm-list\"></div>\
+         <button type=\"button\" class=\"primary\" id=\"send\">{send}</button> <button type=\"button\" class=\"secondary\" id=\"back\">{back}</button></section>\
+         <section id=\"done\" hidden tabindex=\"-1\"><h2>{dh}</h2><p>{dp}</p><ol id=\"done-list\"></ol></section>\
+         <script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請フォーム", "Application form"),
+        intro = l.t(
+            "保護者の情報は1回だけ入力します。お子さんごとに申請が作られます。「任意」と書かれた項目以外はすべて入力してください。",
+            "Enter the guardian's details once. One application is made for each child. Fill in every field not marked optional."
+        ),
+        gl = l.t("保護者（申請する方）", "Guardian (the person applying)"),
+        add = l.t("＋ お子さんを追加する（兄弟姉妹）", "+ Add another child (brother or sister)"),
+        consent = l.t("入力内容を住民基本台帳と照合することに同意します。", "I agree that my answers are checked against the resident registry."),
+        next = l.t("入力内容を確認する", "Check my answers"),
+        ch = l.t("入力内容の確認", "Check your answers"),
+        cp = l.t("内容がよければ「送信する」を押してください。", "If everything is right, press Send."),
+        send = l.t("送信する", "Send"),
+        back = l.t("戻って直す", "Go back and change"),
+        dh = l.t("申請を受け付けました", "Your applications were received"),
+        dp = l.t(
+            "お子さんごとの申請番号と状況確認のリンクです。リンクを保存してください（メールでもお知らせします）。",
+            "Here is each child's application number and status link. Please keep the links (we also email you)."
+        ),
+    )
+}
+
+/// Messages the scripts show, in the page's language: field error codes, API error codes, labels.
+fn messages_json(l: Lang) -> String {
+    let pairs: &[(&str, &str, &str)] = &[
+        ("required", "入力してください。", "Please fill this in."),
+        ("invalid_email", "メールアドレスの形が正しくありません（例：name@example.jp）。", "This email address does not look right (e.g. name@example.jp)."),
+        ("invalid_postal_code", "郵便番号は7桁の数字で入力してください（例：123-4567）。", "Enter the postal code as 7 digits (e.g. 123-4567)."),
+        ("invalid_phone", "電話番号を数字で入力してください（例：090-1234-5678）。", "Enter the phone number in digits (e.g. 090-1234-5678)."),
+        ("must_be_kana", "フリガナはカタカナかひらがなで入力してください。", "Use katakana or hiragana for the reading."),
+        ("in_future", "未来の日付は入力できません。", "This date cannot be in the future."),
+        ("invalid_date", "日付が正しくありません。", "This date is not valid."),
+        ("invalid_resident_id", "住民票コードは11桁の数字です。わからなければ空欄にしてください。", "The resident record code is 11 digits. Leave it empty if you do not know it."),
+        ("invalid_characters", "使えない文字が含まれています。", "This contains characters we cannot accept."),
+        ("too_long", "長すぎます。", "This is too long."),
+        ("consent_required", "同意のチェックが必要です。", "Please tick to agree."),
+        ("document_missing", "書類の写真を選んでください。", "Please choose a photo of the document."),
+        ("document_too_large", "ファイルが大きすぎます（10MBまで）。写真を撮り直すか、小さくしてください。", "The file is too large (10 MB at most). Take the photo again or make it smaller."),
+        ("unsupported_document_type", "JPEG・PNG・PDFのファイルを選んでください。", "Please choose a JPEG, PNG or PDF file."),
+        ("empty_document", "ファイルが空です。選び直してください。", "The file is empty. Please choose it again."),
+        ("admission_required", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
+        ("admission_invalid", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
+        ("admission_expired", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
+        ("too_many_requests", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
+        ("overloaded", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
+        ("service_unavailable", "ただいまつながりにくくなっています。少し待ってからもう一度送信してください。入力内容は残っています。", "We cannot take applications right now. Please try again shortly; your answers are kept."),
+        ("network", "通信できませんでした。電波の良い場所でもう一度送信してください。入力内容は残っています。", "We could not connect. Please send again where the signal is better; your answers are kept."),
+        ("fix_errors", "入力内容を確認してください。", "Please check the highlighted answers."),
+        ("child", "お子さん", "Child"),
+        ("application_id", "申請番号", "Application number"),
+        ("status_link", "状況を確認する", "Check the status"),
+        ("failed", "このお子さんの申請は送れませんでした", "This child's application could not be sent"),
+        ("retry", "もう一度送信する", "Send again"),
+        ("guardian", "保護者", "Guardian"),
+        ("document", "書類", "Document"),
+        ("sending", "送信しています…", "Sending…"),
+    ];
+    let map: serde_json::Map<String, serde_json::Value> =
+        pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    // Inside <script type="application/json">, only "</" could end the element early.
+    serde_json::Value::Object(map).to_string().replace("</", "<\\/")
+}
+
+/// `GET /status`: one application's progress; the id and token come in the URL fragment.
+async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let pairs: &[(&str, &str, &str)] = &[
+        ("received", "受付", "Received"),
+        ("checking", "確認中", "Being checked"),
+        ("approved", "承認", "Approved"),
+        ("coupon_issued", "クーポン発行", "Coupon issued"),
+        ("needs_review", "担当者が確認しています", "A member of staff is checking"),
+        ("duplicate", "同じお子さんの申請がすでにあります", "This child has already been applied for"),
+        ("rejected", "申請は承認されませんでした", "The application was not approved"),
+        ("coupon", "クーポン番号", "Coupon code"),
+        ("redeem", "クーポンを使う", "Use the coupon"),
+        ("not_found", "申請が見つかりません。申請番号と確認用コードをご確認ください。", "We could not find this application. Please check the number and the code."),
+        ("unavailable", "ただいま確認できません。少し待ってからもう一度お試しください。", "We cannot check right now. Please try again shortly."),
+        ("reasons", "確認が必要な点", "What needs checking"),
+        ("updated", "最終更新", "Last updated"),
+        ("current", "現在の状況", "Current status"),
+    ];
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    map.insert("redemption_url".into(), gw.config.redemption_url.clone().into());
+    map.insert("lang".into(), l.code().into());
+    let msgs = serde_json::Value::Object(map).to_string().replace("</", "<\\/");
+    let body = format!(
+        "<h1>{h1}</h1><div id=\"result\" aria-live=\"polite\"></div>\
+         <form id=\"lookup\"><p>{p}</p>{id}{token}<button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請の状況", "Application status"),
+        p = l.t("申請番号と確認用コードは、申請完了の画面とメールに書いてあります。", "The application number and the code are on the confirmation page and in the email."),
+        id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" required", None),
+        token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" required", None),
+        btn = l.t("確認する", "Check"),
+        nojs = l.t("状況の表示には JavaScript が必要です。メールのリンクからも確認できます。", "Showing the status needs JavaScript. You can also use the link in the email."),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("申請の状況", "Application status"), path: "/status", body, scripts: &["status.js"], refresh: None }
+        .render()
+}
+
+/// `GET /assets/{name}`: the stylesheet and scripts, compiled into the binary.
+async fn asset(Path(name): Path<String>) -> Response {
+    let (body, ct) = match name.as_str() {
+        "app.css" => (CSS, "text/css; charset=utf-8"),
+        "wait.js" => (WAIT_JS, "text/javascript; charset=utf-8"),
+        "form.js" => (FORM_JS, "text/javascript; charset=utf-8"),
+        "status.js" => (STATUS_JS, "text/javascript; charset=utf-8"),
+        "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
+        _ => return kyufu_http::not_found().await.into_response(),
+    };
+    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(esc("<script>\"x\" & 'y'</script>"), "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;");
+    }
+
+    #[test]
+    fn language_comes_from_query_then_cookie_then_japanese() {
+        let mut h = HeaderMap::new();
+        assert_eq!(Lang::pick(&HashMap::new(), &h), (Lang::Ja, false));
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; kyufu_lang=en"));
+        assert_eq!(Lang::pick(&HashMap::new(), &h), (Lang::En, false));
+        let q: HashMap<String, String> = [("lang".to_owned(), "ja".to_owned())].into();
+        assert_eq!(Lang::pick(&q, &h), (Lang::Ja, true));
+        let q: HashMap<String, String> = [("lang".to_owned(), "<x>".to_owned())].into();
+        assert_eq!(Lang::pick(&q, &h), (Lang::En, false), "unknown values are ignored");
+    }
+
+    #[test]
+    fn embedded_messages_cannot_close_their_script_element() {
+        for l in [Lang::Ja, Lang::En] {
+            let m = messages_json(l);
+            assert!(!m.contains("</"), "{m}");
+            let v: serde_json::Value = serde_json::from_str(&m).expect("valid JSON");
+            assert!(v["required"].as_str().is_some_and(|s| !s.is_empty()));
+        }
+    }
+}

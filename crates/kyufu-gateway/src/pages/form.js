@@ -1,0 +1,283 @@
+// The application form: guardian once, one block per child, a check step, then one application
+// per child through the JSON API (the admission pass travels in its cookie). The server is the
+// judge: its field errors are shown next to the fields, in the page's language.
+"use strict";
+(function () {
+  const form = document.getElementById("apply");
+  if (!form) return;
+  const M = JSON.parse(document.getElementById("msgs").textContent);
+  const children = document.getElementById("children");
+  const template = children.querySelector("[data-child]").cloneNode(true);
+  const MAX_BYTES = 10 * 1024 * 1024;
+  const TYPES = ["image/jpeg", "image/png", "application/pdf"];
+  const PERSON = ["family_name", "given_name", "family_name_kana", "given_name_kana", "birth_date", "resident_id"];
+  const GUARDIAN = PERSON.concat(["postal_code", "email", "phone"]);
+  let childSeq = 0;
+  kyufu.once("form_started");
+
+  // Gives a child block its own ids ("c3.given_name"), so labels and errors stay tied to fields.
+  function number(block) {
+    const n = childSeq++;
+    block.dataset.n = n;
+    block.querySelectorAll("[id]").forEach((el) => { el.id = el.id.replace(/^(child|c\d+)\./, "c" + n + "."); });
+    block.querySelectorAll("[for]").forEach((el) => { el.htmlFor = el.htmlFor.replace(/^(child|c\d+)\./, "c" + n + "."); });
+    block.querySelectorAll("[aria-describedby]").forEach((el) => {
+      el.setAttribute("aria-describedby", el.getAttribute("aria-describedby").replace(/(child|c\d+)\./g, "c" + n + "."));
+    });
+    block.querySelectorAll("input").forEach((el) => { el.name = el.id; });
+    wire(block);
+    retitle();
+    return block;
+  }
+  function retitle() {
+    const blocks = children.querySelectorAll("[data-child]");
+    blocks.forEach((b, i) => {
+      b.querySelector("[data-child-title]").textContent = M.child + " " + (i + 1);
+      b.querySelector("[data-remove]").hidden = blocks.length < 2;
+    });
+  }
+  const $ = (id) => document.getElementById(id);
+  const val = (id) => ($(id) ? $(id).value.trim() : "");
+
+  function wire(block) {
+    const file = block.querySelector("input[type=file]");
+    file.addEventListener("change", () => checkFile(block));
+    block.querySelector("[data-remove]").addEventListener("click", () => {
+      block.remove();
+      retitle();
+      children.querySelector("input").focus();
+    });
+  }
+  function checkFile(block) {
+    const input = block.querySelector("input[type=file]");
+    const img = block.querySelector("img.preview");
+    const f = input.files && input.files[0];
+    setError(input, "");
+    img.hidden = true;
+    if (!f) return false;
+    kyufu.funnel("upload_started");
+    let code = "";
+    if (f.size === 0) code = "empty_document";
+    else if (f.size > MAX_BYTES) code = "document_too_large";
+    else if (f.type && !TYPES.includes(f.type)) code = "unsupported_document_type";
+    if (code) {
+      setError(input, M[code]);
+      kyufu.funnel("error", code);
+      return false;
+    }
+    if (f.type.startsWith("image/")) {
+      img.src = URL.createObjectURL(f);
+      img.hidden = false;
+    }
+    kyufu.funnel("upload_done");
+    return true;
+  }
+  function setError(input, text) {
+    const err = $(input.id + "-error");
+    if (err) err.textContent = text || "";
+    if (text) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  // Light checks in the browser; the server checks everything again.
+  const KANA = /^[\u3041-\u3096\u30A1-\u30FA\u30FC\u3000 ・ー]+$/;
+  function check(id, kind) {
+    const el = $(id);
+    if (!el) return true;
+    const v = el.value.trim();
+    const optional = /resident_id$/.test(id);
+    let code = "";
+    if (!v) code = optional ? "" : "required";
+    else if (/_kana$/.test(id) && !KANA.test(v)) code = "must_be_kana";
+    else if (kind === "email" && !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(v)) code = "invalid_email";
+    else if (kind === "date" && new Date(v) > new Date()) code = "in_future";
+    else if (/postal_code$/.test(id) && v.normalize("NFKC").replace(/[-ー−‐\s〒]/g, "").length !== 7) code = "invalid_postal_code";
+    else if (/resident_id$/.test(id) && !/^\d{11}$/.test(v.normalize("NFKC"))) code = "invalid_resident_id";
+    setError(el, code ? M[code] : "");
+    return !code;
+  }
+  function validate() {
+    let ok = true;
+    GUARDIAN.forEach((f) => { ok = check("guardian." + f, $("guardian." + f) && $("guardian." + f).type) && ok; });
+    children.querySelectorAll("[data-child]").forEach((b) => {
+      PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
+      const file = b.querySelector("input[type=file]");
+      if (!file.files || !file.files[0]) { setError(file, M.document_missing); ok = false; }
+      else if (!checkFile(b)) ok = false;
+    });
+    const consent = $("consent");
+    setError(consent, consent.checked ? "" : M.consent_required);
+    return ok && consent.checked;
+  }
+  function summary(text) {
+    const box = $("form-errors");
+    box.textContent = text || "";
+    box.hidden = !text;
+    if (text) {
+      const first = form.querySelector("[aria-invalid=true]");
+      (first || box).focus();
+    }
+  }
+
+  $("add-child").addEventListener("click", () => {
+    const block = number(template.cloneNode(true));
+    children.appendChild(block);
+    retitle();
+    // Brothers and sisters usually share the family name: fill it in, still editable.
+    const n = block.dataset.n;
+    $("c" + n + ".family_name").value = val("guardian.family_name");
+    $("c" + n + ".family_name_kana").value = val("guardian.family_name_kana");
+    $("c" + n + ".given_name").focus();
+  });
+  document.querySelector("fieldset").addEventListener("focusout", () => {
+    if (GUARDIAN.every((f) => /resident_id$/.test(f) || val("guardian." + f))) kyufu.once("guardian_done");
+  });
+
+  function application(block) {
+    const n = block.dataset.n;
+    const person = (p) => {
+      const o = {};
+      PERSON.forEach((f) => { o[f] = val(p + f) || null; });
+      return o;
+    };
+    const guardian = person("guardian.");
+    ["postal_code", "email", "phone"].forEach((f) => { guardian[f] = val("guardian." + f); });
+    return { guardian: guardian, child: person("c" + n + "."), consent: true };
+  }
+
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (!validate()) {
+      summary(M.fix_errors);
+      return;
+    }
+    summary("");
+    children.querySelectorAll("[data-child]").forEach(() => kyufu.funnel("child_done"));
+    const list = $("confirm-list");
+    list.textContent = "";
+    const add = (dl, k, v) => {
+      const dt = document.createElement("dt"); dt.textContent = k;
+      const dd = document.createElement("dd"); dd.textContent = v;
+      dl.append(dt, dd);
+    };
+    const g = document.createElement("dl");
+    add(g, M.guardian, val("guardian.family_name") + " " + val("guardian.given_name") + "（" + val("guardian.family_name_kana") + " " + val("guardian.given_name_kana") + "） " + val("guardian.email"));
+    list.appendChild(g);
+    children.querySelectorAll("[data-child]").forEach((b, i) => {
+      const n = b.dataset.n;
+      const dl = document.createElement("dl");
+      add(dl, M.child + " " + (i + 1), val("c" + n + ".family_name") + " " + val("c" + n + ".given_name") + "（" + val("c" + n + ".birth_date") + "）");
+      add(dl, M.document, b.querySelector("input[type=file]").files[0].name);
+      list.appendChild(dl);
+    });
+    form.hidden = true;
+    $("confirm").hidden = false;
+    $("confirm").focus();
+    kyufu.funnel("confirm_shown");
+  });
+  $("back").addEventListener("click", () => {
+    $("confirm").hidden = true;
+    form.hidden = false;
+    form.querySelector("input").focus();
+  });
+
+  function newKey() {
+    if (crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  }
+  async function sendOne(block) {
+    // One key per child, kept across retries: a retry never makes a second application.
+    if (!block.dataset.key) block.dataset.key = newKey();
+    const body = new FormData();
+    body.append("application", new Blob([JSON.stringify(application(block))], { type: "application/json" }));
+    body.append("document", block.querySelector("input[type=file]").files[0]);
+    try {
+      const r = await fetch("/api/v1/applications", {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: { "Idempotency-Key": block.dataset.key, Accept: "application/json" },
+      });
+      const v = await r.json().catch(() => ({}));
+      if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token };
+      return { ok: false, status: r.status, code: v.code || "service_unavailable", errors: v.errors || [] };
+    } catch (e) {
+      return { ok: false, status: 0, code: "network", errors: [] };
+    }
+  }
+  function showFieldErrors(block, errors) {
+    const n = block.dataset.n;
+    errors.forEach((fe) => {
+      const id = fe.field.replace(/^child\./, "c" + n + ".");
+      const el = $(id) || (fe.field === "consent" ? $("consent") : null);
+      if (el) setError(el, M[fe.code] || M.fix_errors);
+    });
+  }
+
+  $("send").addEventListener("click", async () => {
+    const send = $("send");
+    send.disabled = true;
+    send.textContent = M.sending;
+    const blocks = Array.from(children.querySelectorAll("[data-child]"));
+    const results = [];
+    for (const b of blocks) {
+      if (b.dataset.done) { results.push({ block: b, res: JSON.parse(b.dataset.done) }); continue; }
+      const res = await sendOne(b);
+      if (res.ok) b.dataset.done = JSON.stringify(res);
+      else kyufu.funnel("error", res.code === "network" ? "service_unavailable" : res.code);
+      results.push({ block: b, res: res });
+    }
+    send.disabled = false;
+    send.textContent = M.retry;
+    const failed = results.filter((x) => !x.res.ok);
+    const list = $("done-list");
+    list.textContent = "";
+    results.forEach(({ block, res }) => {
+      const li = document.createElement("li");
+      const n = block.dataset.n;
+      const who = document.createElement("strong");
+      who.textContent = val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
+      li.appendChild(who);
+      if (res.ok) {
+        const p = document.createElement("p");
+        p.textContent = M.application_id + ": ";
+        const code = document.createElement("code");
+        code.textContent = res.id;
+        p.appendChild(code);
+        const a = document.createElement("a");
+        a.href = "/status#id=" + encodeURIComponent(res.id) + "&token=" + encodeURIComponent(res.token);
+        a.textContent = M.status_link;
+        li.append(p, a);
+      } else {
+        const p = document.createElement("p");
+        p.className = "error";
+        p.textContent = M.failed + ": " + (M[res.code] || M.service_unavailable);
+        li.appendChild(p);
+      }
+      list.appendChild(li);
+    });
+    if (results.some((x) => x.res.ok)) {
+      kyufu.funnel("submitted");
+      $("done").hidden = false;
+    }
+    const fixable = failed.filter((x) => x.res.status === 422 || x.res.status === 400 || x.res.status === 413 || x.res.status === 415);
+    if (fixable.length) {
+      fixable.forEach((x) => showFieldErrors(x.block, x.res.errors.length ? x.res.errors : [{ field: "child.document", code: x.res.code }]));
+      // Children already received are kept; only the others go back to the form.
+      results.filter((x) => x.res.ok).forEach((x) => { x.block.hidden = true; });
+      $("confirm").hidden = true;
+      form.hidden = false;
+      summary(M.fix_errors);
+    } else if (failed.some((x) => /^admission_/.test(x.res.code))) {
+      const a = document.createElement("a");
+      a.href = "/";
+      a.textContent = M.admission_expired;
+      $("confirm").appendChild(a);
+    } else if (!failed.length) {
+      $("confirm").hidden = true;
+      $("intro").hidden = true;
+      $("done").focus();
+    }
+  });
+
+  number(children.querySelector("[data-child]"));
+})();

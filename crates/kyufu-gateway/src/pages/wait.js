@@ -1,0 +1,46 @@
+// The waiting room, live: polls /queue/status at the advertised interval (the meta refresh is the
+// fallback without JavaScript), updates the numbers, and opens the form when admitted.
+"use strict";
+(function () {
+  const box = document.getElementById("queue");
+  if (!box) return;
+  kyufu.once("queue_joined");
+  // The script takes over from the meta refresh.
+  document.querySelectorAll('meta[http-equiv="refresh"]').forEach((m) => m.remove());
+  const strings = document.getElementById("wait-strings").dataset;
+  let every = Math.max(1, Number(box.dataset.refresh) || 5);
+  const pad = (n) => String(n).padStart(2, "0");
+  function eta(s) {
+    if (s === null || s === undefined) return strings.unknown;
+    if (s < 60) return strings.soon;
+    return strings.min.replace("{n}", Math.ceil(s / 60));
+  }
+  let shown = Number(document.getElementById("position").textContent) || Infinity;
+  async function poll() {
+    try {
+      const r = await fetch("/queue/status", { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (r.status === 200) {
+        const v = await r.json();
+        if (v.state === "admitted") {
+          kyufu.once("admitted");
+          location.assign("/apply");
+          return;
+        }
+        // Never show the place going backwards, even if an answer arrives out of order.
+        if (v.position <= shown) {
+          shown = v.position;
+          document.getElementById("position").textContent = v.position;
+          document.getElementById("eta").textContent = eta(v.eta_seconds);
+        }
+        const d = new Date();
+        document.getElementById("updated").textContent = pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+        every = Math.max(1, v.refresh_after_seconds || every);
+      } else if (r.status === 400 || r.status === 401 || r.status === 403) {
+        location.assign("/"); // the ticket is no longer valid: start again
+        return;
+      }
+    } catch (e) { /* offline for a moment: keep the place, try again */ }
+    setTimeout(poll, every * 1000);
+  }
+  setTimeout(poll, every * 1000);
+})();
