@@ -22,9 +22,15 @@ S3S=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
 [ -x "$S3S" ] || { echo "topology.sh: s3s-fs missing: run scripts/install-deps.sh" >&2; exit 2; }
 
 pids=()
+# Our processes first (newest first: gateway, workers, intake), the services they need last.
 stop() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    local pid=${pids[i]}
+    kill -TERM "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null && echo "topology.sh: pid $pid did not stop within 15 s; killed" >&2
+    wait "$pid" 2>/dev/null || true
+  done
 }
 trap stop EXIT
 trap 'exit 130' INT TERM

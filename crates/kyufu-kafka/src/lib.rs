@@ -126,7 +126,9 @@ impl KafkaBus {
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            .set("linger.ms", "5")
+            // Stages publish one message and wait for it: a linger would add its length to every
+            // message's trip through the pipeline. Concurrent publishes (intake) still batch.
+            .set("linger.ms", "0")
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string());
         for (k, v) in &config.overrides {
             pc.set(k, v);
@@ -260,6 +262,24 @@ impl ConsumerContext for GroupContext {
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
     prefix: String,
+}
+
+impl Drop for KafkaConsumer {
+    /// Closing a consumer leaves its group and commits the stored offsets; librdkafka waits for the
+    /// cluster to answer, which at shutdown may never come (the cluster is gone too). The close
+    /// runs on a thread of its own and the owner waits at most ten seconds for it, so a process
+    /// always stops; when the cluster is there, the close is complete before the owner goes on.
+    fn drop(&mut self) {
+        let consumer = self.consumer.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("kafka-consumer-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = done_tx.send(());
+        });
+        if spawned.is_ok() && done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            tracing::warn!("Kafka consumer close did not finish within 10 s; leaving it behind");
+        }
+    }
 }
 
 #[async_trait]

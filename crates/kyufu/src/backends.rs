@@ -165,6 +165,14 @@ impl BackendArgs {
     }
 }
 
+fn log_reachability(service: &str, ok: bool) {
+    if ok {
+        tracing::info!(service, "reachable");
+    } else {
+        tracing::warn!(service, "unreachable; /readyz answers 503 until it is back");
+    }
+}
+
 /// Bounds a connect at start, naming the service that did not answer.
 async fn within<T>(service: &str, connect: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
     tokio::time::timeout(Duration::from_secs(30), connect)
@@ -186,13 +194,13 @@ impl Backends {
                 if let Some(s3) = &s3 {
                     let ok = s3.ping().await.is_ok();
                     if readiness.set_check("document_store", ok) {
-                        tracing::warn!(reachable = ok, "document store");
+                        log_reachability("document store", ok);
                     }
                 }
                 if let Some(kafka) = &kafka {
                     let ok = kafka.ping().await.is_ok();
                     if readiness.set_check("event_bus", ok) {
-                        tracing::warn!(reachable = ok, "event bus");
+                        log_reachability("event bus", ok);
                     }
                 }
                 tokio::select! {
