@@ -85,31 +85,10 @@ impl Lang {
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
+    kyufu_http::cookie(headers, name).map(str::to_owned)
 }
 
-/// Escapes text for HTML element content and double-quoted attributes.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+use kyufu_http::html_escape as esc;
 
 struct Page<'a> {
     lang: Lang,
@@ -213,7 +192,7 @@ async fn join(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
             queue::set_cookies(&gw, &answer, resp.headers_mut());
             resp
         }
-        Err(e) => trouble(l, &e.code.as_str().to_owned()),
+        Err(e) => trouble(l, e.code.as_str()),
     }
 }
 
@@ -366,7 +345,7 @@ fn form_body(l: Lang) -> String {
     );
     let msgs = messages_json(l);
     format!(
-        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
+        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
          <form id=\"apply\" novalidate>\
          <fieldset><legend>{gl}</legend>{guardian}</fieldset>\
          <div id=\"children\">{child}</div>\
@@ -382,6 +361,10 @@ fn form_body(l: Lang) -> String {
         intro = l.t(
             "保護者の情報は1回だけ入力します。お子さんごとに申請が作られます。「任意」と書かれた項目以外はすべて入力してください。",
             "Enter the guardian's details once. One application is made for each child. Fill in every field not marked optional."
+        ),
+        nojs = l.t(
+            "このフォームを送信するには JavaScript を有効にしてください。難しい場合は市区町村の窓口でも申請できます。",
+            "Please turn on JavaScript to send this form. You can also apply at your municipal office."
         ),
         gl = l.t("保護者（申請する方）", "Guardian (the person applying)"),
         add = l.t("＋ お子さんを追加する（兄弟姉妹）", "+ Add another child (brother or sister)"),

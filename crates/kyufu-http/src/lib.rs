@@ -193,6 +193,34 @@ pub async fn serve(
         .await
 }
 
+/// Escapes text for HTML element content and quoted attributes (citizen pages, review console).
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if present.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,3 +272,4 @@ mod tests {
         assert!(kyufu_telemetry::encode(&registry).contains("kyufu_ready 1"));
     }
 }
+

@@ -80,14 +80,7 @@ fn header_or_cookie<'a>(headers: &'a HeaderMap, header_name: &str, cookie: &str)
     if let Some(v) = headers.get(header_name).and_then(|v| v.to_str().ok()) {
         return Some(v.trim());
     }
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == cookie)
-        .map(|(_, v)| v.trim())
+    kyufu_http::cookie(headers, cookie)
 }
 
 fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {

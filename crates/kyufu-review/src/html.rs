@@ -8,20 +8,7 @@ use kyufu_ports::events::ApplicationEvent;
 use kyufu_ports::ApplicationRecord;
 use kyufu_registry::{Registry, Resident};
 
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use kyufu_http::html_escape as esc;
 
 fn page(title: &str, me: &str, body: &str) -> String {
     format!(
