@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyufu_http::Readiness;
 
+use crate::liveness::Liveness;
 use crate::metrics::GatewayMetrics;
 use crate::state::{Counters, QueueState, StateError};
 
@@ -56,6 +57,8 @@ pub(crate) struct Admission {
     sessions: Mutex<PassWindow>,
     /// The `queue_state` check: false while ticks cannot reach the queue state.
     readiness: Readiness,
+    /// Who is still there just ahead of the cursor; abandoned numbers are skipped.
+    pub(crate) liveness: Liveness,
 }
 
 /// Name of the readiness check the ticker reports.
@@ -79,7 +82,15 @@ impl Admission {
             metrics,
             sessions: Mutex::new(PassWindow::new(pass_ttl_secs)),
             readiness,
+            liveness: Liveness::new(1, 0),
         }
+    }
+
+    /// Skips abandoned numbers: no sign of life for `expire_after` seconds, judged within a ring of
+    /// `window` numbers ahead of the cursor (see `liveness`). `expire_after == 0` turns it off.
+    pub(crate) fn with_liveness(mut self, window: u64, expire_after: u64) -> Self {
+        self.liveness = Liveness::new(window, expire_after);
+        self
     }
 
     /// The operator's message for waiting visitors, if any.
@@ -122,16 +133,21 @@ impl Admission {
             return Ok(());
         }
         let Some(bucket) = self.bucket() else { return Ok(()) };
-        let waiting = self.state.counters().await?.waiting().min(MAX_BATCH);
+        let counters = self.state.counters().await?;
+        let waiting = counters.waiting().min(MAX_BATCH);
         let mut tokens = 0;
         while tokens < waiting && bucket.check().is_ok() {
             tokens += 1;
         }
         if tokens > 0 {
+            // Abandoned numbers just ahead of the cursor are passed over without a token.
+            let walk = self.liveness.walk(counters.cursor, counters.issued, tokens, crate::queue::now_secs());
             // Concurrent pumps may both take a token for the last visitor; the store clips the
             // cursor at `issued` and the spare token is simply lost.
-            let moved = self.state.advance(tokens).await?;
-            self.metrics.admitted.inc_by(moved);
+            let moved = self.state.advance(walk.moved).await?;
+            let skipped = walk.skipped.min(moved);
+            self.metrics.tickets_expired.inc_by(skipped);
+            self.metrics.admitted.inc_by(moved - skipped);
         }
         Ok(())
     }

@@ -27,6 +27,12 @@ pub struct GatewayConfig {
     /// A ticket whose turn came while it went unrefreshed longer than this is expired (410), so an
     /// abandoned ticket cannot be cashed in for a pass hours later.
     pub ticket_idle_secs: u64,
+    /// A waiting ticket not polled for this many refresh intervals, once it is near the front, is
+    /// abandoned: the cursor skips it without using an admission and its ticket is refused (410).
+    /// 0 turns skipping off. At least 2, so one lost poll never costs a place.
+    pub expire_after_polls: u32,
+    /// How many numbers ahead of the cursor are watched for liveness (fixed memory: 16 bytes each).
+    pub liveness_window: u64,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
     /// Time allowed to open a TCP connection to intake.
@@ -56,6 +62,8 @@ impl GatewayConfig {
             refresh_secs: 5,
             pass_ttl_secs: 30 * 60,
             ticket_idle_secs: 15 * 60,
+            expire_after_polls: 3,
+            liveness_window: 65_536,
             secure_cookies: false,
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
@@ -84,6 +92,12 @@ impl GatewayConfig {
         }
         if self.ticket_idle_secs < self.refresh_secs {
             return bad("ticket_idle_secs", "must be at least refresh_secs");
+        }
+        if self.expire_after_polls == 1 {
+            return bad("expire_after_polls", "must be 0 (off) or at least 2");
+        }
+        if self.liveness_window == 0 || self.liveness_window > 1 << 22 {
+            return bad("liveness_window", "must be 1-4194304");
         }
         for (key, d) in [
             ("connect_timeout", self.connect_timeout),
@@ -155,6 +169,8 @@ mod tests {
             (GatewayConfig { refresh_secs: 0, ..config() }, "refresh_secs"),
             (GatewayConfig { pass_ttl_secs: 0, ..config() }, "pass_ttl_secs"),
             (GatewayConfig { ticket_idle_secs: 1, ..config() }, "ticket_idle_secs"),
+            (GatewayConfig { expire_after_polls: 1, ..config() }, "expire_after_polls"),
+            (GatewayConfig { liveness_window: 0, ..config() }, "liveness_window"),
             (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
             (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
         ];

@@ -20,6 +20,7 @@
 pub mod admin;
 mod admission;
 mod config;
+mod liveness;
 mod metrics;
 mod proxy;
 mod queue;
@@ -99,7 +100,8 @@ impl Gateway {
             config.pass_ttl_secs,
             metrics.clone(),
             readiness.clone(),
-        ));
+        )
+        .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls))));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,

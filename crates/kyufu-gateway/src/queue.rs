@@ -161,6 +161,7 @@ async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
         adm: None,
         jat: Some(now),
     };
+    admission.liveness.touch(slot.seq, counters.cursor, now);
     let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(render(gw, &answer))
@@ -199,6 +200,11 @@ async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Answer, ApiErr
     let counters = gw.admission.state.counters().await.map_err(unavailable)?;
     let admission = &gw.admission;
     let now = now_secs();
+    // The cursor passed this number over as abandoned: its place is gone, join again.
+    if claims.adm.is_none() && claims.seq <= counters.cursor && admission.liveness.was_skipped(claims.seq) {
+        return Err(ApiError::new(ErrorCode::TicketExpired));
+    }
+    admission.liveness.touch(claims.seq, counters.cursor, now);
     let answer = decide(&gw.config, claims, Some(token), counters, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)
