@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyufu_http::Readiness;
 
+use crate::backoff::Backoff;
 use crate::liveness::Liveness;
 use crate::metrics::GatewayMetrics;
 use crate::state::{Counters, QueueState, StateError};
@@ -59,6 +60,8 @@ pub(crate) struct Admission {
     readiness: Readiness,
     /// Who is still there just ahead of the cursor; abandoned numbers are skipped.
     pub(crate) liveness: Liveness,
+    /// Slows admission while intake answers 5xx or slowly (AIMD on the operator's rate).
+    pub(crate) backoff: Backoff,
 }
 
 /// Name of the readiness check the ticker reports.
@@ -83,7 +86,15 @@ impl Admission {
             sessions: Mutex::new(PassWindow::new(pass_ttl_secs)),
             readiness,
             liveness: Liveness::new(1, 0),
+            backoff: Backoff::new(1.0, Duration::MAX),
         }
+    }
+
+    /// Backs admission off to no less than `floor` of the operator's rate while intake fails or
+    /// answers slower than `slow` (see `backoff`).
+    pub(crate) fn with_backoff(mut self, floor: f64, slow: Duration) -> Self {
+        self.backoff = Backoff::new(floor, slow);
+        self
     }
 
     /// Skips abandoned numbers: no sign of life for `expire_after` seconds, judged within a ring of
@@ -139,6 +150,8 @@ impl Admission {
         while tokens < waiting && bucket.check().is_ok() {
             tokens += 1;
         }
+        // Intake overloaded: only the backed-off fraction of the operator's rate is used.
+        let tokens = self.backoff.scale(tokens);
         if tokens > 0 {
             // Abandoned numbers just ahead of the cursor are passed over without a token.
             let walk = self.liveness.walk(counters.cursor, counters.issued, tokens, crate::queue::now_secs());
@@ -175,6 +188,10 @@ impl Admission {
         let mut failing = false;
         loop {
             interval.tick().await;
+            self.backoff.tick(Instant::now());
+            let per_sec = self.rate.read().unwrap_or_else(|e| e.into_inner()).per_sec;
+            let effective = if self.is_paused() { 0.0 } else { f64::from(per_sec) * self.backoff.factor() };
+            self.metrics.effective_rate.set(effective);
             let result = match self.pump().await {
                 Ok(()) => self.state.counters().await,
                 Err(e) => Err(e),

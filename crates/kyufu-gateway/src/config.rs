@@ -33,6 +33,11 @@ pub struct GatewayConfig {
     pub expire_after_polls: u32,
     /// How many numbers ahead of the cursor are watched for liveness (fixed memory: 16 bytes each).
     pub liveness_window: u64,
+    /// While intake answers 5xx or slowly, admission backs off (halving) to no less than this
+    /// fraction of the operator's rate, and recovers once intake is healthy; 1 turns it off.
+    pub backoff_floor: f64,
+    /// An intake answer slower than this (after the upload finished) counts as overload.
+    pub backoff_slow: Duration,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
     /// Time allowed to open a TCP connection to intake.
@@ -64,6 +69,8 @@ impl GatewayConfig {
             ticket_idle_secs: 15 * 60,
             expire_after_polls: 3,
             liveness_window: 65_536,
+            backoff_floor: 0.1,
+            backoff_slow: Duration::from_secs(2),
             secure_cookies: false,
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
@@ -99,7 +106,11 @@ impl GatewayConfig {
         if self.liveness_window == 0 || self.liveness_window > 1 << 22 {
             return bad("liveness_window", "must be 1-4194304");
         }
+        if !(self.backoff_floor > 0.0 && self.backoff_floor <= 1.0) {
+            return bad("backoff_floor", "must be in (0, 1]");
+        }
         for (key, d) in [
+            ("backoff_slow", self.backoff_slow),
             ("connect_timeout", self.connect_timeout),
             ("upstream_timeout", self.upstream_timeout),
             ("upload_idle_timeout", self.upload_idle_timeout),
@@ -171,6 +182,7 @@ mod tests {
             (GatewayConfig { ticket_idle_secs: 1, ..config() }, "ticket_idle_secs"),
             (GatewayConfig { expire_after_polls: 1, ..config() }, "expire_after_polls"),
             (GatewayConfig { liveness_window: 0, ..config() }, "liveness_window"),
+            (GatewayConfig { backoff_floor: 0.0, ..config() }, "backoff_floor"),
             (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
             (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
         ];

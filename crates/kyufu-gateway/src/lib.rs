@@ -19,6 +19,7 @@
 
 pub mod admin;
 mod admission;
+mod backoff;
 mod config;
 mod liveness;
 mod metrics;
@@ -101,7 +102,8 @@ impl Gateway {
             metrics.clone(),
             readiness.clone(),
         )
-        .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls))));
+        .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls)))
+        .with_backoff(config.backoff_floor, config.backoff_slow));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,

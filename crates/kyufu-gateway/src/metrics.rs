@@ -33,6 +33,7 @@ pub(crate) struct GatewayMetrics {
     pub queue_wait: Histogram,
     pub active_sessions: IntGauge,
     pub tickets_expired: IntCounter,
+    pub effective_rate: Gauge,
 }
 
 impl GatewayMetrics {
@@ -101,6 +102,11 @@ impl GatewayMetrics {
                 "Abandoned tickets the serving cursor skipped (no poll within the expiry time) without using an admission",
             )
             .expect("static metric"),
+            effective_rate: Gauge::new(
+                "kyufu_gateway_effective_admission_rate",
+                "Admissions per second allowed now: the operator's rate, backed off while intake is overloaded (0 while paused)",
+            )
+            .expect("static metric"),
         };
         // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
         // the first event and dashboards show the series before anything happened.
@@ -124,6 +130,7 @@ impl GatewayMetrics {
             queue_wait: register(registry, m.queue_wait),
             active_sessions: register(registry, m.active_sessions),
             tickets_expired: register(registry, m.tickets_expired),
+            effective_rate: register(registry, m.effective_rate),
         }
     }
 }
