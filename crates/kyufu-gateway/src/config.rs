@@ -38,6 +38,13 @@ pub struct GatewayConfig {
     pub backoff_floor: f64,
     /// An intake answer slower than this (after the upload finished) counts as overload.
     pub backoff_slow: Duration,
+    /// Joins per second allowed from one client address (IPv6: one /64); 0 turns the limit off.
+    /// Generous, because thousands of phones can share one carrier NAT address.
+    pub join_limit_per_sec: u32,
+    /// Joins one client address may make at once after a quiet spell.
+    pub join_limit_burst: u32,
+    /// Limits loopback peers too (off by default: a local sidecar or load test is not a flood).
+    pub join_limit_loopback: bool,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
     /// Time allowed to open a TCP connection to intake.
@@ -70,6 +77,9 @@ impl GatewayConfig {
             expire_after_polls: 3,
             liveness_window: 65_536,
             backoff_floor: 0.1,
+            join_limit_per_sec: 50,
+            join_limit_burst: 500,
+            join_limit_loopback: false,
             backoff_slow: Duration::from_secs(2),
             secure_cookies: false,
             connect_timeout: Duration::from_secs(2),
@@ -105,6 +115,9 @@ impl GatewayConfig {
         }
         if self.liveness_window == 0 || self.liveness_window > 1 << 22 {
             return bad("liveness_window", "must be 1-4194304");
+        }
+        if self.join_limit_per_sec > 0 && self.join_limit_burst == 0 {
+            return bad("join_limit_burst", "must be at least 1 when join_limit_per_sec is set");
         }
         if !(self.backoff_floor > 0.0 && self.backoff_floor <= 1.0) {
             return bad("backoff_floor", "must be in (0, 1]");
@@ -183,6 +196,7 @@ mod tests {
             (GatewayConfig { expire_after_polls: 1, ..config() }, "expire_after_polls"),
             (GatewayConfig { liveness_window: 0, ..config() }, "liveness_window"),
             (GatewayConfig { backoff_floor: 0.0, ..config() }, "backoff_floor"),
+            (GatewayConfig { join_limit_burst: 0, ..config() }, "join_limit_burst"),
             (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
             (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
         ];

@@ -21,6 +21,7 @@ pub mod admin;
 mod admission;
 mod backoff;
 mod config;
+mod join_limit;
 mod liveness;
 mod metrics;
 mod proxy;
@@ -49,6 +50,7 @@ pub(crate) struct Shared {
     pub(crate) admission: Arc<admission::Admission>,
     pub(crate) metrics: metrics::GatewayMetrics,
     pub(crate) proxy: proxy::Proxy,
+    pub(crate) join_limit: join_limit::JoinLimiter,
 }
 
 /// A built gateway, not yet serving.
@@ -113,7 +115,12 @@ impl Gateway {
             metrics.clone(),
         );
         let handle = GatewayHandle { admission: admission.clone() };
-        let shared = Arc::new(Shared { config, admission, metrics, proxy });
+        let join_limit = join_limit::JoinLimiter::new(
+            config.join_limit_per_sec,
+            config.join_limit_burst,
+            config.join_limit_loopback,
+        );
+        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit });
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 

@@ -34,6 +34,7 @@ pub(crate) struct GatewayMetrics {
     pub active_sessions: IntGauge,
     pub tickets_expired: IntCounter,
     pub effective_rate: Gauge,
+    pub joins_limited: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -107,6 +108,11 @@ impl GatewayMetrics {
                 "Admissions per second allowed now: the operator's rate, backed off while intake is overloaded (0 while paused)",
             )
             .expect("static metric"),
+            joins_limited: IntCounter::new(
+                "kyufu_gateway_joins_rate_limited_total",
+                "Joins refused with 429 because one client address joined too often",
+            )
+            .expect("static metric"),
         };
         // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
         // the first event and dashboards show the series before anything happened.
@@ -131,6 +137,7 @@ impl GatewayMetrics {
             active_sessions: register(registry, m.active_sessions),
             tickets_expired: register(registry, m.tickets_expired),
             effective_rate: register(registry, m.effective_rate),
+            joins_limited: register(registry, m.joins_limited),
         }
     }
 }

@@ -138,11 +138,16 @@ fn unavailable(e: crate::state::StateError) -> ApiError {
 }
 
 /// `POST /queue/join`.
-pub(crate) async fn join(State(gw): State<Arc<Shared>>) -> Response {
-    join_inner(&gw).await.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions) -> Response {
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    join_inner(&gw, peer).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
+async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Response, ApiError> {
+    if let Err(wait_secs) = gw.join_limit.check(peer) {
+        gw.metrics.joins_limited.inc();
+        return Err(ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs));
+    }
     let admission = &gw.admission;
     let slot = admission.state.join().await.map_err(unavailable)?;
     gw.metrics.joins.inc();

@@ -379,3 +379,29 @@ async fn abandoned_tickets_are_skipped_and_on_time_pollers_keep_their_place() {
     // B was passed over without using an admission: only A and C count as admitted.
     assert_eq!(value("kyufu_gateway_admitted_total "), "2", "{text}");
 }
+
+#[tokio::test]
+async fn one_address_joining_too_often_gets_429_with_retry_after() {
+    let h = start(|c| {
+        c.join_limit_per_sec = 1;
+        c.join_limit_burst = 3;
+        c.join_limit_loopback = true;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(join(&h).await.status, StatusCode::OK);
+    }
+    let refused = join(&h).await;
+    assert_eq!((refused.status, refused.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"));
+    let retry: u64 = refused
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry), "{retry}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(join(&h).await.status, StatusCode::OK, "allowed again after Retry-After");
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    assert!(text.contains("kyufu_gateway_joins_rate_limited_total 1"), "{text}");
+}
