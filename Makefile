@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest
+.PHONY: run build test deps check-deploy clean triage-eval loadtest bench-gateway
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -18,6 +18,10 @@ run:
 loadtest:
 	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
 	TARGET_DIR=$(TARGET_DIR) LOADTEST_REGISTRY=$${LOADTEST_REGISTRY:-$(DATA_DIR)/registry.csv} bash scripts/loadtest.sh
+
+## Gateway figures: status-poll throughput vs a bare hyper server, memory for 1,000,000 tickets.
+bench-gateway:
+	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets
