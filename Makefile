@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -40,6 +40,10 @@ deploy-up:
 deploy-down:
 	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || { echo "deploy-down: needs docker with the compose plugin" >&2; exit 1; }
 	docker compose -f deploy/compose.yaml down
+
+## Gateway figures: status-poll throughput vs a bare hyper server, memory for 1,000,000 tickets.
+bench-gateway:
+	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyufu_http::Readiness;
 
+use crate::backoff::Backoff;
+use crate::liveness::Liveness;
 use crate::metrics::GatewayMetrics;
 use crate::state::{Counters, QueueState, StateError};
 
@@ -56,6 +58,10 @@ pub(crate) struct Admission {
     sessions: Mutex<PassWindow>,
     /// The `queue_state` check: false while ticks cannot reach the queue state.
     readiness: Readiness,
+    /// Who is still there just ahead of the cursor; abandoned numbers are skipped.
+    pub(crate) liveness: Liveness,
+    /// Slows admission while intake answers 5xx or slowly (AIMD on the operator's rate).
+    pub(crate) backoff: Backoff,
 }
 
 /// Name of the readiness check the ticker reports.
@@ -79,7 +85,23 @@ impl Admission {
             metrics,
             sessions: Mutex::new(PassWindow::new(pass_ttl_secs)),
             readiness,
+            liveness: Liveness::new(1, 0),
+            backoff: Backoff::new(1.0, Duration::MAX),
         }
+    }
+
+    /// Backs admission off to no less than `floor` of the operator's rate while intake fails or
+    /// answers slower than `slow` (see `backoff`).
+    pub(crate) fn with_backoff(mut self, floor: f64, slow: Duration) -> Self {
+        self.backoff = Backoff::new(floor, slow);
+        self
+    }
+
+    /// Skips abandoned numbers: no sign of life for `expire_after` seconds, judged within a ring of
+    /// `window` numbers ahead of the cursor (see `liveness`). `expire_after == 0` turns it off.
+    pub(crate) fn with_liveness(mut self, window: u64, expire_after: u64) -> Self {
+        self.liveness = Liveness::new(window, expire_after);
+        self
     }
 
     /// The operator's message for waiting visitors, if any.
@@ -122,16 +144,23 @@ impl Admission {
             return Ok(());
         }
         let Some(bucket) = self.bucket() else { return Ok(()) };
-        let waiting = self.state.counters().await?.waiting().min(MAX_BATCH);
+        let counters = self.state.counters().await?;
+        let waiting = counters.waiting().min(MAX_BATCH);
         let mut tokens = 0;
         while tokens < waiting && bucket.check().is_ok() {
             tokens += 1;
         }
+        // Intake overloaded: only the backed-off fraction of the operator's rate is used.
+        let tokens = self.backoff.scale(tokens);
         if tokens > 0 {
+            // Abandoned numbers just ahead of the cursor are passed over without a token.
+            let walk = self.liveness.walk(counters.cursor, counters.issued, tokens, crate::queue::now_secs());
             // Concurrent pumps may both take a token for the last visitor; the store clips the
             // cursor at `issued` and the spare token is simply lost.
-            let moved = self.state.advance(tokens).await?;
-            self.metrics.admitted.inc_by(moved);
+            let moved = self.state.advance(walk.moved).await?;
+            let skipped = walk.skipped.min(moved);
+            self.metrics.tickets_expired.inc_by(skipped);
+            self.metrics.admitted.inc_by(moved - skipped);
         }
         Ok(())
     }
@@ -159,6 +188,10 @@ impl Admission {
         let mut failing = false;
         loop {
             interval.tick().await;
+            self.backoff.tick(Instant::now());
+            let per_sec = self.rate.read().unwrap_or_else(|e| e.into_inner()).per_sec;
+            let effective = if self.is_paused() { 0.0 } else { f64::from(per_sec) * self.backoff.factor() };
+            self.metrics.effective_rate.set(effective);
             let result = match self.pump().await {
                 Ok(()) => self.state.counters().await,
                 Err(e) => Err(e),

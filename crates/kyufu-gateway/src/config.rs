@@ -27,6 +27,24 @@ pub struct GatewayConfig {
     /// A ticket whose turn came while it went unrefreshed longer than this is expired (410), so an
     /// abandoned ticket cannot be cashed in for a pass hours later.
     pub ticket_idle_secs: u64,
+    /// A waiting ticket not polled for this many refresh intervals, once it is near the front, is
+    /// abandoned: the cursor skips it without using an admission and its ticket is refused (410).
+    /// 0 turns skipping off. At least 2, so one lost poll never costs a place.
+    pub expire_after_polls: u32,
+    /// How many numbers ahead of the cursor are watched for liveness (fixed memory: 16 bytes each).
+    pub liveness_window: u64,
+    /// While intake answers 5xx or slowly, admission backs off (halving) to no less than this
+    /// fraction of the operator's rate, and recovers once intake is healthy; 1 turns it off.
+    pub backoff_floor: f64,
+    /// An intake answer slower than this (after the upload finished) counts as overload.
+    pub backoff_slow: Duration,
+    /// Joins per second allowed from one client address (IPv6: one /64); 0 turns the limit off.
+    /// Generous, because thousands of phones can share one carrier NAT address.
+    pub join_limit_per_sec: u32,
+    /// Joins one client address may make at once after a quiet spell.
+    pub join_limit_burst: u32,
+    /// Limits loopback peers too (off by default: a local sidecar or load test is not a flood).
+    pub join_limit_loopback: bool,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
     /// Time allowed to open a TCP connection to intake.
@@ -58,6 +76,13 @@ impl GatewayConfig {
             refresh_secs: 5,
             pass_ttl_secs: 30 * 60,
             ticket_idle_secs: 15 * 60,
+            expire_after_polls: 3,
+            liveness_window: 65_536,
+            backoff_floor: 0.1,
+            join_limit_per_sec: 50,
+            join_limit_burst: 500,
+            join_limit_loopback: false,
+            backoff_slow: Duration::from_secs(2),
             secure_cookies: false,
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(30),
@@ -88,7 +113,20 @@ impl GatewayConfig {
         if self.ticket_idle_secs < self.refresh_secs {
             return bad("ticket_idle_secs", "must be at least refresh_secs");
         }
+        if self.expire_after_polls == 1 {
+            return bad("expire_after_polls", "must be 0 (off) or at least 2");
+        }
+        if self.liveness_window == 0 || self.liveness_window > 1 << 22 {
+            return bad("liveness_window", "must be 1-4194304");
+        }
+        if self.join_limit_per_sec > 0 && self.join_limit_burst == 0 {
+            return bad("join_limit_burst", "must be at least 1 when join_limit_per_sec is set");
+        }
+        if !(self.backoff_floor > 0.0 && self.backoff_floor <= 1.0) {
+            return bad("backoff_floor", "must be in (0, 1]");
+        }
         for (key, d) in [
+            ("backoff_slow", self.backoff_slow),
             ("connect_timeout", self.connect_timeout),
             ("upstream_timeout", self.upstream_timeout),
             ("upload_idle_timeout", self.upload_idle_timeout),
@@ -158,6 +196,10 @@ mod tests {
             (GatewayConfig { refresh_secs: 0, ..config() }, "refresh_secs"),
             (GatewayConfig { pass_ttl_secs: 0, ..config() }, "pass_ttl_secs"),
             (GatewayConfig { ticket_idle_secs: 1, ..config() }, "ticket_idle_secs"),
+            (GatewayConfig { expire_after_polls: 1, ..config() }, "expire_after_polls"),
+            (GatewayConfig { liveness_window: 0, ..config() }, "liveness_window"),
+            (GatewayConfig { backoff_floor: 0.0, ..config() }, "backoff_floor"),
+            (GatewayConfig { join_limit_burst: 0, ..config() }, "join_limit_burst"),
             (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
             (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
         ];

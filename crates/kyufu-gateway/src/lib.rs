@@ -19,7 +19,10 @@
 
 pub mod admin;
 mod admission;
+mod backoff;
 mod config;
+mod join_limit;
+mod liveness;
 mod metrics;
 mod pages;
 mod proxy;
@@ -48,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) admission: Arc<admission::Admission>,
     pub(crate) metrics: metrics::GatewayMetrics,
     pub(crate) proxy: proxy::Proxy,
+    pub(crate) join_limit: join_limit::JoinLimiter,
 }
 
 /// A built gateway, not yet serving.
@@ -100,7 +104,9 @@ impl Gateway {
             config.pass_ttl_secs,
             metrics.clone(),
             readiness.clone(),
-        ));
+        )
+        .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls)))
+        .with_backoff(config.backoff_floor, config.backoff_slow));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,
@@ -110,7 +116,12 @@ impl Gateway {
             metrics.clone(),
         );
         let handle = GatewayHandle { admission: admission.clone() };
-        let shared = Arc::new(Shared { config, admission, metrics, proxy });
+        let join_limit = join_limit::JoinLimiter::new(
+            config.join_limit_per_sec,
+            config.join_limit_burst,
+            config.join_limit_loopback,
+        );
+        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit });
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 

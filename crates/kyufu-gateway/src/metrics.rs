@@ -32,6 +32,9 @@ pub(crate) struct GatewayMetrics {
     pub proxy_errors: IntCounterVec,
     pub queue_wait: Histogram,
     pub active_sessions: IntGauge,
+    pub tickets_expired: IntCounter,
+    pub effective_rate: Gauge,
+    pub joins_limited: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -95,6 +98,21 @@ impl GatewayMetrics {
                 "Admission passes this node issued within the last pass lifetime: visitors who may be in the form now",
             )
             .expect("static metric"),
+            tickets_expired: IntCounter::new(
+                "kyufu_gateway_tickets_expired_total",
+                "Abandoned tickets the serving cursor skipped (no poll within the expiry time) without using an admission",
+            )
+            .expect("static metric"),
+            effective_rate: Gauge::new(
+                "kyufu_gateway_effective_admission_rate",
+                "Admissions per second allowed now: the operator's rate, backed off while intake is overloaded (0 while paused)",
+            )
+            .expect("static metric"),
+            joins_limited: IntCounter::new(
+                "kyufu_gateway_joins_rate_limited_total",
+                "Joins refused with 429 because one client address joined too often",
+            )
+            .expect("static metric"),
         };
         // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
         // the first event and dashboards show the series before anything happened.
@@ -117,6 +135,9 @@ impl GatewayMetrics {
             proxy_errors: register(registry, m.proxy_errors),
             queue_wait: register(registry, m.queue_wait),
             active_sessions: register(registry, m.active_sessions),
+            tickets_expired: register(registry, m.tickets_expired),
+            effective_rate: register(registry, m.effective_rate),
+            joins_limited: register(registry, m.joins_limited),
         }
     }
 }

@@ -32,6 +32,7 @@ use kyufu_http::ApiError;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::metrics::GatewayMetrics;
 use crate::Shared;
 
@@ -161,10 +162,10 @@ impl Failure {
 pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Response {
     let route = route_pattern(req.uri().path());
     let span = tracing::info_span!("proxy", route, method = %req.method());
-    forward_inner(&gw.proxy, route, req).instrument(span).await
+    forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await
 }
 
-async fn forward_inner(proxy: &Proxy, route: &'static str, req: Request) -> Response {
+async fn forward_inner(proxy: &Proxy, backoff: &Backoff, route: &'static str, req: Request) -> Response {
     let started = Instant::now();
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if let Some(n) = declared.filter(|n| *n > proxy.max_body_bytes) {
@@ -218,6 +219,14 @@ async fn forward_inner(proxy: &Proxy, route: &'static str, req: Request) -> Resp
     };
     let result = exchange(proxy, Request::from_parts(parts, body), &progress).await;
     proxy.metrics.proxy_seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    // Intake's own time: from the end of the upload (or the start, if it answered before).
+    let now = Instant::now();
+    let latency = now.saturating_duration_since(progress.finished_at().unwrap_or(started).max(started));
+    match &result {
+        Ok(resp) => backoff.observe(!resp.status().is_server_error(), latency, now),
+        Err(_) if progress.too_large.load(Ordering::Acquire) => {}
+        Err(_) => backoff.observe(false, latency, now),
+    }
     match result {
         Ok(resp) => {
             proxy.metrics.proxy_requests.with_label_values(&[route, status_class(resp.status().as_u16())]).inc();

@@ -138,16 +138,26 @@ fn unavailable(e: crate::state::StateError) -> ApiError {
 }
 
 /// `POST /queue/join`.
-pub(crate) async fn join(State(gw): State<Arc<Shared>>) -> Response {
-    join_inner(&gw).await.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions) -> Response {
+    join_inner(&gw, peer_of(&extensions)).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn join_inner(gw: &Shared) -> Result<Response, ApiError> {
-    Ok(render(gw, &join_answer(gw).await?))
+async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Response, ApiError> {
+    Ok(render(gw, &join_answer(gw, peer).await?))
 }
 
-/// Joins the queue: a new ticket, admitted at once when the door is free.
-pub(crate) async fn join_answer(gw: &Shared) -> Result<Answer, ApiError> {
+/// The client address of a request, when the server recorded it.
+pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Joins the queue: a new ticket, admitted at once when the door is free; 429 for a client
+/// address over its join limit.
+pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Answer, ApiError> {
+    if let Err(wait_secs) = gw.join_limit.check(peer) {
+        gw.metrics.joins_limited.inc();
+        return Err(ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs));
+    }
     let admission = &gw.admission;
     let slot = admission.state.join().await.map_err(unavailable)?;
     gw.metrics.joins.inc();
@@ -166,6 +176,7 @@ pub(crate) async fn join_answer(gw: &Shared) -> Result<Answer, ApiError> {
         adm: None,
         jat: Some(now),
     };
+    admission.liveness.touch(slot.seq, counters.cursor, now);
     let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)
@@ -204,6 +215,11 @@ pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Ans
     let counters = gw.admission.state.counters().await.map_err(unavailable)?;
     let admission = &gw.admission;
     let now = now_secs();
+    // The cursor passed this number over as abandoned: its place is gone, join again.
+    if claims.adm.is_none() && claims.seq <= counters.cursor && admission.liveness.was_skipped(claims.seq) {
+        return Err(ApiError::new(ErrorCode::TicketExpired));
+    }
+    admission.liveness.touch(claims.seq, counters.cursor, now);
     let answer = decide(&gw.config, claims, Some(token), counters, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)

@@ -342,3 +342,66 @@ async fn queue_wait_and_active_sessions_follow_admissions() {
     assert_eq!(value("kyufu_ready"), 1.0);
     assert_eq!(value("kyufu_dependency_up{dependency=\"queue_state\"}"), 1.0);
 }
+
+#[tokio::test]
+async fn abandoned_tickets_are_skipped_and_on_time_pollers_keep_their_place() {
+    // Expiry after 2 refresh intervals of 1 s: a ticket silent for more than 2 s near the front is gone.
+    let h = common::start(|c| {
+        c.refresh_secs = 1;
+        c.expire_after_polls = 2;
+    })
+    .await;
+    h.handle.pause();
+    let mut a = common::join(&h).await.ticket();
+    let b = common::join(&h).await.ticket();
+    let mut c = common::join(&h).await.ticket();
+    // A and C poll every 300 ms for 3.5 s; B has closed the tab.
+    let until = std::time::Instant::now() + Duration::from_millis(3_500);
+    while std::time::Instant::now() < until {
+        for t in [&mut a, &mut c] {
+            let ans = common::status(&h, t).await;
+            assert_eq!(ans.status, StatusCode::OK, "{:?}", ans.body);
+            assert!(!ans.admitted(), "paused");
+            *t = ans.ticket();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    h.handle.resume();
+    assert!(common::until_admitted(&h, &a, Duration::from_secs(5)).await.admitted());
+    assert!(common::until_admitted(&h, &c, Duration::from_secs(5)).await.admitted());
+    let late = common::status(&h, &b).await;
+    assert_eq!((late.status, late.code()), (StatusCode::GONE, "ticket_expired"), "{:?}", late.body);
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let value = |name: &str| {
+        text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).unwrap_or_default()
+    };
+    assert_eq!(value("kyufu_gateway_tickets_expired_total "), "1", "{text}");
+    // B was passed over without using an admission: only A and C count as admitted.
+    assert_eq!(value("kyufu_gateway_admitted_total "), "2", "{text}");
+}
+
+#[tokio::test]
+async fn one_address_joining_too_often_gets_429_with_retry_after() {
+    let h = start(|c| {
+        c.join_limit_per_sec = 1;
+        c.join_limit_burst = 3;
+        c.join_limit_loopback = true;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(join(&h).await.status, StatusCode::OK);
+    }
+    let refused = join(&h).await;
+    assert_eq!((refused.status, refused.code()), (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"));
+    let retry: u64 = refused
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=2).contains(&retry), "{retry}");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(join(&h).await.status, StatusCode::OK, "allowed again after Retry-After");
+    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    assert!(text.contains("kyufu_gateway_joins_rate_limited_total 1"), "{text}");
+}

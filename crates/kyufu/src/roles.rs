@@ -40,6 +40,15 @@ pub struct GatewayArgs {
     rate: u32,
     #[arg(long, env = "KYUFU_ADMIT_BURST", default_value_t = 100)]
     burst: u32,
+    /// Refresh intervals without a poll after which a ticket near the front is skipped; 0 = never.
+    #[arg(long, env = "KYUFU_EXPIRE_AFTER_POLLS", default_value_t = 3)]
+    expire_after_polls: u32,
+    /// Lowest fraction of the admission rate while intake is overloaded; 1 = never back off.
+    #[arg(long, env = "KYUFU_BACKOFF_FLOOR", default_value_t = 0.1)]
+    backoff_floor: f64,
+    /// Joins per second from one client address (IPv6 /64), burst 10x; 0 = no limit.
+    #[arg(long, env = "KYUFU_JOIN_LIMIT", default_value_t = 50)]
+    join_limit: u32,
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
@@ -91,6 +100,10 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     let mut config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring, &args.upstream);
     config.rate_per_sec = args.rate;
     config.burst = args.burst;
+    config.expire_after_polls = args.expire_after_polls;
+    config.backoff_floor = args.backoff_floor;
+    config.join_limit_per_sec = args.join_limit;
+    config.join_limit_burst = args.join_limit.saturating_mul(10);
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     kyufu_gateway::run(listener, config, metrics, shutdown_signal()).await
