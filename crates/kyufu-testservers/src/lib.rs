@@ -36,3 +36,48 @@ pub fn require_command(command: &str) -> std::path::PathBuf {
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| panic!("`{command}` is not installed; run `make deps` (scripts/install-deps.sh) first"))
 }
+
+/// A server process on a fixed loopback port with its own temporary data directory: started by
+/// `spawn(port, dir)`, killed with SIGKILL by `kill` and on drop, started again on the same port
+/// and directory by `restart`. The servers of this crate are thin wrappers around it.
+pub(crate) struct ServerProcess {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    spawn: fn(u16, &std::path::Path) -> std::process::Child,
+}
+
+impl ServerProcess {
+    pub(crate) fn start(what: &str, spawn: fn(u16, &std::path::Path) -> std::process::Child) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory for {what}: {e}"));
+        let port = free_port();
+        let child = spawn(port, dir.path());
+        ServerProcess { child: Some(child), port, dir, spawn }
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub(crate) fn restart(&mut self) {
+        self.kill();
+        self.child = Some((self.spawn)(self.port, self.dir.path()));
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

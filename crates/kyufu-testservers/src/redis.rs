@@ -6,44 +6,35 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::ServerProcess;
+
 /// A running `redis-server`; killed when dropped.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+pub struct RedisServer(ServerProcess);
 
 impl RedisServer {
     /// Starts a server with `appendonly yes` and `appendfsync always` (nothing acknowledged is lost
     /// on a restart). Panics if `redis-server` is missing or does not come up.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory for redis-server");
-        let port = crate::free_port();
-        let child = spawn(port, dir.path());
-        Self { child: Some(child), port, dir }
+        RedisServer(ServerProcess::start("redis-server", spawn))
     }
 
     /// `redis://127.0.0.1:<port>/`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://127.0.0.1:{}/", self.0.port())
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.0.port()
     }
 
     /// Kills the server (SIGKILL: no chance to save more than the append-only file already has).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill();
     }
 
     /// Starts the server again on the same port and data directory (after `kill`, or kills first).
     pub fn restart(&mut self) {
-        self.kill();
-        self.child = Some(spawn(self.port, self.dir.path()));
+        self.0.restart();
     }
 }
 
@@ -62,11 +53,6 @@ fn spawn(port: u16, dir: &Path) -> Child {
     child
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 #[cfg(test)]
 mod tests {

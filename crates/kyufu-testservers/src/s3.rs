@@ -11,24 +11,17 @@ const ACCESS_KEY: &str = "kyufu-test-access";
 const SECRET_KEY: &str = "kyufu-test-secret-0123456789";
 
 /// A running `s3s-fs`; killed when dropped.
-pub struct S3Server {
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
+pub struct S3Server(crate::ServerProcess);
 
 impl S3Server {
     /// Starts the server; panics if `s3s-fs` is missing or does not come up.
     pub fn start() -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory for s3s-fs");
-        let port = crate::free_port();
-        let child = spawn(port, dir.path());
-        Self { child: Some(child), port, dir }
+        S3Server(crate::ServerProcess::start("s3s-fs", spawn))
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://127.0.0.1:{}", self.0.port())
     }
 
     /// (access key id, secret access key).
@@ -38,19 +31,15 @@ impl S3Server {
 
     /// Where the objects are on disk (tests may damage one on purpose).
     pub fn root(&self) -> &Path {
-        self.dir.path()
+        self.0.dir()
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.0.kill();
     }
 
     pub fn restart(&mut self) {
-        self.kill();
-        self.child = Some(spawn(self.port, self.dir.path()));
+        self.0.restart();
     }
 }
 
@@ -67,8 +56,3 @@ fn spawn(port: u16, dir: &Path) -> Child {
     child
 }
 
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
