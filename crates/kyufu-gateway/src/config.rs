@@ -43,7 +43,14 @@ pub struct GatewayConfig {
     pub join_limit_per_sec: u32,
     /// Joins one client address may make at once after a quiet spell.
     pub join_limit_burst: u32,
-    /// Limits loopback peers too (off by default: a local sidecar or load test is not a flood).
+    /// Applications submitted per second from one client address (through the proxy); 0 = off.
+    pub submit_limit_per_sec: u32,
+    pub submit_limit_burst: u32,
+    /// Status lookups (and other reads under `/api/`) per second from one client address; 0 = off.
+    pub lookup_limit_per_sec: u32,
+    pub lookup_limit_burst: u32,
+    /// Applies every per-client limit to loopback peers too (off by default: a local sidecar or
+    /// load test is not a flood).
     pub join_limit_loopback: bool,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
@@ -81,6 +88,10 @@ impl GatewayConfig {
             backoff_floor: 0.1,
             join_limit_per_sec: 50,
             join_limit_burst: 500,
+            submit_limit_per_sec: 5,
+            submit_limit_burst: 50,
+            lookup_limit_per_sec: 20,
+            lookup_limit_burst: 200,
             join_limit_loopback: false,
             backoff_slow: Duration::from_secs(2),
             secure_cookies: false,
@@ -121,6 +132,12 @@ impl GatewayConfig {
         }
         if self.join_limit_per_sec > 0 && self.join_limit_burst == 0 {
             return bad("join_limit_burst", "must be at least 1 when join_limit_per_sec is set");
+        }
+        if self.submit_limit_per_sec > 0 && self.submit_limit_burst == 0 {
+            return bad("submit_limit_burst", "must be at least 1 when submit_limit_per_sec is set");
+        }
+        if self.lookup_limit_per_sec > 0 && self.lookup_limit_burst == 0 {
+            return bad("lookup_limit_burst", "must be at least 1 when lookup_limit_per_sec is set");
         }
         if !(self.backoff_floor > 0.0 && self.backoff_floor <= 1.0) {
             return bad("backoff_floor", "must be in (0, 1]");
@@ -200,6 +217,8 @@ mod tests {
             (GatewayConfig { liveness_window: 0, ..config() }, "liveness_window"),
             (GatewayConfig { backoff_floor: 0.0, ..config() }, "backoff_floor"),
             (GatewayConfig { join_limit_burst: 0, ..config() }, "join_limit_burst"),
+            (GatewayConfig { submit_limit_burst: 0, ..config() }, "submit_limit_burst"),
+            (GatewayConfig { lookup_limit_burst: 0, ..config() }, "lookup_limit_burst"),
             (GatewayConfig { upstream_timeout: Duration::ZERO, ..config() }, "upstream_timeout"),
             (GatewayConfig { tick: Duration::ZERO, ..config() }, "tick"),
         ];

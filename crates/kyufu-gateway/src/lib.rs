@@ -21,7 +21,7 @@ pub mod admin;
 mod admission;
 mod backoff;
 mod config;
-mod join_limit;
+mod client_limit;
 mod liveness;
 mod metrics;
 mod pages;
@@ -51,7 +51,9 @@ pub(crate) struct Shared {
     pub(crate) admission: Arc<admission::Admission>,
     pub(crate) metrics: metrics::GatewayMetrics,
     pub(crate) proxy: proxy::Proxy,
-    pub(crate) join_limit: join_limit::JoinLimiter,
+    pub(crate) join_limit: client_limit::ClientLimiter,
+    pub(crate) submit_limit: client_limit::ClientLimiter,
+    pub(crate) lookup_limit: client_limit::ClientLimiter,
 }
 
 /// A built gateway, not yet serving.
@@ -116,12 +118,11 @@ impl Gateway {
             metrics.clone(),
         );
         let handle = GatewayHandle { admission: admission.clone() };
-        let join_limit = join_limit::JoinLimiter::new(
-            config.join_limit_per_sec,
-            config.join_limit_burst,
-            config.join_limit_loopback,
-        );
-        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit });
+        let limit = |per_sec, burst| client_limit::ClientLimiter::new(per_sec, burst, config.join_limit_loopback);
+        let join_limit = limit(config.join_limit_per_sec, config.join_limit_burst);
+        let submit_limit = limit(config.submit_limit_per_sec, config.submit_limit_burst);
+        let lookup_limit = limit(config.lookup_limit_per_sec, config.lookup_limit_burst);
+        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit, submit_limit, lookup_limit });
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 

@@ -35,6 +35,7 @@ pub(crate) struct GatewayMetrics {
     pub tickets_expired: IntCounter,
     pub effective_rate: Gauge,
     pub joins_limited: IntCounter,
+    pub requests_limited: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -113,6 +114,14 @@ impl GatewayMetrics {
                 "Joins refused with 429 because one client address joined too often",
             )
             .expect("static metric"),
+            requests_limited: IntCounterVec::new(
+                Opts::new(
+                    "kyufu_gateway_requests_rate_limited_total",
+                    "API requests refused with 429 because one client address sent too many, by limit (submit, lookup)",
+                ),
+                &["limit"],
+            )
+            .expect("static metric"),
         };
         // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
         // the first event and dashboards show the series before anything happened.
@@ -121,6 +130,9 @@ impl GatewayMetrics {
         }
         for kind in crate::proxy::FAILURE_KINDS {
             m.proxy_errors.with_label_values(&[kind]);
+        }
+        for limit in ["submit", "lookup"] {
+            m.requests_limited.with_label_values(&[limit]);
         }
         GatewayMetrics {
             queue_length: register(registry, m.queue_length),
@@ -138,6 +150,7 @@ impl GatewayMetrics {
             tickets_expired: register(registry, m.tickets_expired),
             effective_rate: register(registry, m.effective_rate),
             joins_limited: register(registry, m.joins_limited),
+            requests_limited: register(registry, m.requests_limited),
         }
     }
 }

@@ -158,9 +158,21 @@ impl Failure {
     }
 }
 
-/// Any route under `/api/`.
+/// Any route under `/api/`. Submissions and lookups are limited per client address first (429
+/// `too_many_requests` with `Retry-After`); a refused request never reaches intake.
 pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Response {
     let route = route_pattern(req.uri().path());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let (limit, limiter) = if req.method() == http::Method::POST && route == "/api/v1/applications" {
+        ("submit", &gw.submit_limit)
+    } else {
+        ("lookup", &gw.lookup_limit)
+    };
+    if let Err(wait_secs) = limiter.check(peer) {
+        gw.metrics.requests_limited.with_label_values(&[limit]).inc();
+        gw.metrics.proxy_requests.with_label_values(&[route, "4xx"]).inc();
+        return ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs).into_response();
+    }
     let span = tracing::info_span!("proxy", route, method = %req.method());
     forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await
 }

@@ -175,3 +175,42 @@ async fn an_upload_over_the_cap_is_refused_at_the_edge_with_413() {
     let metrics = client.get(format!("{gw}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("kyufu_gateway_proxy_errors_total{kind=\"too_large\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn one_address_submitting_or_looking_up_too_often_gets_429_and_never_reaches_intake() {
+    let upstream = start_upstream().await;
+    let gw = start_gateway(&upstream, |c| {
+        c.submit_limit_per_sec = 1;
+        c.submit_limit_burst = 2;
+        c.lookup_limit_per_sec = 1;
+        c.lookup_limit_burst = 3;
+        c.join_limit_loopback = true;
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let submit = || client.post(format!("{gw}/api/v1/applications")).body("x").send();
+    let lookup = || client.get(format!("{gw}/api/v1/applications/some-id")).send();
+    for _ in 0..2 {
+        assert_eq!(submit().await.expect("submit").status(), StatusCode::CREATED);
+    }
+    let refused = submit().await.expect("submit");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry = refused.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| (1..=2).contains(&s)), "{retry:?}");
+    assert_eq!(refused.json::<Value>().await.expect("json")["code"], "too_many_requests");
+    // Lookups have their own bucket: the spent submit bucket does not block them.
+    for _ in 0..3 {
+        assert_eq!(lookup().await.expect("lookup").status(), StatusCode::CREATED);
+    }
+    assert_eq!(lookup().await.expect("lookup").status(), StatusCode::TOO_MANY_REQUESTS);
+    tokio::time::sleep(Duration::from_secs(retry.unwrap_or(1))).await;
+    assert_eq!(submit().await.expect("submit").status(), StatusCode::CREATED, "allowed again after Retry-After");
+
+    let metrics = client.get(format!("{gw}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("kyufu_gateway_requests_rate_limited_total{limit=\"submit\"} 1"), "{metrics}");
+    assert!(metrics.contains("kyufu_gateway_requests_rate_limited_total{limit=\"lookup\"} 1"), "{metrics}");
+    // Only the allowed requests reached the upstream (its 201s); the refused ones are the 4xx.
+    assert!(metrics.contains("kyufu_gateway_proxy_requests_total{route=\"/api/v1/applications\",status_class=\"2xx\"} 3"), "{metrics}");
+    assert!(metrics.contains("kyufu_gateway_proxy_requests_total{route=\"/api/v1/applications\",status_class=\"4xx\"} 1"), "{metrics}");
+    assert!(metrics.contains("kyufu_gateway_proxy_requests_total{route=\"/api/v1/applications/{id}\",status_class=\"2xx\"} 3"), "{metrics}");
+}

@@ -49,6 +49,12 @@ pub struct GatewayArgs {
     /// Joins per second from one client address (IPv6 /64), burst 10x; 0 = no limit.
     #[arg(long, env = "KYUFU_JOIN_LIMIT", default_value_t = 50)]
     join_limit: u32,
+    /// Applications submitted per second from one client address, burst 10x; 0 = no limit.
+    #[arg(long, env = "KYUFU_SUBMIT_LIMIT", default_value_t = 5)]
+    submit_limit: u32,
+    /// Status lookups per second from one client address, burst 10x; 0 = no limit.
+    #[arg(long, env = "KYUFU_LOOKUP_LIMIT", default_value_t = 20)]
+    lookup_limit: u32,
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
@@ -104,6 +110,10 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     config.backoff_floor = args.backoff_floor;
     config.join_limit_per_sec = args.join_limit;
     config.join_limit_burst = args.join_limit.saturating_mul(10);
+    config.submit_limit_per_sec = args.submit_limit;
+    config.submit_limit_burst = args.submit_limit.saturating_mul(10);
+    config.lookup_limit_per_sec = args.lookup_limit;
+    config.lookup_limit_burst = args.lookup_limit.saturating_mul(10);
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     kyufu_gateway::run(listener, config, metrics, shutdown_signal()).await

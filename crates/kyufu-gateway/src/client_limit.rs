@@ -1,7 +1,8 @@
-//! Per-client limit on joining the queue: a governor token bucket keyed by the client's address,
-//! so one script cannot take thousands of places. Many phones share one carrier NAT address, so the
-//! defaults are generous (50 joins per second, burst 500 per address) and the limit only stops
-//! floods. IPv6 clients are keyed by their /64 (one subscriber's prefix), so rotating addresses
+//! Per-client limits: a governor token bucket keyed by the client's address, one for joining the
+//! queue (so one script cannot take thousands of places), one for submitting applications and one
+//! for status lookups (so one script cannot hammer intake or guess tokens at speed). Many phones
+//! share one carrier NAT address, so the defaults are generous (joins 50/s, burst 500; submissions
+//! 5/s, burst 50; lookups 20/s, burst 200 per address) and the limits only stop floods. IPv6 clients are keyed by their /64 (one subscriber's prefix), so rotating addresses
 //! within it does not help. Over the limit: 429 `too_many_requests` with `Retry-After`. The keyed
 //! store is pruned of idle addresses every `PRUNE_EVERY` checks, so it does not grow without end.
 //! Loopback peers (a sidecar proxy, the local load test) are not limited unless asked to be.
@@ -15,7 +16,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 const PRUNE_EVERY: u64 = 10_000;
 
-pub(crate) struct JoinLimiter {
+pub(crate) struct ClientLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     checks: AtomicU64,
     limit_loopback: bool,
@@ -35,17 +36,17 @@ pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-impl JoinLimiter {
+impl ClientLimiter {
     /// `per_sec == 0` turns the limit off.
     pub(crate) fn new(per_sec: u32, burst: u32, limit_loopback: bool) -> Self {
         let limiter = NonZeroU32::new(per_sec).map(|rate| {
             let burst = NonZeroU32::new(burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
-        JoinLimiter { limiter, checks: AtomicU64::new(0), limit_loopback }
+        ClientLimiter { limiter, checks: AtomicU64::new(0), limit_loopback }
     }
 
-    /// `Ok` if a join from `ip` may go ahead; otherwise the seconds to wait (at least 1). A request
+    /// `Ok` if a request from `ip` may go ahead; otherwise the seconds to wait (at least 1). A request
     /// without a known peer address is not limited.
     pub(crate) fn check(&self, ip: Option<IpAddr>) -> Result<(), u64> {
         let (Some(limiter), Some(ip)) = (&self.limiter, ip) else { return Ok(()) };
@@ -69,7 +70,7 @@ mod tests {
 
     #[test]
     fn each_address_has_its_own_bucket_and_v6_is_keyed_by_its_64() {
-        let limit = JoinLimiter::new(1, 2, false);
+        let limit = ClientLimiter::new(1, 2, false);
         for _ in 0..5 {
             assert_eq!(limit.check(Some(IpAddr::from([127, 0, 0, 1]))), Ok(()), "loopback not limited");
         }
@@ -84,6 +85,6 @@ mod tests {
         assert_eq!(client_key(p1), client_key(p2));
         assert_eq!((limit.check(Some(p1)), limit.check(Some(p2))), (Ok(()), Ok(())));
         assert!(limit.check(Some(p2)).is_err(), "same /64, same bucket");
-        assert_eq!(JoinLimiter::new(0, 0, true).check(Some(a)), Ok(()), "off");
+        assert_eq!(ClientLimiter::new(0, 0, true).check(Some(a)), Ok(()), "off");
     }
 }
