@@ -1,6 +1,10 @@
 //! Private status tokens: `base64url(HMAC-SHA256(secret, "status" || application id))`, truncated
 //! to 128 bits. Deterministic, so a retried submission returns the same token without the token
 //! ever being stored; compared in constant time.
+//!
+//! Rotation: tokens are issued with the current secret and verified against the current one and
+//! any previous ones still configured, so applicants' links keep working while a new secret rolls
+//! out; once the previous secret is dropped from the configuration its tokens stop working.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -11,6 +15,8 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct StatusTokens {
     secret: Vec<u8>,
+    /// Earlier secrets, still accepted for verification.
+    previous: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for StatusTokens {
@@ -23,29 +29,40 @@ const TOKEN_BYTES: usize = 16;
 
 impl StatusTokens {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        StatusTokens { secret: secret.into() }
+        StatusTokens { secret: secret.into(), previous: Vec::new() }
     }
 
-    fn mac(&self, id: Uuid) -> Option<Hmac<Sha256>> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).ok()?;
+    /// Also accepts tokens issued under these earlier secrets (rotation).
+    pub fn with_previous(mut self, previous: impl IntoIterator<Item = Vec<u8>>) -> Self {
+        self.previous.extend(previous);
+        self
+    }
+
+    fn mac(secret: &[u8], id: Uuid) -> Option<Hmac<Sha256>> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
         mac.update(b"status\x1e");
         mac.update(id.as_bytes());
         Some(mac)
     }
 
-    /// The token for `id`.
+    /// The token for `id`, under the current secret.
     pub fn issue(&self, id: Uuid) -> String {
-        let tag = self.mac(id).map(|m| m.finalize().into_bytes().to_vec()).unwrap_or_default();
+        let tag = Self::mac(&self.secret, id).map(|m| m.finalize().into_bytes().to_vec()).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(&tag[..TOKEN_BYTES.min(tag.len())])
     }
 
-    /// Whether `token` belongs to `id`, in constant time.
+    /// Whether `token` belongs to `id` under the current or a previous secret. Each comparison is
+    /// constant time, and every configured secret is always tried, so the answer's timing does not
+    /// tell which one matched.
     pub fn verify(&self, id: Uuid, token: &str) -> bool {
         let Ok(given) = URL_SAFE_NO_PAD.decode(token.trim()) else { return false };
         if given.len() != TOKEN_BYTES {
             return false;
         }
-        self.mac(id).is_some_and(|m| m.verify_truncated_left(&given).is_ok())
+        std::iter::once(&self.secret).chain(&self.previous).fold(false, |found, secret| {
+            let ok = Self::mac(secret, id).is_some_and(|m| m.verify_truncated_left(&given).is_ok());
+            found | ok
+        })
     }
 }
 
@@ -65,5 +82,21 @@ mod tests {
         assert!(!t.verify(id, ""));
         assert!(!t.verify(id, "not base64 ***"));
         assert!(!t.verify(id, &tok[..20]));
+    }
+
+    #[test]
+    fn rotation_accepts_the_previous_secret_until_it_is_dropped() {
+        let old = b"the old status secret, 32 bytes+".to_vec();
+        let new = b"the new status secret, 32 bytes+".to_vec();
+        let id = Uuid::new_v4();
+        let old_token = StatusTokens::new(old.clone()).issue(id);
+        let rotating = StatusTokens::new(new.clone()).with_previous([old]);
+        assert!(rotating.verify(id, &old_token), "links already sent keep working");
+        let new_token = rotating.issue(id);
+        assert_ne!(new_token, old_token, "new tokens come from the new secret");
+        assert!(rotating.verify(id, &new_token));
+        let rotated = StatusTokens::new(new);
+        assert!(rotated.verify(id, &new_token));
+        assert!(!rotated.verify(id, &old_token), "dropped secret, dropped tokens");
     }
 }

@@ -40,7 +40,7 @@ enum Action {
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let token = match args.token {
+    let token = match args.token.map_or_else(|| crate::secrets::env_or_file("KYUFU_ADMIN_TOKEN"), |t| Ok(Some(t)))? {
         Some(t) => t,
         None => {
             let text = std::fs::read_to_string(&args.secrets_file)

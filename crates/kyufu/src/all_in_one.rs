@@ -78,7 +78,12 @@ pub struct MailArgs {
 
 impl MailArgs {
     pub fn notifier(&self, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn kyufu_pipeline::notify::Notifier>> {
-        Ok(match &self.smtp_url {
+        // The URL may carry the relay's password, so it may also come from KYUFU_SMTP_URL_FILE.
+        let smtp_url = match &self.smtp_url {
+            Some(url) => Some(url.clone()),
+            None => crate::secrets::env_or_file("KYUFU_SMTP_URL")?,
+        };
+        Ok(match &smtp_url {
             Some(url) => Arc::new(
                 kyufu_pipeline::notify::SmtpNotifier::new(url, &self.mail_from).map_err(|e| anyhow::anyhow!("--smtp-url / --mail-from: {e}"))?,
             ),

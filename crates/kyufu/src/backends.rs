@@ -153,6 +153,9 @@ impl BackendArgs {
                 config.endpoint.clone_from(&self.s3_endpoint);
                 config.region.clone_from(&self.s3_region);
                 config.create_bucket = self.s3_create_bucket;
+                // Credentials from the environment or from mounted files (`AWS_..._FILE`).
+                config.access_key_id = crate::secrets::env_or_file("AWS_ACCESS_KEY_ID")?;
+                config.secret_access_key = crate::secrets::env_or_file("AWS_SECRET_ACCESS_KEY")?;
                 let store = within("S3", kyufu_s3::S3DocumentStore::connect(config))
                     .await?
                     .map_err(|e| anyhow::anyhow!("--s3-bucket {}: {e}", self.s3_bucket))?;
