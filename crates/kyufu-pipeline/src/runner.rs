@@ -2,6 +2,13 @@
 //! message, and commit only after the effect is durable (at-least-once; every stage is idempotent,
 //! so a redelivery changes nothing).
 //!
+//! Messages are handled `concurrency` at a time, in lanes chosen by the message key (intake keys
+//! every event by the child's identity key): messages with the same key go to the same lane and are
+//! handled one after the other in their order on the partition, so "first application for a child
+//! wins" keeps its meaning, while different children are checked side by side. Commits still happen
+//! in poll order: a message is committed only when it and every message polled before it are done,
+//! so a crash never skips one (at most `window` messages are handled again).
+//!
 //! Failures are split by who must act:
 //! - `Unavailable` (a backing service is down): retried with capped backoff for as long as it takes;
 //!   the message is not committed, lag grows and the alert fires. Dead-lettering everything during a
@@ -13,6 +20,8 @@
 //! application, if it is still `received`, to `needs_review` with `processing_failed`, so a person
 //! sees it and the applicant is told it is being looked at.
 
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +30,7 @@ use chrono::Utc;
 use kyufu_domain::{ReasonCode, Status};
 use kyufu_ports::events::{ApplicationEvent, DeadLetter};
 use kyufu_ports::{AdapterError, Consumer, EventBus, Message, StatusStore, Transition};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::StageMetrics;
 
@@ -74,7 +83,15 @@ pub struct RunnerConfig {
     pub poll_timeout: Duration,
     /// How often the consumer-lag gauge is refreshed, also while one message is being retried.
     pub lag_every: Duration,
+    /// Messages handled at once (lanes by key); 1 handles them strictly one by one.
+    pub concurrency: usize,
+    /// Messages polled but not yet committed, at most (at least `concurrency`).
+    pub window: usize,
 }
+
+/// Lanes per stage process by default: enough to overlap the round trips of one message (status
+/// store, document store, bus) with those of others.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 
 impl RunnerConfig {
     pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
@@ -87,7 +104,46 @@ impl RunnerConfig {
             max_backoff: Duration::from_secs(5),
             poll_timeout: Duration::from_millis(500),
             lag_every: Duration::from_secs(2),
+            concurrency: DEFAULT_CONCURRENCY,
+            window: DEFAULT_CONCURRENCY * 4,
         }
+    }
+}
+
+/// One message handed to a lane; the lane answers on `done` with the outcome (`None`: shut down
+/// before it finished) and the time the stage spent on it.
+struct Job {
+    msg: Arc<Message>,
+    done: oneshot::Sender<(Option<&'static str>, Duration)>,
+}
+
+/// A message polled and not yet committed, in poll order.
+struct InFlight {
+    msg: Arc<Message>,
+    done: oneshot::Receiver<(Option<&'static str>, Duration)>,
+}
+
+fn lane_of(key: &[u8], lanes: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    usize::try_from(h.finish() % u64::try_from(lanes.max(1)).unwrap_or(1)).unwrap_or(0)
+}
+
+/// Handles the jobs of one lane one after the other.
+#[allow(clippy::too_many_arguments)]
+async fn run_lane(
+    stage: Arc<dyn Stage>,
+    config: Arc<RunnerConfig>,
+    bus: Arc<dyn EventBus>,
+    status: Arc<dyn StatusStore>,
+    metrics: StageMetrics,
+    mut jobs: mpsc::Receiver<Job>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let started = Instant::now();
+        let outcome = process(&*stage, &config, &*bus, &*status, &metrics, &job.msg, &mut shutdown).await;
+        let _ = job.done.send((outcome, started.elapsed()));
     }
 }
 
@@ -109,54 +165,72 @@ pub async fn run_stage(
     metrics.dead_letters.with_label_values(&[name]);
     metrics.duration.with_label_values(&[name]);
     refresh_lag(&mut *consumer, &metrics, name).await;
-    let mut last_lag = Instant::now();
-    while !*shutdown.borrow() {
-        let polled = tokio::select! {
+    let config = Arc::new(config);
+    let lanes: Vec<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>)> = (0..config.concurrency.max(1))
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(config.window.max(1));
+            let lane = run_lane(stage.clone(), config.clone(), bus.clone(), status.clone(), metrics.clone(), rx, shutdown.clone());
+            (tx, tokio::spawn(lane))
+        })
+        .collect();
+    let window = config.window.max(lanes.len());
+    let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(window);
+    let mut lag_timer = tokio::time::interval(config.lag_every);
+    lag_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'run: while !*shutdown.borrow() {
+        tokio::select! {
+            biased;
             _ = shutdown.changed() => break,
-            polled = consumer.poll(config.poll_timeout) => polled,
-        };
-        if last_lag.elapsed() > config.lag_every {
-            refresh_lag(&mut *consumer, &metrics, name).await;
-            last_lag = Instant::now();
-        }
-        let msg = match polled {
-            Ok(Some(msg)) => msg,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(stage = name, error = %e, "poll failed");
-                sleep_or_shutdown(config.backoff * 10, &mut shutdown).await;
-                continue;
-            }
-        };
-        let started = Instant::now();
-        // A message can take long (a backend outage retries it for as long as it takes); the lag
-        // gauge keeps moving meanwhile, so the lag alert sees the outage.
-        let outcome = {
-            let work = process(&*stage, &config, &*bus, &*status, &metrics, &msg, &mut shutdown);
-            tokio::pin!(work);
-            loop {
-                tokio::select! {
-                    outcome = &mut work => break outcome,
-                    _ = tokio::time::sleep(config.lag_every) => refresh_lag(&mut *consumer, &metrics, name).await,
+            // The oldest message is done: record it and commit (every earlier one is committed).
+            done = async { (&mut in_flight.front_mut()?.done).await.ok() }, if !in_flight.is_empty() => {
+                let Some(front) = in_flight.pop_front() else { continue };
+                let Some((Some(outcome), spent)) = done else {
+                    break; // shut down mid-message: not committed, so it is delivered again
+                };
+                metrics.processed.with_label_values(&[name, outcome]).inc();
+                metrics.duration.with_label_values(&[name]).observe(spent.as_secs_f64());
+                // Commit; if the bus refuses, retry: the effect is durable and a redelivery is harmless.
+                let mut backoff = config.backoff;
+                while let Err(e) = consumer.commit(&front.msg).await {
+                    tracing::warn!(stage = name, error = %e, "commit failed");
+                    if !sleep_or_shutdown(backoff, &mut shutdown).await {
+                        break 'run;
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
                 }
             }
-        };
-        last_lag = Instant::now();
-        let Some(outcome) = outcome else {
-            break; // shut down mid-message: not committed, so it is delivered again
-        };
-        metrics.processed.with_label_values(&[name, outcome]).inc();
-        metrics.duration.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
-        // Commit; if the bus refuses, retry: the effect is already durable and a redelivery is harmless.
-        let mut backoff = config.backoff;
-        while let Err(e) = consumer.commit(&msg).await {
-            tracing::warn!(stage = name, error = %e, "commit failed");
-            if !sleep_or_shutdown(backoff, &mut shutdown).await {
-                break;
+            // The lag gauge keeps moving while messages take long (a backend outage retries them for
+            // as long as it takes), so the lag alert sees the outage.
+            _ = lag_timer.tick() => refresh_lag(&mut *consumer, &metrics, name).await,
+            polled = consumer.poll(config.poll_timeout), if in_flight.len() < window => {
+                let msg = match polled {
+                    Ok(Some(msg)) => Arc::new(msg),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(stage = name, error = %e, "poll failed");
+                        sleep_or_shutdown(config.backoff * 10, &mut shutdown).await;
+                        continue;
+                    }
+                };
+                let (done_tx, done_rx) = oneshot::channel();
+                let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
+                if lane.send(Job { msg: msg.clone(), done: done_tx }).await.is_err() {
+                    break; // a lane ended: only on shutdown
+                }
+                in_flight.push_back(InFlight { msg, done: done_rx });
             }
-            backoff = (backoff * 2).min(config.max_backoff);
         }
     }
+    // Let the lanes finish what they hold (their effects are idempotent either way; uncommitted
+    // messages are delivered again), but do not wait on a stuck backend forever.
+    drop(in_flight);
+    let handles: Vec<_> = lanes.into_iter().map(|(_, handle)| handle).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        for handle in handles {
+            let _ = handle.await;
+        }
+    })
+    .await;
     tracing::info!(stage = name, "stage stopped");
     Ok(())
 }
@@ -372,6 +446,96 @@ mod tests {
         assert_eq!(value(&registry, "kyufu_pipeline_dead_letters_total{stage=\"dedupe\"}"), Some(0.0), "an outage dead-letters nothing");
         let _ = stop.send(true);
         task.await.expect("join").expect("stage ran");
+    }
+
+    /// Records what it handled; the message keyed `blocked` never finishes (backend down for it),
+    /// the first keyed `slow` takes a while, the second one with that key must come after it.
+    struct Lanes {
+        handled: std::sync::Mutex<Vec<(Vec<u8>, u32, u64)>>,
+        slow_seen: std::sync::atomic::AtomicU32,
+        slow_done: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Stage for Lanes {
+        fn name(&self) -> &'static str {
+            "dedupe"
+        }
+        async fn handle(&self, _: &ApplicationEvent, raw: &Message) -> Result<Handled, StageError> {
+            match raw.key.as_slice() {
+                b"blocked" => return Err(StageError::Unavailable("down for this one".into())),
+                b"slow" if self.slow_seen.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    self.slow_done.store(true, Ordering::SeqCst);
+                }
+                b"slow" => assert!(self.slow_done.load(Ordering::SeqCst), "same key overtook an earlier message"),
+                _ => {}
+            }
+            self.handled.lock().expect("lock").push((raw.key.clone(), raw.partition, raw.offset));
+            Ok(Handled::Done("unique"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_go_side_by_side_in_order_per_key_and_commits_never_pass_an_unfinished_message() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = kyufu_embedded::EmbeddedStore::open(dir.path()).expect("open");
+        let metrics = StageMetrics::new(&kyufu_telemetry::new_registry());
+        let stage = Arc::new(Lanes {
+            handled: std::sync::Mutex::new(Vec::new()),
+            slow_seen: std::sync::atomic::AtomicU32::new(0),
+            slow_done: AtomicBool::new(false),
+        });
+        let mut config = RunnerConfig::new("g", "in", "dlq");
+        config.poll_timeout = Duration::from_millis(20);
+        config.backoff = Duration::from_millis(5);
+        config.max_backoff = Duration::from_millis(20);
+        assert_ne!(lane_of(b"slow", config.concurrency), lane_of(b"blocked", config.concurrency), "the test needs them in different lanes");
+        let bus = store.bus();
+        let payload = sample_event().to_json();
+        for key in ["slow", "blocked", "slow"] {
+            bus.publish("in", key.as_bytes(), &payload).await.expect("publish");
+        }
+        for i in 0..40 {
+            bus.publish("in", format!("child-{i}").as_bytes(), &payload).await.expect("publish");
+        }
+        let (stop, rx) = watch::channel(false);
+        let task = tokio::spawn(run_stage(stage.clone(), config, bus.clone(), store.status_store(), metrics, rx));
+        // `blocked` never finishes; everything in other lanes within the window goes on meanwhile.
+        eventually("both slow ones and most children handled", || {
+            let h = stage.handled.lock().expect("lock");
+            h.iter().filter(|(k, _, _)| k == b"slow").count() == 2 && h.len() >= 20
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let handled = stage.handled.lock().expect("lock").clone();
+        let slow: Vec<_> = handled.iter().filter(|(k, _, _)| k == b"slow").collect();
+        assert!(slow[0].2 < slow[1].2, "same key, in partition order");
+        let first_slow = handled.iter().position(|(k, _, _)| k == b"slow").unwrap_or(0);
+        let children_before_slow = handled[..first_slow].iter().filter(|(k, _, _)| k.starts_with(b"child-")).count();
+        assert!(children_before_slow >= 10, "other children were not held up by the slow one: {children_before_slow}");
+        let _ = stop.send(true);
+        task.await.expect("join").expect("stage ran");
+
+        // Nothing unfinished was committed past: a new member of the group gets the stuck message
+        // and every message the stage did not finish again.
+        let mut again = bus.subscribe("g", &["in"]).await.expect("subscribe");
+        let mut redelivered = Vec::new();
+        while let Ok(Some(m)) = again.poll(Duration::from_millis(200)).await {
+            redelivered.push((m.key.clone(), m.partition, m.offset));
+        }
+        let (_, stuck_partition, stuck_offset) =
+            redelivered.iter().find(|(k, _, _)| k == b"blocked").cloned().expect("the stuck message is delivered again");
+        assert!(
+            handled.iter().any(|(_, p, o)| *p == stuck_partition && *o > stuck_offset),
+            "the test needs a finished message after the stuck one on its partition"
+        );
+        let keys_handled: std::collections::HashSet<&[u8]> = handled.iter().map(|(k, _, _)| k.as_slice()).collect();
+        let mut all = vec![b"slow".to_vec(), b"blocked".to_vec()];
+        all.extend((0..40).map(|i| format!("child-{i}").into_bytes()));
+        for key in all.iter().filter(|k| !keys_handled.contains(k.as_slice())) {
+            assert!(redelivered.iter().any(|(k, _, _)| k == key), "{} was skipped", String::from_utf8_lossy(key));
+        }
     }
 
     fn sample_event() -> ApplicationEvent {
