@@ -217,10 +217,11 @@ async fn submit_inner(
             }
         }
         CreateOutcome::Existing { application_id: first, same_request: true } => {
-            // A retry of a request that already reached the commit point; its own publish (or the
-            // relay) carries it on. The documents written above for this attempt are unreferenced.
+            // A retry of a request that already reached the commit point. The documents written
+            // above for this attempt are unreferenced.
             application_id = first;
             replay = true;
+            republish_if_received(intake, first, event.identity_key.as_bytes()).await;
         }
         CreateOutcome::Existing { same_request: false, .. } => return Err(ErrorCode::IdempotencyConflict.into()),
     }
@@ -234,6 +235,29 @@ async fn submit_inner(
     ))
 }
 
+/// A retried submission whose first attempt reached the commit point may never have been
+/// published: the store can apply a write whose answer timed out, and that attempt then answered
+/// 503 without publishing. While the application is still `received`, publish its stored event
+/// again now (stages are idempotent, so a second copy changes nothing) instead of leaving it to the
+/// outbox relay minutes later — by then a later application for the same child could have been
+/// checked first and taken the child's claim. Failures here are left to the relay.
+async fn republish_if_received(intake: &Intake, id: Uuid, key: &[u8]) {
+    let ports = &intake.ports;
+    match ports.status.get(id).await {
+        Ok(Some(record)) if record.status == Status::Received => {}
+        Ok(_) => return,
+        Err(e) => return tracing::warn!(error = %e, "replay: status unknown; the outbox relay will republish if needed"),
+    }
+    let stored = match ports.documents.get(&kyufu_ports::events::payload_key(&intake.config.program.id, id)).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => return tracing::warn!("replay: stored event missing; the outbox relay will republish"),
+        Err(e) => return tracing::warn!(error = %e, "replay: stored event unreadable; the outbox relay will republish"),
+    };
+    if let Err(e) = ports.bus.publish(&intake.config.received_topic, key, &stored.bytes).await {
+        intake.metrics.publish_failures.with_label_values(&[adapter_kind(&e)]).inc();
+        tracing::warn!(error = %e, "replay: publish failed; the outbox relay will retry");
+    }
+}
 
 fn fingerprint(app_json: &[u8], doc_sha: &str) -> String {
     let mut h = Sha256::new();

@@ -214,6 +214,43 @@ async fn relay_republishes_an_application_whose_publish_failed() {
 }
 
 #[tokio::test]
+async fn a_retry_publishes_again_an_application_still_waiting_to_be_checked() {
+    // The first attempt reaches the commit point but not the bus (as when the store applied a
+    // write whose answer timed out and intake answered 503); the applicant's retry with the same
+    // Idempotency-Key puts it on the bus at once instead of leaving it to the relay minutes later.
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let send = || {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/applications", h.base))
+            .header("X-Admission-Pass", &p)
+            .header("Idempotency-Key", "retry-after-a-timeout-0001")
+            .multipart(form(&application().to_string(), b"\x89PNG\r\n\x1a\n...."))
+            .send()
+    };
+    let mut c = h.ports.bus.subscribe("test", &[TOPIC]).await.expect("sub");
+    h.bus.down.store(true, Ordering::SeqCst);
+    let first: Value = send().await.expect("send").json().await.expect("json");
+    assert!(c.poll(Duration::from_millis(200)).await.expect("poll").is_none(), "nothing reached the bus");
+    h.bus.down.store(false, Ordering::SeqCst);
+    let retry = send().await.expect("send");
+    assert_eq!(retry.status().as_u16(), 202);
+    let retry: Value = retry.json().await.expect("json");
+    assert_eq!(retry["application_id"], first["application_id"], "the same application");
+    let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("published by the retry");
+    let ev = ApplicationEvent::from_json(&m.payload).expect("event");
+    assert_eq!(ev.application_id.to_string(), first["application_id"].as_str().expect("id"));
+
+    // Once a stage has moved it on, a further retry publishes nothing more.
+    let id = ev.application_id;
+    let t = kyufu_ports::Transition::new(&[Status::Received], Status::Approved, "test");
+    h.ports.status.transition(id, &t).await.expect("moved on");
+    let again = send().await.expect("send");
+    assert_eq!(again.status().as_u16(), 202);
+    assert!(c.poll(Duration::from_millis(300)).await.expect("poll").is_none(), "not published again once past received");
+}
+
+#[tokio::test]
 async fn funnel_counts_known_steps_and_refuses_everything_else() {
     let h = start().await;
     let client = reqwest::Client::new();
