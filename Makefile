@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway fault-run
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -58,6 +58,13 @@ check-deploy: deps
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool check rules deploy/prometheus/recording.rules.yml deploy/prometheus/alerts.rules.yml
 	promtool test rules deploy/prometheus/tests/alerts.test.yml
+
+## The long fault run (CI runs it after `make test`): 10,000 applications through the multi-process
+## topology while every worker role and intake is killed in turn, a worker is frozen, Redis
+## restarts, S3 is away for 30 s and a Kafka broker goes down; reconciled, 0 lost or duplicated.
+## KYUFU_FAULT_RUN_APPLICATIONS sets the size, KYUFU_FAULT_RUN_REPORT keeps the report.
+fault-run: deps
+	$(CARGO) test -j$(JOBS) -p kyufu --test topology -- --ignored --nocapture ten_thousand_applications
 
 deps:
 	bash scripts/install-deps.sh

@@ -6,7 +6,9 @@
 # all. Prints the gateway's address to $TOPOLOGY_DIR/addr once everything is ready.
 #
 # Knobs: TOPOLOGY_PORT (8080), TOPOLOGY_HOUSEHOLDS (2000), TOPOLOGY_WORKERS (1), TOPOLOGY_RATE (100),
-# TOPOLOGY_BURST (200), TOPOLOGY_DIR (a new temporary directory), TARGET_DIR (target).
+# TOPOLOGY_BURST (200), TOPOLOGY_DIR (a new temporary directory), TARGET_DIR (target), and per stage
+# TOPOLOGY_WORKERS_DEDUPE / _IDCHECK / _COUPON / _NOTIFY (default TOPOLOGY_WORKERS): the ID check reads
+# every document from S3, so it is the stage that gains most from more members.
 set -euo pipefail
 
 TARGET_DIR=${TARGET_DIR:-target}
@@ -75,7 +77,8 @@ export KYUFU_DATA_DIR="$DIR" KYUFU_BUS=kafka KYUFU_KAFKA_BROKERS="$(cat "$DIR/ka
 pids+=($!); wait_ready intake "$INTAKE_PORT"
 port=$((PORT + 100))
 for stage in dedupe idcheck coupon notify; do
-  for n in $(seq 1 "$WORKERS"); do
+  knob="TOPOLOGY_WORKERS_${stage^^}"
+  for n in $(seq 1 "${!knob:-$WORKERS}"); do
     "$BIN" worker "$stage" --listen "127.0.0.1:$port" >"$DIR/worker-$stage-$n.log" 2>&1 &
     pids+=($!); wait_ready "worker-$stage-$n" "$port"
     port=$((port + 1))
@@ -85,7 +88,7 @@ done
   --rate "${TOPOLOGY_RATE:-100}" --burst "${TOPOLOGY_BURST:-200}" >"$DIR/gateway.log" 2>&1 &
 pids+=($!); wait_ready gateway "$PORT"
 echo "127.0.0.1:$PORT" >"$DIR/addr"
-echo "topology.sh: gateway http://127.0.0.1:$PORT, intake :$INTAKE_PORT, workers from :$((PORT + 100)) ($WORKERS per stage),"
+echo "topology.sh: gateway http://127.0.0.1:$PORT, intake :$INTAKE_PORT, workers from :$((PORT + 100)) ($WORKERS per stage unless set per stage),"
 echo "             redis :$REDIS_PORT, s3 :$S3_PORT, kafka $(cat "$DIR/kafka"); data and logs in $DIR. Ctrl-C stops it."
 wait -n "${pids[@]}" || true
 echo "topology.sh: a process exited; stopping the rest (logs in $DIR)" >&2
