@@ -139,6 +139,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         status_tokens: secrets.status_tokens.clone(),
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
         received_topic: topics::RECEIVED.to_owned(),
+        scanner: None,
     };
     let intake_task = tokio::spawn(kyufu_intake::serve(
         intake_listener,

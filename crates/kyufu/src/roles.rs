@@ -124,6 +124,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         status_tokens: secrets.status_tokens,
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
         received_topic: topics::RECEIVED.to_owned(),
+        scanner: None,
     };
     let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
