@@ -8,6 +8,9 @@
 #   redis-server         — the Redis adapters' tests run against a real server (kyufu-testservers).
 #   chromium, node, npm  — the browser test of the citizen pages (crates/kyufu/tests/browser.rs)
 #                          drives Debian's Chromium with playwright-core (npm ci in e2e/).
+#   clamd                — the virus-scan test of intake starts its own clamd with a local test
+#                          signature database (no freshclam, no network); the package's postinst
+#                          may try to start a service, which fails harmlessly without systemd.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 set -euo pipefail
@@ -25,6 +28,7 @@ declare -A PROVIDER=(
   [chromium]=chromium
   [node]=nodejs
   [npm]=npm
+  [clamd]=clamav-daemon
 )
 
 e2e_modules() {

@@ -84,23 +84,45 @@ impl DocumentKind {
         }
     }
 
-    /// A small document whose first bytes are the right magic; `salt` varies the body so two
-    /// uploads differ.
+    /// A small real document of this kind (intake decodes images completely and reads PDFs for
+    /// active content); `salt` varies the content so two uploads differ, and the same salt gives
+    /// the same bytes (a retry sends the same body).
     pub fn bytes(self, salt: u64) -> Vec<u8> {
-        let mut v: Vec<u8> = match self {
-            DocumentKind::Jpeg => vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F', b'I', b'F', 0x00],
-            DocumentKind::Png => b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec(),
-            DocumentKind::Pdf => b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n".to_vec(),
-        };
         let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        while v.len() < 3 * 1024 {
+        let mut noise = || {
             // xorshift: cheap bytes that do not compress to nothing.
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            v.extend_from_slice(&x.to_le_bytes());
+            x.to_le_bytes()
+        };
+        let format = match self {
+            DocumentKind::Jpeg => image::ImageFormat::Jpeg,
+            DocumentKind::Png => image::ImageFormat::Png,
+            DocumentKind::Pdf => {
+                // The noise sits in a stream body, where the active-content check does not look.
+                let mut body = Vec::with_capacity(3 * 1024);
+                while body.len() < 3 * 1024 {
+                    body.extend_from_slice(&noise());
+                }
+                let mut v = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /XObject /Subtype /Image /Filter /DCTDecode /Length ".to_vec();
+                v.extend_from_slice(format!("{} >>\nstream\n", body.len()).as_bytes());
+                v.extend_from_slice(&body);
+                v.extend_from_slice(b"\nendstream\nendobj\ntrailer\n<< /Size 2 >>\n%%EOF\n");
+                return v;
+            }
+        };
+        let mut pixels = Vec::with_capacity(32 * 32 * 3);
+        while pixels.len() < 32 * 32 * 3 {
+            pixels.extend_from_slice(&noise()[..3]);
         }
-        v
+        let mut out = std::io::Cursor::new(Vec::new());
+        // A 32×32 RGB buffer of the right length always encodes; an empty document would be
+        // refused by intake loudly, never silently.
+        if let Some(img) = image::RgbImage::from_raw(32, 32, pixels) {
+            let _ = img.write_to(&mut out, format);
+        }
+        out.into_inner()
     }
 }
 
@@ -536,6 +558,14 @@ mod tests {
     #[test]
     fn documents_start_with_their_magic_bytes() {
         assert!(DocumentKind::Jpeg.bytes(1).starts_with(&[0xFF, 0xD8, 0xFF]));
+        // Real images that decode, different per salt and the same for the same salt.
+        for kind in [DocumentKind::Jpeg, DocumentKind::Png] {
+            let img = image::load_from_memory(&kind.bytes(7)).expect("decodes");
+            assert_eq!((img.width(), img.height()), (32, 32));
+            assert_ne!(kind.bytes(7), kind.bytes(8));
+            assert_eq!(kind.bytes(7), kind.bytes(7));
+        }
+        assert_eq!(kyufu_domain::pdf::active_content(&DocumentKind::Pdf.bytes(7)), None);
         assert!(DocumentKind::Png.bytes(1).starts_with(b"\x89PNG\r\n\x1a\n"));
         assert!(DocumentKind::Pdf.bytes(1).starts_with(b"%PDF-"));
         assert_eq!(DocumentKind::Pdf.bytes(5), DocumentKind::Pdf.bytes(5));

@@ -1,8 +1,15 @@
 //! What an identity document may be: JPEG, PNG or PDF, decided from the first bytes, never from
-//! the client's Content-Type; at most `MAX_DOCUMENT_BYTES`.
+//! the client's Content-Type; at most `MAX_DOCUMENT_BYTES`; an image of at most
+//! `MAX_IMAGE_PIXELS` (checked by intake from the header before decoding); a PDF without active
+//! content (`crate::pdf`).
 
 /// Upper bound of an identity document upload (10 MiB).
 pub const MAX_DOCUMENT_BYTES: usize = 10 * 1024 * 1024;
+
+/// Upper bound of an image document's width × height (40 megapixels: a phone camera gives 12–50).
+/// Checked from the header, so a small file claiming a huge canvas (a decompression bomb) is
+/// refused before any pixel is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
 
 /// The content type the bytes really are, if it is one we accept.
 pub fn sniff_content_type(bytes: &[u8]) -> Option<&'static str> {

@@ -17,6 +17,11 @@ pub enum ErrorCode {
     DocumentTooLarge,
     UnsupportedDocumentType,
     EmptyDocument,
+    DocumentUnreadable,
+    DocumentTooManyPixels,
+    DocumentActiveContent,
+    DocumentInfected,
+    ScannerUnavailable,
     IdempotencyKeyInvalid,
     IdempotencyConflict,
     AdmissionRequired,
@@ -49,6 +54,11 @@ impl ErrorCode {
         ErrorCode::DocumentTooLarge,
         ErrorCode::UnsupportedDocumentType,
         ErrorCode::EmptyDocument,
+        ErrorCode::DocumentUnreadable,
+        ErrorCode::DocumentTooManyPixels,
+        ErrorCode::DocumentActiveContent,
+        ErrorCode::DocumentInfected,
+        ErrorCode::ScannerUnavailable,
         ErrorCode::IdempotencyKeyInvalid,
         ErrorCode::IdempotencyConflict,
         ErrorCode::AdmissionRequired,
@@ -81,6 +91,11 @@ impl ErrorCode {
             ErrorCode::DocumentTooLarge => "document_too_large",
             ErrorCode::UnsupportedDocumentType => "unsupported_document_type",
             ErrorCode::EmptyDocument => "empty_document",
+            ErrorCode::DocumentUnreadable => "document_unreadable",
+            ErrorCode::DocumentTooManyPixels => "document_too_many_pixels",
+            ErrorCode::DocumentActiveContent => "document_active_content",
+            ErrorCode::DocumentInfected => "document_infected",
+            ErrorCode::ScannerUnavailable => "scanner_unavailable",
             ErrorCode::IdempotencyKeyInvalid => "idempotency_key_invalid",
             ErrorCode::IdempotencyConflict => "idempotency_conflict",
             ErrorCode::AdmissionRequired => "admission_required",
@@ -124,10 +139,18 @@ impl ErrorCode {
             ErrorCode::TicketExpired => 410,
             ErrorCode::DocumentTooLarge => 413,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedDocumentType => 415,
-            ErrorCode::InvalidApplication | ErrorCode::InvalidFunnelEvent => 422,
+            ErrorCode::InvalidApplication
+            | ErrorCode::InvalidFunnelEvent
+            | ErrorCode::DocumentUnreadable
+            | ErrorCode::DocumentTooManyPixels
+            | ErrorCode::DocumentActiveContent
+            | ErrorCode::DocumentInfected => 422,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
-            ErrorCode::QueuePaused | ErrorCode::Overloaded | ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::QueuePaused
+            | ErrorCode::Overloaded
+            | ErrorCode::ServiceUnavailable
+            | ErrorCode::ScannerUnavailable => 503,
         }
     }
 
@@ -147,6 +170,21 @@ impl ErrorCode {
             ErrorCode::DocumentTooLarge => "The identity document is too large. Upload a file of at most 10 MB.",
             ErrorCode::UnsupportedDocumentType => "The identity document must be a JPEG, PNG or PDF file.",
             ErrorCode::EmptyDocument => "The identity document is empty. Attach the file again.",
+            ErrorCode::DocumentUnreadable => {
+                "The identity document could not be read (the image is damaged or incomplete). Take the photo again or choose another file."
+            }
+            ErrorCode::DocumentTooManyPixels => {
+                "The identity document image has too many pixels (at most 40 megapixels). Take the photo at a lower resolution."
+            }
+            ErrorCode::DocumentActiveContent => {
+                "The PDF contains scripts, actions or attached files, which we cannot accept. Upload a photo or a plain scan of the document."
+            }
+            ErrorCode::DocumentInfected => {
+                "The file was flagged by our virus scanner and was not saved. Upload a different photo or scan of the document."
+            }
+            ErrorCode::ScannerUnavailable => {
+                "We cannot check uploaded documents right now, so nothing was saved. Try again shortly."
+            }
             ErrorCode::IdempotencyKeyInvalid => {
                 "The Idempotency-Key header must be 8 to 128 letters, digits, '-' or '_'."
             }

@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod identity;
 pub mod normalize;
+pub mod pdf;
 pub mod program;
 pub mod status;
 

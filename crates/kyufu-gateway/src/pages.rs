@@ -400,6 +400,11 @@ fn messages_json(l: Lang) -> String {
         ("document_too_large", "ファイルが大きすぎます（10MBまで）。写真を撮り直すか、小さくしてください。", "The file is too large (10 MB at most). Take the photo again or make it smaller."),
         ("unsupported_document_type", "JPEG・PNG・PDFのファイルを選んでください。", "Please choose a JPEG, PNG or PDF file."),
         ("empty_document", "ファイルが空です。選び直してください。", "The file is empty. Please choose it again."),
+        ("document_unreadable", "画像が壊れているか途中までしかなく、読み取れませんでした。撮り直すか、別のファイルを選んでください。", "We could not read the image: it is damaged or incomplete. Take the photo again or choose another file."),
+        ("document_too_many_pixels", "画像の画素数が多すぎます（4000万画素まで）。解像度を下げて撮り直してください。", "The image has too many pixels (40 megapixels at most). Take the photo at a lower resolution."),
+        ("document_active_content", "このPDFにはスクリプトや添付ファイルなどが含まれているため受け付けられません。書類の写真か、普通にスキャンしたPDFを選んでください。", "This PDF contains scripts, actions or attached files, which we cannot accept. Choose a photo of the document or a plain scanned PDF."),
+        ("document_infected", "このファイルはウイルス検査で問題が見つかったため保存していません。書類を撮り直した写真か、別のスキャンを選んでください。", "Our virus check flagged this file, so it was not saved. Please upload a different photo or scan of the document."),
+        ("scanner_unavailable", "ただいま書類の検査ができないため、保存していません。少し待ってからもう一度送信してください。入力内容は残っています。", "We cannot check documents right now, so nothing was saved. Please try again shortly; your answers are kept."),
         ("admission_required", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_invalid", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_expired", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
@@ -506,6 +511,28 @@ mod tests {
             assert!(!m.contains("</"), "{m}");
             let v: serde_json::Value = serde_json::from_str(&m).expect("valid JSON");
             assert!(v["required"].as_str().is_some_and(|s| !s.is_empty()));
+        }
+    }
+
+    #[test]
+    fn every_document_refusal_has_plain_words_in_both_languages() {
+        let (ja, en): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&messages_json(Lang::Ja)).expect("ja"),
+            serde_json::from_str(&messages_json(Lang::En)).expect("en"),
+        );
+        let codes = [
+            "document_too_large",
+            "unsupported_document_type",
+            "empty_document",
+            "document_unreadable",
+            "document_too_many_pixels",
+            "document_active_content",
+            "document_infected",
+            "scanner_unavailable",
+        ];
+        for code in codes {
+            let (j, e) = (ja[code].as_str().unwrap_or_default(), en[code].as_str().unwrap_or_default());
+            assert!(!j.is_empty() && !e.is_empty() && j != e, "{code}: {j:?} / {e:?}");
         }
     }
 }

@@ -1,8 +1,9 @@
 //! The intake service: the one door through which an application enters the pipeline.
 //!
 //! `POST /api/v1/applications` checks the admission pass locally, reads the multipart body with a
-//! streaming size cap, validates the application and the document (type from magic bytes), and then
-//! writes in a fixed order: document and application payload to the document store, the `received`
+//! streaming size cap, validates the application and the document (type from magic bytes; content
+//! by `inspect`: images decode within a pixel cap, PDFs carry no active content; malware by the
+//! optional `scan::DocumentScanner`, clamd, failing closed), and then writes in a fixed order: document and application payload to the document store, the `received`
 //! record (with the idempotency key, atomically) to the status store — the commit point — and the
 //! event to the bus. If publishing fails after the commit point the application is still accepted:
 //! the outbox relay (`relay`) republishes records stuck in `received`.
@@ -17,10 +18,12 @@
 #![forbid(unsafe_code)]
 
 pub mod funnel;
+pub mod inspect;
 mod metrics;
 pub mod monitor;
 pub mod relay;
 mod routes;
+pub mod scan;
 
 pub use kyufu_ports::events::payload_key;
 pub mod token;
@@ -52,6 +55,8 @@ pub struct IntakeConfig {
     pub max_document_bytes: usize,
     /// Topic new applications are published to.
     pub received_topic: String,
+    /// Virus scanner every document passes before it is stored; `None` = no scanning.
+    pub scanner: Option<Arc<dyn scan::DocumentScanner>>,
 }
 
 /// The ports intake writes through.
@@ -68,12 +73,20 @@ pub(crate) struct Intake {
     pub(crate) config: Arc<IntakeConfig>,
     pub(crate) ports: IntakePorts,
     pub(crate) metrics: metrics::IntakeMetrics,
+    /// Permits for concurrent image decodes (bounds the memory decoding may take).
+    pub(crate) decoders: Arc<tokio::sync::Semaphore>,
 }
 
 /// The intake router (API, metrics, health), for serving or embedding; `/readyz` follows
 /// `readiness` (see `monitor`).
 pub fn router(config: IntakeConfig, ports: IntakePorts, registry: Registry, readiness: Readiness) -> axum::Router {
-    let intake = Intake { config: Arc::new(config), ports, metrics: metrics::IntakeMetrics::new(&registry) };
+    let decoders = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let intake = Intake {
+        config: Arc::new(config),
+        ports,
+        metrics: metrics::IntakeMetrics::new(&registry),
+        decoders: Arc::new(tokio::sync::Semaphore::new(decoders)),
+    };
     routes::api(intake).merge(kyufu_http::ops_routes(registry, readiness))
 }
 

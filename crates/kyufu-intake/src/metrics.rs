@@ -1,5 +1,5 @@
 //! Intake metrics: requests by route pattern and outcome, latency, upload sizes, bus publish
-//! latency and failures, status lookups by outcome, and the form funnel. Labels are route
+//! latency and failures, status lookups by outcome, virus scans by outcome, and the form funnel. Labels are route
 //! patterns, statuses, funnel steps and error codes only: every value comes from a fixed table,
 //! and every series that alerts or dashboards use is created at zero on start, so `rate()` and
 //! `increase()` see the first event.
@@ -11,6 +11,11 @@ use prometheus::{exponential_buckets, Histogram, HistogramOpts, HistogramVec, In
 pub(crate) const LOOKUP_NOT_FOUND: &str = "not_found";
 pub(crate) const LOOKUP_UNAVAILABLE: &str = "unavailable";
 
+/// Outcomes of a virus scan: the only values of the `outcome` label (never a signature name).
+pub(crate) const SCAN_CLEAN: &str = "clean";
+pub(crate) const SCAN_INFECTED: &str = "infected";
+pub(crate) const SCAN_ERROR: &str = "error";
+
 #[derive(Clone)]
 pub(crate) struct IntakeMetrics {
     pub requests: IntCounterVec,
@@ -21,6 +26,7 @@ pub(crate) struct IntakeMetrics {
     pub accepted: IntCounterVec,
     pub status_lookups: IntCounterVec,
     pub funnel_steps: IntCounterVec,
+    pub documents_scanned: IntCounterVec,
 }
 
 impl IntakeMetrics {
@@ -87,7 +93,19 @@ impl IntakeMetrics {
         for kind in ["unavailable", "already_exists", "corrupt"] {
             publish_failures.with_label_values(&[kind]);
         }
+        let documents_scanned = IntCounterVec::new(
+            Opts::new(
+                "kyufu_intake_documents_scanned_total",
+                "Documents sent to the virus scanner, by outcome: clean, infected, or error (unreachable, timeout, scanner error)",
+            ),
+            &["outcome"],
+        )
+        .expect("static metric");
+        for outcome in [SCAN_CLEAN, SCAN_INFECTED, SCAN_ERROR] {
+            documents_scanned.with_label_values(&[outcome]);
+        }
         IntakeMetrics {
+            documents_scanned: register(registry, documents_scanned),
             status_lookups: register(registry, status_lookups),
             funnel_steps: register(registry, funnel_steps),
             requests: register(registry, requests),

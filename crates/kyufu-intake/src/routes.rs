@@ -165,6 +165,8 @@ async fn submit_inner(
         return Err(ErrorCode::EmptyDocument.into());
     }
     let content_type = sniff_content_type(&document).ok_or(ApiError::new(ErrorCode::UnsupportedDocumentType))?;
+    crate::inspect::check_document(&document, content_type, &intake.decoders).await?;
+    scan(intake, &document).await?;
     intake.metrics.upload_bytes.observe(document.len() as f64);
 
     let doc_sha = hex(&Sha256::digest(&document));
@@ -256,6 +258,33 @@ async fn republish_if_received(intake: &Intake, id: Uuid, key: &[u8]) {
     if let Err(e) = ports.bus.publish(&intake.config.received_topic, key, &stored.bytes).await {
         intake.metrics.publish_failures.with_label_values(&[adapter_kind(&e)]).inc();
         tracing::warn!(error = %e, "replay: publish failed; the outbox relay will retry");
+    }
+}
+
+/// Sends the document to the virus scanner, if one is configured. Fails closed: a document that
+/// could not be scanned is refused with 503 and never stored.
+async fn scan(intake: &Intake, document: &[u8]) -> Result<(), ApiError> {
+    use crate::metrics::{SCAN_CLEAN, SCAN_ERROR, SCAN_INFECTED};
+    use crate::scan::Verdict;
+    let Some(scanner) = &intake.config.scanner else { return Ok(()) };
+    let outcome = scanner.scan(document).await;
+    let label = match &outcome {
+        Ok(Verdict::Clean) => SCAN_CLEAN,
+        Ok(Verdict::Infected(_)) => SCAN_INFECTED,
+        Err(_) => SCAN_ERROR,
+    };
+    intake.metrics.documents_scanned.with_label_values(&[label]).inc();
+    match outcome {
+        Ok(Verdict::Clean) => Ok(()),
+        Ok(Verdict::Infected(signature)) => {
+            // The signature names the malware, not the applicant; nothing else is logged.
+            tracing::warn!(%signature, "upload refused by the virus scanner; nothing stored");
+            Err(ErrorCode::DocumentInfected.into())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "virus scanner unavailable; upload refused (fail closed)");
+            Err(ApiError::new(ErrorCode::ScannerUnavailable).retry_after(10))
+        }
     }
 }
 

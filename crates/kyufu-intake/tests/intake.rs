@@ -1,7 +1,9 @@
 //! Intake on its own, on the embedded store: what is accepted is durable and on the bus, what is
 //! refused leaves no record, and the outbox relay recovers an application whose publish failed.
+//! Document checks: images must decode within the pixel cap, PDFs must carry no active content, and
+//! a configured virus scanner (a fake, and a real clamd) refuses flagged files and fails closed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,15 +14,17 @@ use kyufu_domain::identity::IdentitySecret;
 use kyufu_domain::{Program, Status};
 use kyufu_embedded::EmbeddedStore;
 use kyufu_intake::relay::{self, RelayConfig};
+use kyufu_intake::scan::{Clamd, DocumentScanner, ScanError, Verdict};
 use kyufu_intake::{IntakeConfig, IntakePorts, StatusTokens};
 use kyufu_ports::events::ApplicationEvent;
-use kyufu_ports::{AdapterError, Consumer, EventBus};
+use kyufu_ports::{AdapterError, Consumer, Document, DocumentStore, EventBus};
 use serde_json::{json, Value};
 
 /// A bus that can be switched off, to fail publishes after the commit point.
 struct FlakyBus {
     inner: Arc<dyn EventBus>,
     down: AtomicBool,
+    published: AtomicUsize,
 }
 
 #[async_trait]
@@ -29,6 +33,7 @@ impl EventBus for FlakyBus {
         if self.down.load(Ordering::SeqCst) {
             return Err(AdapterError::Unavailable("switched off".into()));
         }
+        self.published.fetch_add(1, Ordering::SeqCst);
         self.inner.publish(topic, key, payload).await
     }
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError> {
@@ -39,21 +44,52 @@ impl EventBus for FlakyBus {
     }
 }
 
+/// A document store that counts writes, to prove a refused upload stored nothing.
+struct CountingDocs {
+    inner: Arc<dyn DocumentStore>,
+    puts: AtomicUsize,
+}
+
+#[async_trait]
+impl DocumentStore for CountingDocs {
+    async fn put(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(key, doc).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Document>, AdapterError> {
+        self.inner.get(key).await
+    }
+}
+
 struct Harness {
     base: String,
     keyring: Keyring,
     ports: IntakePorts,
     bus: Arc<FlakyBus>,
+    docs: Arc<CountingDocs>,
+    readiness: kyufu_http::Readiness,
     _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Documents written and events published so far.
+    fn writes(&self) -> (usize, usize) {
+        (self.docs.puts.load(Ordering::SeqCst), self.bus.published.load(Ordering::SeqCst))
+    }
 }
 
 const TOPIC: &str = "applications.received";
 
 async fn start() -> Harness {
+    start_with(None).await
+}
+
+async fn start_with(scanner: Option<Arc<dyn DocumentScanner>>) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
-    let bus = Arc::new(FlakyBus { inner: store.bus(), down: AtomicBool::new(false) });
-    let ports = IntakePorts { bus: bus.clone(), status: store.status_store(), documents: store.document_store() };
+    let bus = Arc::new(FlakyBus { inner: store.bus(), down: AtomicBool::new(false), published: AtomicUsize::new(0) });
+    let docs = Arc::new(CountingDocs { inner: store.document_store(), puts: AtomicUsize::new(0) });
+    let ports = IntakePorts { bus: bus.clone(), status: store.status_store(), documents: docs.clone() };
     let keyring = Keyring::random();
     let config = IntakeConfig {
         program: Program::demo(Utc::now().date_naive()),
@@ -63,12 +99,50 @@ async fn start() -> Harness {
         status_tokens: StatusTokens::new(b"status secret for tests, long enough".to_vec()),
         max_document_bytes: 1024 * 1024,
         received_topic: TOPIC.to_owned(),
+        scanner,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let registry = kyufu_telemetry::new_registry();
-    tokio::spawn(kyufu_intake::run(listener, config, ports.clone(), registry, std::future::pending()));
-    Harness { base, keyring, ports, bus, _dir: dir }
+    let readiness = kyufu_http::Readiness::ready();
+    tokio::spawn(kyufu_intake::serve(listener, config, ports.clone(), registry, readiness.clone(), std::future::pending()));
+    Harness { base, keyring, ports, bus, docs, readiness, _dir: dir }
+}
+
+/// A real image of `w` × `h` pixels in `format`.
+fn image(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+/// A real JPEG carrying `payload` in a comment segment (COM, right after SOI): decodes cleanly.
+fn jpeg_with_comment(payload: &[u8]) -> Vec<u8> {
+    let jpeg = image(16, 16, image::ImageFormat::Jpeg);
+    let len = u16::try_from(payload.len() + 2).expect("short comment");
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xFE]);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A PNG whose header claims `w` × `h` (CRC fixed) over a 1×1 image's data: a bomb's shape.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut png = image(1, 1, image::ImageFormat::Png);
+    png[16..20].copy_from_slice(&w.to_be_bytes());
+    png[20..24].copy_from_slice(&h.to_be_bytes());
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in &png[12..29] {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    png[29..33].copy_from_slice(&(!c).to_be_bytes());
+    png
 }
 
 fn pass(h: &Harness, event: &str) -> String {
@@ -92,12 +166,16 @@ fn form(app: &str, doc: &[u8]) -> reqwest::multipart::Form {
         .part("document", reqwest::multipart::Part::bytes(doc.to_vec()))
 }
 
-async fn post(h: &Harness, pass: Option<&str>, f: reqwest::multipart::Form) -> (u16, Value) {
+async fn send(h: &Harness, pass: Option<&str>, f: reqwest::multipart::Form) -> reqwest::Response {
     let mut req = reqwest::Client::new().post(format!("{}/api/v1/applications", h.base)).multipart(f);
     if let Some(p) = pass {
         req = req.header("X-Admission-Pass", p);
     }
-    let resp = req.send().await.expect("send");
+    req.send().await.expect("send")
+}
+
+async fn post(h: &Harness, pass: Option<&str>, f: reqwest::multipart::Form) -> (u16, Value) {
+    let resp = send(h, pass, f).await;
     let code = resp.status().as_u16();
     (code, resp.json().await.unwrap_or(Value::Null))
 }
@@ -197,7 +275,7 @@ async fn relay_republishes_an_application_whose_publish_failed() {
     let h = start().await;
     let p = pass(&h, "rice-demo");
     h.bus.down.store(true, Ordering::SeqCst);
-    let (code, body) = post(&h, Some(&p), form(&application().to_string(), b"\x89PNG\r\n\x1a\n....")).await;
+    let (code, body) = post(&h, Some(&p), form(&application().to_string(), &image(4, 3, image::ImageFormat::Png))).await;
     assert_eq!(code, 202, "accepted at the commit point even though the bus failed: {body}");
     let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
     let mut c = h.ports.bus.subscribe("test", &[TOPIC]).await.expect("sub");
@@ -220,12 +298,13 @@ async fn a_retry_publishes_again_an_application_still_waiting_to_be_checked() {
     // Idempotency-Key puts it on the bus at once instead of leaving it to the relay minutes later.
     let h = start().await;
     let p = pass(&h, "rice-demo");
+    let doc = image(4, 3, image::ImageFormat::Png);
     let send = || {
         reqwest::Client::new()
             .post(format!("{}/api/v1/applications", h.base))
             .header("X-Admission-Pass", &p)
             .header("Idempotency-Key", "retry-after-a-timeout-0001")
-            .multipart(form(&application().to_string(), b"\x89PNG\r\n\x1a\n...."))
+            .multipart(form(&application().to_string(), &doc))
             .send()
     };
     let mut c = h.ports.bus.subscribe("test", &[TOPIC]).await.expect("sub");
@@ -289,4 +368,150 @@ async fn funnel_counts_known_steps_and_refuses_everything_else() {
     for never in ["stolen_data", "made_up", "山田", "name="] {
         assert!(!text.contains(never), "refused value {never} became a label:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn document_content_is_checked_before_anything_is_stored() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+    let png = image(40, 30, image::ImageFormat::Png);
+    let jpeg = image(40, 30, image::ImageFormat::Jpeg);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (png[..png.len() / 2].to_vec(), "document_unreadable"),
+        (jpeg[..jpeg.len() / 2].to_vec(), "document_unreadable"),
+        (b"\xFF\xD8\xFF\xE0 only the magic of a JPEG".to_vec(), "document_unreadable"),
+        (png_claiming(100_000, 100_000), "document_too_many_pixels"),
+        (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /OpenAction 2 0 R >>\nendobj\n".to_vec(), "document_active_content"),
+        (b"%PDF-1.4\n2 0 obj\n<< /S /J#61vaScript /JS (app.alert(1)) >>\nendobj\n".to_vec(), "document_active_content"),
+        (b"%PDF-1.7\n<< /Names << /EmbeddedFiles 3 0 R >> >>\n".to_vec(), "document_active_content"),
+    ];
+    for (doc, want) in cases {
+        let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
+        assert_eq!((code, body["code"].as_str().unwrap_or_default()), (422, want), "{body}");
+        assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "a message the applicant can act on");
+    }
+    assert_eq!(counts(&h).await, 0, "no record from a refused document");
+    assert_eq!(h.writes(), (0, 0), "nothing stored, nothing published");
+
+    // Real images and a plain PDF pass and are stored with the sniffed type.
+    for (doc, content_type) in [(png, "image/png"), (jpeg, "image/jpeg"), (b"%PDF-1.4\n<< /Type /Catalog >>\n%%EOF\n".to_vec(), "application/pdf")] {
+        let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
+        assert_eq!(code, 202, "{content_type}: {body}");
+        let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
+        let stored = h.ports.documents.get(&format!("rice-demo/{id}/document")).await.expect("get").expect("stored");
+        assert_eq!((stored.content_type.as_str(), stored.bytes.len()), (content_type, doc.len()));
+    }
+}
+
+/// A scanner whose answer the test sets.
+struct FakeScanner {
+    answer: std::sync::Mutex<Result<Verdict, &'static str>>,
+    scanned: AtomicUsize,
+}
+
+#[async_trait]
+impl DocumentScanner for FakeScanner {
+    async fn scan(&self, _bytes: &[u8]) -> Result<Verdict, ScanError> {
+        self.scanned.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answer.lock().expect("lock").clone();
+        answer.map_err(|e| ScanError::Failed(e.to_owned()))
+    }
+    async fn ping(&self) -> Result<(), ScanError> {
+        Ok(())
+    }
+}
+
+async fn scanned_metric(h: &Harness, outcome: &str) -> String {
+    let text = reqwest::get(format!("{}/metrics", h.base)).await.expect("metrics").text().await.expect("text");
+    let series = format!("kyufu_intake_documents_scanned_total{{outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())).unwrap_or("missing").to_owned()
+}
+
+#[tokio::test]
+async fn flagged_documents_are_refused_and_an_unavailable_scanner_fails_closed() {
+    let scanner = Arc::new(FakeScanner { answer: std::sync::Mutex::new(Ok(Verdict::Infected("Test.Sig".into()))), scanned: AtomicUsize::new(0) });
+    let h = start_with(Some(scanner.clone())).await;
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+    let doc = image(8, 8, image::ImageFormat::Png);
+
+    let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
+    assert_eq!((code, body["code"].as_str().unwrap_or_default()), (422, "document_infected"), "{body}");
+    assert!(!body.to_string().contains("Test.Sig"), "the signature is not echoed to the client");
+
+    *scanner.answer.lock().expect("lock") = Err("connection refused");
+    let resp = send(&h, Some(&p), form(&app, &doc)).await;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("retry-after").is_some(), "503 carries Retry-After");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body["code"], "scanner_unavailable");
+    assert_eq!(counts(&h).await, 0);
+    assert_eq!(h.writes(), (0, 0), "nothing stored, nothing published while infected or unscanned");
+
+    // Documents refused by the content checks never reach the scanner.
+    let before = scanner.scanned.load(Ordering::SeqCst);
+    let (code, _) = post(&h, Some(&p), form(&app, &doc[..doc.len() / 2])).await;
+    assert_eq!(code, 422);
+    assert_eq!(scanner.scanned.load(Ordering::SeqCst), before);
+
+    *scanner.answer.lock().expect("lock") = Ok(Verdict::Clean);
+    let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(counts(&h).await, 1);
+    assert_eq!(h.writes().1, 1, "the clean one is published");
+    for (outcome, n) in [("clean", "1"), ("infected", "1"), ("error", "1")] {
+        assert_eq!(scanned_metric(&h, outcome).await, n, "documents scanned, outcome={outcome}");
+    }
+}
+
+#[tokio::test]
+async fn real_clamd_refuses_eicar_and_the_test_marker_and_fails_closed_when_killed() {
+    use kyufu_testservers::clamd::{ClamdServer, EICAR, MARKER};
+    let mut server = ClamdServer::start();
+    let clamd: Arc<dyn DocumentScanner> = Arc::new(Clamd::new(server.address().parse().expect("address")));
+    let h = start_with(Some(clamd.clone())).await;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(kyufu_intake::scan::watch(clamd, h.readiness.clone(), Duration::from_millis(100), stop_rx));
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+
+    let mut eicar_pdf = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog >>\nendobj\n% ".to_vec();
+    eicar_pdf.extend_from_slice(EICAR);
+    eicar_pdf.extend_from_slice(b"\n%%EOF\n");
+    for doc in [eicar_pdf, jpeg_with_comment(EICAR), jpeg_with_comment(MARKER)] {
+        let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
+        assert_eq!((code, body["code"].as_str().unwrap_or_default()), (422, "document_infected"), "{body}");
+    }
+    assert_eq!(counts(&h).await, 0);
+    assert_eq!(h.writes(), (0, 0), "nothing stored, nothing published");
+
+    let clean = jpeg_with_comment(b"an ordinary comment");
+    let (code, body) = post(&h, Some(&p), form(&app, &clean)).await;
+    assert_eq!(code, 202, "a clean upload passes: {body}");
+    let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
+    let stored = h.ports.documents.get(&format!("rice-demo/{id}/document")).await.expect("get").expect("stored");
+    assert_eq!(stored.bytes.len(), clean.len());
+    let writes = h.writes();
+
+    server.kill();
+    let resp = send(&h, Some(&p), form(&app, &clean)).await;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert!(resp.headers().get("retry-after").is_some());
+    assert_eq!(resp.json::<Value>().await.expect("json")["code"], "scanner_unavailable");
+    assert_eq!(h.writes(), writes, "nothing stored or published while the scanner is down");
+    assert_eq!(counts(&h).await, 1);
+
+    // /readyz follows the scanner: 503 naming it while down (bounded wait for the next ping).
+    let mut failing = Value::Null;
+    for _ in 0..100 {
+        let resp = reqwest::get(format!("{}/readyz", h.base)).await.expect("readyz");
+        if resp.status().as_u16() == 503 {
+            failing = resp.json().await.unwrap_or_default();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failing.to_string().contains("virus_scanner"), "readyz names the scanner: {failing}");
+    let _ = stop_tx.send(true);
 }

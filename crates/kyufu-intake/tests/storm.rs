@@ -95,6 +95,7 @@ async fn a_hundred_thousand_malformed_requests_get_4xx_and_leave_nothing() {
         status_tokens: StatusTokens::new(b"storm status secret".to_vec()),
         max_document_bytes: 64 * 1024,
         received_topic: "applications.received".to_owned(),
+        scanner: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}/api/v1/applications", listener.local_addr().expect("addr"));

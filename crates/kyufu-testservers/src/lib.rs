@@ -3,6 +3,7 @@
 //! loudly with how to install it (`make deps`); nothing here ever lets a test pass silently.
 #![forbid(unsafe_code)]
 
+pub mod clamd;
 pub mod redis;
 pub mod s3;
 

@@ -54,6 +54,8 @@ pub struct AllInOneArgs {
     relay_after_secs: u64,
     #[command(flatten)]
     mail: MailArgs,
+    #[command(flatten)]
+    scan: crate::backends::ScanArgs,
     /// Address of the staff review console (not the public one).
     #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
     review_listen: SocketAddr,
@@ -136,6 +138,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let intake_listener = TcpListener::bind("127.0.0.1:0").await.context("binding intake")?;
     let intake_addr = intake_listener.local_addr()?;
     let ports = IntakePorts { bus: bus.clone(), status: status.clone(), documents: documents.clone() };
+    let scanner = args.scan.scanner();
+    let scan_watcher = crate::backends::ScanArgs::watch(scanner.as_ref(), &readiness, stop_rx.clone());
     let intake_config = IntakeConfig {
         program: program.clone(),
         pass_keyring: secrets.keyring.clone(),
@@ -144,6 +148,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         status_tokens: secrets.status_tokens.clone(),
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
         received_topic: topics::RECEIVED.to_owned(),
+        scanner,
     };
     let intake_task = tokio::spawn(kyufu_intake::serve(
         intake_listener,
@@ -239,6 +244,9 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         let _ = t.await;
     }
     let _ = intake_task.await;
+    if let Some(t) = scan_watcher {
+        let _ = t.await;
+    }
     bus.flush(Duration::from_secs(5)).await.ok();
     Ok(())
 }

@@ -214,3 +214,32 @@ impl Backends {
         }))
     }
 }
+
+/// Virus scanning of uploaded documents (roles that run intake: `intake`, `all-in-one`).
+#[derive(Args, Clone, Debug)]
+pub struct ScanArgs {
+    /// clamd that scans every uploaded document before it is stored, `tcp:HOST:PORT` or
+    /// `unix:/path`. While it cannot be reached, uploads are refused with 503 (fail closed) and
+    /// `/readyz` names `virus_scanner`. Without it, documents are not virus-scanned.
+    #[arg(long, env = "KYUFU_CLAMD")]
+    pub clamd: Option<kyufu_intake::scan::ClamdAddr>,
+}
+
+impl ScanArgs {
+    /// The scanner, if one is configured.
+    pub fn scanner(&self) -> Option<Arc<dyn kyufu_intake::scan::DocumentScanner>> {
+        let addr = self.clamd.clone()?;
+        tracing::info!(clamd = %addr, "uploads are virus-scanned; refused while the scanner is unreachable");
+        Some(Arc::new(kyufu_intake::scan::Clamd::new(addr)))
+    }
+
+    /// Pings the scanner every few seconds into `readiness` (check `virus_scanner`) until `stop`.
+    pub fn watch(
+        scanner: Option<&Arc<dyn kyufu_intake::scan::DocumentScanner>>,
+        readiness: &Readiness,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let scanner = scanner?.clone();
+        Some(tokio::spawn(kyufu_intake::scan::watch(scanner, readiness.clone(), Duration::from_secs(5), stop)))
+    }
+}

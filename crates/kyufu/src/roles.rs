@@ -76,6 +76,8 @@ pub struct IntakeArgs {
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
+    scan: crate::backends::ScanArgs,
+    #[command(flatten)]
     program: ProgramArgs,
 }
 
@@ -126,6 +128,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let program = args.program.program();
     let backends = args.backends.open(&args.data_dir).await?;
     let ports = IntakePorts { bus: backends.bus.clone(), status: backends.status.clone(), documents: backends.documents.clone() };
+    let scanner = args.scan.scanner();
     let config = IntakeConfig {
         program,
         pass_keyring: secrets.keyring,
@@ -134,11 +137,13 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         status_tokens: secrets.status_tokens,
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
         received_topic: topics::RECEIVED.to_owned(),
+        scanner: scanner.clone(),
     };
     let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = backends.watch(&readiness, stop_rx.clone());
+    let scan_watcher = crate::backends::ScanArgs::watch(scanner.as_ref(), &readiness, stop_rx.clone());
     let mut relay_config = RelayConfig::new(topics::RECEIVED);
     relay_config.after = Duration::from_secs(args.relay_after_secs);
     let relay = tokio::spawn(kyufu_intake::relay::run(ports.clone(), relay_config, metrics.clone(), stopped(stop_rx.clone())));
@@ -157,7 +162,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     .await;
     let _ = relay.await;
     let _ = monitor.await;
-    if let Some(w) = watcher {
+    for w in [watcher, scan_watcher].into_iter().flatten() {
         let _ = w.await;
     }
     backends.bus.flush(Duration::from_secs(5)).await.ok();

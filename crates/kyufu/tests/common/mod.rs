@@ -149,11 +149,71 @@ pub fn application_json(guardian: &Resident, child: &Resident) -> Value {
     })
 }
 
-/// A tiny valid PNG header plus padding: enough for type sniffing.
+/// A small real PNG (intake decodes images completely, so magic bytes alone are refused).
 pub fn png_document() -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
-    v.extend_from_slice(&[0u8; 2048]);
-    v
+    card_png(64, 40)
+}
+
+/// A real PNG (an identity card drawn in flat colours), so the page's preview shows something.
+pub fn card_png(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 { 0xEDB8_8320 ^ (crc >> 1) } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend_from_slice(&u32::try_from(data.len()).expect("chunk size").to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    }
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0); // no filter
+        for x in 0..w {
+            let px: [u8; 3] = if y < h / 5 {
+                [11, 79, 138] // header band
+            } else if (w / 12..w / 3).contains(&x) && (h / 3..h * 5 / 6).contains(&y) {
+                [170, 180, 190] // photo
+            } else if x > w * 2 / 5 && y % (h / 8) < 3 && y > h / 3 {
+                [60, 60, 60] // text lines
+            } else {
+                [245, 240, 228]
+            };
+            raw.extend_from_slice(&px);
+        }
+    }
+    // zlib with stored (uncompressed) deflate blocks.
+    let mut z = vec![0x78, 0x01];
+    for (i, block) in raw.chunks(65_535).enumerate() {
+        let last = u8::from((i + 1) * 65_535 >= raw.len());
+        let len = u16::try_from(block.len()).expect("block");
+        z.push(last);
+        z.extend_from_slice(&len.to_le_bytes());
+        z.extend_from_slice(&(!len).to_le_bytes());
+        z.extend_from_slice(block);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + u32::from(x)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(&mut png, b"IDAT", &z);
+    chunk(&mut png, b"IEND", &[]);
+    png
 }
 
 pub fn client() -> reqwest::Client {
