@@ -236,18 +236,18 @@ impl Inner {
         let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let sent = Instant::now();
         let mut conn = self.conn.clone();
-        let mut held = false;
-        if self.holds_lease() {
-            let mut inv = self.renew.prepare_invoke();
-            inv.key(&self.lease_key).arg(&self.token).arg(ttl_ms);
-            match inv.invoke_async::<i64>(&mut conn).await {
-                Ok(renewed) => held = renewed == 1,
-                // Unknown outcome: keep the lease we know of until it runs out on its own.
-                Err(_) => return,
-            }
-            if !held {
-                tracing::warn!("queue cursor lease lost to another gateway node");
-            }
+        // Renewed even when this node thinks it lost the lease: after an outage shorter than the
+        // lease, Redis may still hold this node's token, and nobody else can take it meanwhile.
+        let believed = self.holds_lease();
+        let mut inv = self.renew.prepare_invoke();
+        inv.key(&self.lease_key).arg(&self.token).arg(ttl_ms);
+        let mut held = match inv.invoke_async::<i64>(&mut conn).await {
+            Ok(renewed) => renewed == 1,
+            // Unknown outcome: keep the lease we know of until it runs out on its own.
+            Err(_) => return,
+        };
+        if believed && !held {
+            tracing::warn!("queue cursor lease lost to another gateway node");
         }
         if !held {
             let taken: Result<Option<String>, _> = redis::cmd("SET")
@@ -261,7 +261,7 @@ impl Inner {
             match taken {
                 Ok(reply) => {
                     held = reply.is_some();
-                    if held {
+                    if held && !believed {
                         tracing::info!("this gateway node now moves the queue cursor");
                     }
                 }
