@@ -2,9 +2,9 @@
 //! and in batches, while visitors wait; the measured rate of that movement gives the ETA. Also the
 //! runtime controls (pause, rate) and the `GatewayHandle` through which an operator reaches them.
 //!
-//! The bucket is per gateway node. With several nodes sharing one `QueueState`, each node's bucket
-//! adds to the total rate; a multi-node deployment has to divide the rate between nodes or let one
-//! node drive the cursor.
+//! The bucket is per gateway node. With several nodes sharing one `QueueState`, only the node that
+//! drives the cursor (`QueueState::drives_cursor`, the lease holder) takes tokens, so the rate is
+//! that node's; the others measure the rate from the cursor they see move.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
