@@ -2,9 +2,9 @@
 //! and in batches, while visitors wait; the measured rate of that movement gives the ETA. Also the
 //! runtime controls (pause, rate) and the `GatewayHandle` through which an operator reaches them.
 //!
-//! The bucket is per gateway node. With several nodes sharing one `QueueState`, each node's bucket
-//! adds to the total rate; a multi-node deployment has to divide the rate between nodes or let one
-//! node drive the cursor.
+//! The bucket is per gateway node. With several nodes sharing one `QueueState`, only the node that
+//! drives the cursor (`QueueState::drives_cursor`, the lease holder) takes tokens, so the rate is
+//! that node's; the others measure the rate from the cursor they see move.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -140,7 +140,8 @@ impl Admission {
     /// Takes what the bucket holds, up to the number waiting, and advances the cursor by it.
     /// Called every tick, and on join so that a lone visitor is admitted in the join answer.
     pub(crate) async fn pump(&self) -> Result<(), StateError> {
-        if self.is_paused() {
+        // Another node holds the shared cursor: spending tokens here would admit nobody.
+        if self.is_paused() || !self.state.drives_cursor() {
             return Ok(());
         }
         let Some(bucket) = self.bucket() else { return Ok(()) };
@@ -193,7 +194,7 @@ impl Admission {
             let effective = if self.is_paused() { 0.0 } else { f64::from(per_sec) * self.backoff.factor() };
             self.metrics.effective_rate.set(effective);
             let result = match self.pump().await {
-                Ok(()) => self.state.counters().await,
+                Ok(()) => self.state.refresh().await,
                 Err(e) => Err(e),
             };
             self.readiness.set_check(QUEUE_STATE_CHECK, result.is_ok());

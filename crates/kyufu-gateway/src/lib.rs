@@ -89,6 +89,17 @@ impl Gateway {
         Self::build(config, registry, Arc::new(MemoryQueueState::new()), readiness)
     }
 
+    /// A gateway on the given queue state whose `/readyz` reports into `readiness` (see
+    /// `with_readiness`): several nodes sharing one queue, in a process with other components.
+    pub fn with_state_and_readiness(
+        config: GatewayConfig,
+        registry: Registry,
+        state: Arc<dyn QueueState>,
+        readiness: Readiness,
+    ) -> Result<(Gateway, GatewayHandle), ConfigError> {
+        Self::build(config, registry, state, readiness)
+    }
+
     fn build(
         config: GatewayConfig,
         registry: Registry,
@@ -96,6 +107,13 @@ impl Gateway {
         readiness: Readiness,
     ) -> Result<(Gateway, GatewayHandle), ConfigError> {
         config.validate()?;
+        // The liveness ring only sees the polls that reach this node: with the queue shared, a
+        // visitor polling another node would look abandoned here. Skipping is off then.
+        let expire_after = if state.is_shared() {
+            0
+        } else {
+            config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls))
+        };
         let authority = config::upstream_authority(&config.upstream)
             .map_err(|reason| ConfigError { key: "upstream", reason })?;
         let metrics = metrics::GatewayMetrics::new(&registry);
@@ -107,7 +125,7 @@ impl Gateway {
             metrics.clone(),
             readiness.clone(),
         )
-        .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls)))
+        .with_liveness(config.liveness_window, expire_after)
         .with_backoff(config.backoff_floor, config.backoff_slow));
         let proxy = proxy::Proxy::new(
             authority,
@@ -178,6 +196,18 @@ pub async fn run(
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (gateway, _handle) = Gateway::new(config, registry)?;
+    run_with_state(listener, config, registry, Arc::new(MemoryQueueState::new()), shutdown).await
+}
+
+/// Like `run`, on the given queue state (e.g. `kyufu_redis::RedisQueueState`, shared by several
+/// gateway nodes).
+pub async fn run_with_state(
+    listener: TcpListener,
+    config: GatewayConfig,
+    registry: Registry,
+    state: Arc<dyn QueueState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (gateway, _handle) = Gateway::with_state(config, registry, state)?;
     gateway.serve(listener, shutdown).await
 }

@@ -212,7 +212,11 @@ pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Ans
     if claims.ev != gw.config.event_id {
         return Err(ApiError::new(ErrorCode::TicketInvalid));
     }
-    let counters = gw.admission.state.counters().await.map_err(unavailable)?;
+    let mut counters = gw.admission.state.counters().await.map_err(unavailable)?;
+    if claims.seq > counters.issued {
+        // Numbers may be cached for a tick; a number another node issued since is checked afresh.
+        counters = gw.admission.state.refresh().await.map_err(unavailable)?;
+    }
     let admission = &gw.admission;
     let now = now_secs();
     // The cursor passed this number over as abandoned: its place is gone, join again.

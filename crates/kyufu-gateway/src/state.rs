@@ -1,9 +1,10 @@
 //! The shared queue numbers behind a small trait: `issued` (the last sequence number handed out) and
 //! `cursor` (every visitor with `seq <= cursor` is admitted), plus an `epoch` naming this numbering.
 //! These three numbers are the only state of the waiting room; everything per visitor lives in the
-//! signed ticket. The in-memory implementation serves one gateway process; a shared store (Redis:
-//! `INCR` for `join`, a script doing `cursor = min(cursor + n, issued)` for `advance`) lets several
-//! gateway nodes serve one queue without changing the callers.
+//! signed ticket. The in-memory implementation serves one gateway process; a shared store
+//! (`kyufu_redis::RedisQueueState`: batched `INCRBY` for `join`, a lease-fenced script doing
+//! `cursor = min(cursor + n, issued)` for `advance`) lets several gateway nodes serve one queue
+//! without changing the callers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -54,6 +55,25 @@ pub trait QueueState: Send + Sync + 'static {
     async fn counters(&self) -> Result<Counters, StateError>;
     /// Moves the cursor forward by up to `n`, never past `issued`; returns how far it moved.
     async fn advance(&self, n: u64) -> Result<u64, StateError>;
+
+    /// The numbers read from the store itself, never from a cache: the admission ticker calls it
+    /// once a tick, so its answer drives readiness (`queue_state`) and keeps any cache fresh.
+    async fn refresh(&self) -> Result<Counters, StateError> {
+        self.counters().await
+    }
+
+    /// Whether this node may move the cursor now. Several nodes sharing a store elect one writer;
+    /// the others do not spend admission tokens (their `advance` would move nothing) and only
+    /// watch the cursor move.
+    fn drives_cursor(&self) -> bool {
+        true
+    }
+
+    /// Whether other gateway nodes serve the same queue. Per-node knowledge (which visitors poll
+    /// here) then says nothing about the whole queue, so the gateway does not act on it.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Queue numbers in process memory: one gateway node. A restart begins a new epoch, so tickets

@@ -42,6 +42,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
+mod queue_state;
+pub use queue_state::{QueueStateConfig, RedisQueueState};
+
 /// Where and how to reach Redis.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -140,6 +143,23 @@ return 0
 /// How often a transition re-reads after losing a race before giving up as `Unavailable`.
 const CAS_ATTEMPTS: usize = 32;
 
+/// One multiplexed, self-reconnecting connection, opened within `connect_timeout`. The error text
+/// names the failure kind only, never a value.
+pub(crate) async fn open_connection(config: &RedisConfig) -> Result<ConnectionManager, String> {
+    let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("redis url: {:?}", e.kind()))?;
+    let manager_config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout))
+        .set_response_timeout(Some(config.response_timeout))
+        .set_number_of_retries(2);
+    tokio::time::timeout(
+        config.connect_timeout + Duration::from_millis(500),
+        ConnectionManager::new_with_config(client, manager_config),
+    )
+    .await
+    .map_err(|_| "redis: connect timed out".to_owned())?
+    .map_err(|e| format!("redis: {:?}", e.kind()))
+}
+
 fn unavailable(e: redis::RedisError) -> AdapterError {
     // Never echo values: error texts from Redis may quote arguments.
     AdapterError::Unavailable(format!("redis: {:?}", e.kind()))
@@ -156,19 +176,7 @@ fn score(r: &ApplicationRecord) -> i64 {
 impl RedisStatusStore {
     /// Connects (bounded by `connect_timeout`) and loads the scripts.
     pub async fn connect(config: RedisConfig) -> Result<RedisStatusStore, AdapterError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| AdapterError::Unavailable(format!("redis url: {:?}", e.kind())))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(2);
-        let conn = tokio::time::timeout(
-            config.connect_timeout + Duration::from_millis(500),
-            ConnectionManager::new_with_config(client, manager_config),
-        )
-        .await
-        .map_err(|_| AdapterError::Unavailable("redis: connect timed out".into()))?
-        .map_err(unavailable)?;
+        let conn = open_connection(&config).await.map_err(AdapterError::Unavailable)?;
         let store = RedisStatusStore {
             conn,
             prefix: config.prefix,

@@ -85,6 +85,61 @@ pub struct BackendArgs {
     pub s3_create_bucket: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QueueStateKind {
+    /// In this process: one gateway node (a restart begins a new queue).
+    Memory,
+    /// In Redis (`--redis-url`): several gateway nodes serve one queue.
+    Redis,
+}
+
+/// Where a gateway keeps its queue numbers.
+#[derive(Args, Clone, Debug)]
+pub struct QueueStateArgs {
+    /// Queue numbers (sequence, cursor, epoch): `memory` for one node, `redis` to share one queue
+    /// between several gateway nodes.
+    #[arg(long, env = "KYUFU_QUEUE_STATE", value_enum, default_value_t = QueueStateKind::Memory)]
+    pub queue_state: QueueStateKind,
+    /// Redis URL (with `--queue-state redis`).
+    #[arg(long, env = "KYUFU_REDIS_URL", default_value = "redis://127.0.0.1:6379/")]
+    pub redis_url: String,
+    /// Prefix of every Redis key; the queue is `<prefix>queue:<program id>`.
+    #[arg(long, env = "KYUFU_REDIS_PREFIX", default_value = "kyufu:")]
+    pub redis_prefix: String,
+    /// Lease of the node that moves the shared cursor, milliseconds: admission stops at most this
+    /// long when that node dies.
+    #[arg(long, env = "KYUFU_QUEUE_LEASE_MS", default_value_t = 3_000)]
+    pub queue_lease_ms: u64,
+}
+
+impl QueueStateArgs {
+    /// The chosen queue state for the queue `queue` (the program id). Redis unreachable at start
+    /// is a configuration problem: the process exits naming the setting.
+    pub async fn open(&self, queue: &str) -> anyhow::Result<Arc<dyn kyufu_gateway::QueueState>> {
+        match self.queue_state {
+            QueueStateKind::Memory => Ok(Arc::new(kyufu_gateway::MemoryQueueState::new())),
+            QueueStateKind::Redis => {
+                anyhow::ensure!(
+                    (300..=60_000).contains(&self.queue_lease_ms),
+                    "--queue-lease-ms / KYUFU_QUEUE_LEASE_MS: must be 300-60000"
+                );
+                let mut redis = kyufu_redis::RedisConfig::new(&self.redis_url);
+                redis.prefix.clone_from(&self.redis_prefix);
+                // Polls are answered from cached numbers; a slow Redis only delays joins and ticks.
+                redis.response_timeout = Duration::from_secs(1);
+                let lease = Duration::from_millis(self.queue_lease_ms);
+                let config =
+                    kyufu_redis::QueueStateConfig { lease_ttl: lease, renew_every: lease / 3, ..Default::default() };
+                let state = within("Redis", kyufu_redis::RedisQueueState::connect(&redis, queue, config))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("--queue-state redis, --redis-url: {e}"))?;
+                tracing::info!(prefix = %self.redis_prefix, "queue state in Redis, shared with other gateway nodes");
+                Ok(Arc::new(state))
+            }
+        }
+    }
+}
+
 /// The opened ports, shared by everything in the process.
 pub struct Backends {
     pub bus: Arc<dyn EventBus>,

@@ -7,7 +7,7 @@
 //! Storage here is the embedded store, which one process at a time may open: `intake` and `worker`
 //! on the same data directory take turns (a second process is refused with a clear message). Run
 //! several roles at once on Kafka, Redis and S3 (see the adapters issue); the gateway needs no
-//! storage and scales out as it is.
+//! storage, and several gateway nodes share one queue with `--queue-state redis`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::all_in_one::{shutdown_signal, stopped};
-use crate::backends::BackendArgs;
+use crate::backends::{BackendArgs, QueueStateArgs};
 use crate::ProgramArgs;
 
 #[derive(Args)]
@@ -58,6 +58,8 @@ pub struct GatewayArgs {
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
+    #[command(flatten)]
+    queue: QueueStateArgs,
     #[command(flatten)]
     program: ProgramArgs,
 }
@@ -116,9 +118,11 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     config.submit_limit_burst = args.submit_limit.saturating_mul(10);
     config.lookup_limit_per_sec = args.lookup_limit;
     config.lookup_limit_burst = args.lookup_limit.saturating_mul(10);
+    config.validate()?;
+    let state = args.queue.open(&program.id).await?;
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    kyufu_gateway::run(listener, config, metrics, shutdown_signal()).await
+    kyufu_gateway::run_with_state(listener, config, metrics, state, shutdown_signal()).await
 }
 
 pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {

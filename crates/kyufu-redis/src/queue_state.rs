@@ -1,0 +1,382 @@
+//! The waiting room's queue numbers in Redis, so several gateway nodes serve one queue with the
+//! same results as one node.
+//!
+//! **Layout** (under the configured prefix, one queue per event): `{p}queue:{event}` — hash
+//! `{epoch, issued, cursor}`; `{p}queue:{event}:lease` — string, the token of the node that moves
+//! the cursor, with a PX expiry.
+//!
+//! **Joins** on one node are coalesced: a batching task takes every join waiting in its channel (up
+//! to `max_batch`), allocates them with one `HINCRBY issued n` and hands the `n` consecutive
+//! numbers to the callers in arrival order. Nothing is allocated for nobody: a failed call allocates
+//! nothing, so there are no gaps a cursor would waste admissions on.
+//!
+//! **Epoch**: every script sets it with `HSETNX` to a fresh random value if it is missing, so all
+//! nodes share the first one written. If the hash vanishes (Redis flushed or lost), the next call
+//! picks a new epoch and tickets of the old numbering are refused, as after a single-node restart.
+//!
+//! **One writer**: a node moves the cursor only while it holds the lease (`SET NX PX`, renewed by a
+//! compare-and-extend script every `renew_every`; a failed renewal means it stops advancing). The
+//! move itself is one script that checks the lease token (fencing: a writer whose lease has passed
+//! to another node moves nothing) and does `cursor = min(cursor + n, issued)`. Followers neither
+//! take admission tokens nor advance; they see the cursor move and measure its rate from that.
+//!
+//! **Cache**: `counters` answers from the last numbers read for up to `cache_max_age`; the gateway's
+//! ticker calls `refresh` every tick, so polls do not reach Redis. When Redis is unreachable,
+//! `counters` keeps answering with the last numbers (waiting visitors keep their place), `refresh`
+//! and `join` fail (readiness down, joins 503), and the lease runs out, so nobody is admitted until
+//! the shared cursor can be written again.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use kyufu_gateway::{Counters, QueueState, Slot, StateError};
+use redis::aio::ConnectionManager;
+use redis::Script;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::RedisConfig;
+
+/// Timing and batching of a shared queue.
+#[derive(Debug, Clone)]
+pub struct QueueStateConfig {
+    /// How long a lease lasts without renewal: the longest admission stops after the writer node
+    /// dies.
+    pub lease_ttl: Duration,
+    /// How often the lease is renewed (or, on other nodes, tried for); well below `lease_ttl`.
+    pub renew_every: Duration,
+    /// How long `counters` may answer from the last numbers read.
+    pub cache_max_age: Duration,
+    /// Most joins allocated by one `HINCRBY`.
+    pub max_batch: usize,
+}
+
+impl Default for QueueStateConfig {
+    fn default() -> Self {
+        QueueStateConfig {
+            lease_ttl: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+            cache_max_age: Duration::from_millis(150),
+            max_batch: 256,
+        }
+    }
+}
+
+/// KEYS: queue. ARGV: n, candidate epoch. Allocates `n` numbers; returns {epoch, last, cursor}.
+const JOIN: &str = r#"
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+local last = redis.call('HINCRBY', KEYS[1], 'issued', ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'cursor')
+return {tonumber(v[1]), last, tonumber(v[2] or 0)}
+"#;
+
+/// KEYS: queue. ARGV: candidate epoch. Returns {epoch, issued, cursor}.
+const READ: &str = r#"
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor')
+return {tonumber(v[1]), tonumber(v[2] or 0), tonumber(v[3] or 0)}
+"#;
+
+/// KEYS: queue, lease. ARGV: token, n, candidate epoch. Moves the cursor by up to `n`, never past
+/// `issued`, only for the lease holder. Returns {-1} without the lease, else {moved, epoch, issued,
+/// cursor}.
+const ADVANCE: &str = r#"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3])
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor')
+local issued = tonumber(v[2] or 0)
+local cursor = tonumber(v[3] or 0)
+local to = math.min(cursor + tonumber(ARGV[2]), issued)
+if to < cursor then to = cursor end
+if to > cursor then redis.call('HSET', KEYS[1], 'cursor', to) end
+return {to - cursor, tonumber(v[1]), issued, to}
+"#;
+
+/// KEYS: lease. ARGV: token, ttl ms. Extends the lease only if this node still holds it.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+type Waiter = oneshot::Sender<Result<Slot, StateError>>;
+
+/// The shared [`QueueState`]. Background tasks (join batching, lease) stop when it is dropped; a
+/// dropped writer's lease runs out after `lease_ttl` and another node takes over.
+pub struct RedisQueueState {
+    inner: Arc<Inner>,
+    joins: mpsc::Sender<Waiter>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    queue_key: String,
+    lease_key: String,
+    /// This node's lease token: random, so a stale writer cannot pass the fence.
+    token: String,
+    config: QueueStateConfig,
+    /// Until when this node may advance: lease granted at send time + `lease_ttl`.
+    lease_until: Mutex<Option<Instant>>,
+    cache: Mutex<Cache>,
+    join: Script,
+    read: Script,
+    advance: Script,
+    renew: Script,
+}
+
+#[derive(Default)]
+struct Cache {
+    counters: Option<Counters>,
+    /// Last time Redis was asked (answered or not); `counters` asks again only after
+    /// `cache_max_age`, so an outage does not make every poll wait on Redis.
+    asked: Option<Instant>,
+}
+
+fn unavailable(e: &redis::RedisError) -> StateError {
+    // Kind only: Redis error texts may quote arguments.
+    StateError::Unavailable(format!("redis: {:?}", e.kind()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values only: a panic mid-assignment leaves them usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl RedisQueueState {
+    /// Connects and starts the join batcher and the lease task. `queue` names the queue (the event
+    /// id): nodes with the same prefix and queue share it.
+    pub async fn connect(redis: &RedisConfig, queue: &str, config: QueueStateConfig) -> Result<Self, StateError> {
+        let conn = crate::open_connection(redis).await.map_err(StateError::Unavailable)?;
+        let queue_key = format!("{}queue:{}", redis.prefix, queue);
+        let inner = Arc::new(Inner {
+            conn,
+            lease_key: format!("{queue_key}:lease"),
+            queue_key,
+            token: format!("{:032x}", rand::random::<u128>()),
+            lease_until: Mutex::new(None),
+            cache: Mutex::new(Cache::default()),
+            join: Script::new(JOIN),
+            read: Script::new(READ),
+            advance: Script::new(ADVANCE),
+            renew: Script::new(RENEW),
+            config,
+        });
+        inner.read_counters().await?;
+        let (joins, rx) = mpsc::channel(inner.config.max_batch.max(1) * 4);
+        let tasks = vec![tokio::spawn(batch_joins(inner.clone(), rx)), tokio::spawn(keep_lease(inner.clone()))];
+        Ok(RedisQueueState { inner, joins, tasks })
+    }
+}
+
+impl Drop for RedisQueueState {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    /// A fresh random epoch for the scripts to set if the queue has none, never the one this node
+    /// knows (that numbering is gone if the hash vanished).
+    fn candidate_epoch(&self) -> u32 {
+        let known = lock(&self.cache).counters.map(|c| c.epoch);
+        loop {
+            let epoch = rand::random::<u32>().max(1);
+            if Some(epoch) != known {
+                return epoch;
+            }
+        }
+    }
+
+    /// Takes numbers read from Redis into the cache. Within an epoch nothing moves backwards,
+    /// whatever order answers arrive in; a new epoch replaces everything.
+    fn remember(&self, fresh: Counters) -> Counters {
+        let mut cache = lock(&self.cache);
+        let merged = match cache.counters {
+            Some(old) if old.epoch == fresh.epoch => {
+                Counters { epoch: fresh.epoch, issued: old.issued.max(fresh.issued), cursor: old.cursor.max(fresh.cursor) }
+            }
+            _ => fresh,
+        };
+        cache.counters = Some(merged);
+        merged
+    }
+
+    async fn read_counters(&self) -> Result<Counters, StateError> {
+        lock(&self.cache).asked = Some(Instant::now());
+        let mut inv = self.read.prepare_invoke();
+        inv.key(&self.queue_key).arg(self.candidate_epoch());
+        let mut conn = self.conn.clone();
+        let (epoch, issued, cursor): (u32, u64, u64) =
+            inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
+        Ok(self.remember(Counters { epoch, issued, cursor }))
+    }
+
+    /// Allocates `n` consecutive numbers; returns the epoch and the last of them.
+    async fn allocate(&self, n: usize) -> Result<(u32, u64), StateError> {
+        let mut inv = self.join.prepare_invoke();
+        inv.key(&self.queue_key).arg(n).arg(self.candidate_epoch());
+        let mut conn = self.conn.clone();
+        let (epoch, last, cursor): (u32, u64, u64) =
+            inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
+        self.remember(Counters { epoch, issued: last, cursor });
+        Ok((epoch, last))
+    }
+
+    fn holds_lease(&self) -> bool {
+        lock(&self.lease_until).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Renews the lease if this node holds it, else tries to take it.
+    async fn lease_step(&self) {
+        let ttl_ms = u64::try_from(self.config.lease_ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let sent = Instant::now();
+        let mut conn = self.conn.clone();
+        // Renewed even when this node thinks it lost the lease: after an outage shorter than the
+        // lease, Redis may still hold this node's token, and nobody else can take it meanwhile.
+        let believed = self.holds_lease();
+        let mut inv = self.renew.prepare_invoke();
+        inv.key(&self.lease_key).arg(&self.token).arg(ttl_ms);
+        let mut held = match inv.invoke_async::<i64>(&mut conn).await {
+            Ok(renewed) => renewed == 1,
+            // Unknown outcome: keep the lease we know of until it runs out on its own.
+            Err(_) => return,
+        };
+        if believed && !held {
+            tracing::warn!("queue cursor lease lost to another gateway node");
+        }
+        if !held {
+            let taken: Result<Option<String>, _> = redis::cmd("SET")
+                .arg(&self.lease_key)
+                .arg(&self.token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async(&mut conn)
+                .await;
+            match taken {
+                Ok(reply) => {
+                    held = reply.is_some();
+                    if held && !believed {
+                        tracing::info!("this gateway node now moves the queue cursor");
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+        // Counted from the send, before Redis started the expiry: never later than Redis's own.
+        *lock(&self.lease_until) = held.then(|| sent + self.config.lease_ttl);
+    }
+}
+
+/// Coalesces the joins waiting in the channel into one allocation and answers them in order.
+async fn batch_joins(inner: Arc<Inner>, mut rx: mpsc::Receiver<Waiter>) {
+    let max = inner.config.max_batch.max(1);
+    let mut batch: Vec<Waiter> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(waiter) => batch.push(waiter),
+                Err(_) => break,
+            }
+        }
+        // A caller that already gave up (its request was dropped) gets no number.
+        batch.retain(|w| !w.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        match inner.allocate(n).await {
+            Ok((epoch, last)) => {
+                let first_seq = last.saturating_sub(n as u64) + 1;
+                for (seq, waiter) in (first_seq..).zip(batch.drain(..)) {
+                    // A caller gone since holds a number nobody uses, as a visitor who never polls.
+                    let _ = waiter.send(Ok(Slot { epoch, seq }));
+                }
+            }
+            Err(e) => {
+                for waiter in batch.drain(..) {
+                    let _ = waiter.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn keep_lease(inner: Arc<Inner>) {
+    let mut interval = tokio::time::interval(inner.config.renew_every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        inner.lease_step().await;
+    }
+}
+
+#[async_trait]
+impl QueueState for RedisQueueState {
+    async fn join(&self) -> Result<Slot, StateError> {
+        let (tx, rx) = oneshot::channel();
+        let stopped = || StateError::Unavailable("queue join batcher stopped".into());
+        self.joins.send(tx).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+
+    async fn counters(&self) -> Result<Counters, StateError> {
+        let cached = {
+            let cache = lock(&self.inner.cache);
+            let fresh = cache.asked.is_some_and(|at| at.elapsed() < self.inner.config.cache_max_age);
+            match cache.counters {
+                Some(c) if fresh => return Ok(c),
+                other => other,
+            }
+        };
+        match self.inner.read_counters().await {
+            Ok(c) => Ok(c),
+            // Redis unreachable: the last numbers are still true for every waiting ticket (the
+            // cursor cannot move without Redis), so polls keep answering with them.
+            Err(e) => cached.ok_or(e),
+        }
+    }
+
+    async fn refresh(&self) -> Result<Counters, StateError> {
+        self.inner.read_counters().await
+    }
+
+    async fn advance(&self, n: u64) -> Result<u64, StateError> {
+        if n == 0 || !self.inner.holds_lease() {
+            return Ok(0);
+        }
+        let mut inv = self.inner.advance.prepare_invoke();
+        inv.key(&self.inner.queue_key).key(&self.inner.lease_key);
+        inv.arg(&self.inner.token).arg(n).arg(self.inner.candidate_epoch());
+        let mut conn = self.inner.conn.clone();
+        let reply: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
+        match reply.as_slice() {
+            [moved, epoch, issued, cursor] => {
+                let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+                let epoch = u32::try_from(*epoch).unwrap_or(0);
+                self.inner.remember(Counters { epoch, issued: as_u64(*issued), cursor: as_u64(*cursor) });
+                Ok(as_u64(*moved))
+            }
+            _ => {
+                // Fenced off: the lease passed to another node since it was last renewed here.
+                *lock(&self.inner.lease_until) = None;
+                tracing::warn!("queue cursor lease lost; this node stops advancing");
+                Ok(0)
+            }
+        }
+    }
+
+    fn drives_cursor(&self) -> bool {
+        self.inner.holds_lease()
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}

@@ -1,0 +1,246 @@
+//! Two real gateway nodes (`Gateway::serve` on 127.0.0.1:0) sharing one queue in a real
+//! `redis-server`, with the same ticket keys: visitors join either node and poll the other, and
+//! are admitted in join order, each once, as on one node; with Redis killed, waiting visitors keep
+//! their place while nobody is admitted, and admission resumes in order once Redis is back.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kyufu_admission::{Keyring, Purpose};
+use kyufu_gateway::{Gateway, GatewayConfig, GatewayHandle, TicketClaims};
+use kyufu_redis::{QueueStateConfig, RedisConfig, RedisQueueState};
+use kyufu_testservers::redis::RedisServer;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+const EVENT: &str = "rice-2026";
+
+struct Node {
+    base: String,
+    handle: GatewayHandle,
+}
+
+async fn start_node(server: &RedisServer, prefix: &str, keyring: &Keyring, rate: u32) -> Node {
+    let mut redis = RedisConfig::new(server.url());
+    redis.prefix = prefix.to_owned();
+    redis.response_timeout = Duration::from_millis(500);
+    redis.connect_timeout = Duration::from_millis(500);
+    let lease = QueueStateConfig { lease_ttl: Duration::from_millis(800), renew_every: Duration::from_millis(150), ..QueueStateConfig::default() };
+    let state = RedisQueueState::connect(&redis, EVENT, lease).await.expect("connect to the test redis-server");
+    let mut config = GatewayConfig::new(EVENT, keyring.clone(), "http://127.0.0.1:9");
+    config.tick = Duration::from_millis(20);
+    config.rate_per_sec = rate;
+    config.burst = 1;
+    // Every visitor polls its other node: no join limit, and skipping would be wrong anyway.
+    config.join_limit_per_sec = 0;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (gateway, handle) =
+        Gateway::with_state(config, kyufu_telemetry::new_registry(), Arc::new(state)).expect("valid config");
+    tokio::spawn(gateway.serve(listener, std::future::pending()));
+    Node { base, handle }
+}
+
+struct Reply {
+    status: StatusCode,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Reply {
+    let resp = req.send().await.expect("gateway answers");
+    let status = resp.status();
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+    Reply { status, retry_after, body }
+}
+
+/// A visitor: the node it polls, its current ticket, and its number.
+struct Visitor {
+    seq: u64,
+    ticket: String,
+    polls: usize,
+    last_position: u64,
+    admitted: bool,
+}
+
+async fn join(client: &reqwest::Client, node: &Node, keyring: &Keyring) -> Visitor {
+    let r = send(client.post(format!("{}/queue/join", node.base))).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let ticket = r.body["ticket"].as_str().unwrap_or_default().to_owned();
+    let claims: TicketClaims = keyring.verify(Purpose::Ticket, &ticket).expect("ticket signed with the shared keys");
+    Visitor { seq: claims.seq, ticket, polls: 0, last_position: u64::MAX, admitted: r.body["state"] == "admitted" }
+}
+
+async fn poll(client: &reqwest::Client, node: &Node, ticket: &str) -> Reply {
+    send(client.get(format!("{}/queue/status", node.base)).header("X-Queue-Ticket", ticket)).await
+}
+
+/// One round: every visitor polls the node it did not join, highest number first. The shared cursor
+/// only grows, so if admission follows join order, the admitted visitors are always exactly the
+/// lowest numbers (a lower number is polled after a higher one and cannot have fallen behind).
+/// Returns how many waiting answers carried an ETA, per node.
+async fn poll_round(client: &reqwest::Client, nodes: &[Node; 2], visitors: &mut [Visitor]) -> [usize; 2] {
+    let mut etas = [0; 2];
+    let mut saw_admitted = false;
+    for (i, v) in visitors.iter_mut().enumerate().rev() {
+        let other = (i + 1) % 2;
+        let r = poll(client, &nodes[other], &v.ticket).await;
+        assert_eq!(r.status, StatusCode::OK, "visitor {} on node {other}: {:?}", v.seq, r.body);
+        v.polls += 1;
+        let position = r.body["position"].as_u64().expect("position");
+        assert!(position <= v.last_position, "visitor {}: position went back from {} to {position}", v.seq, v.last_position);
+        v.last_position = position;
+        if r.body["state"] == "admitted" {
+            assert!(r.body["pass"].is_string(), "an admitted answer carries the pass");
+            v.admitted = true;
+            saw_admitted = true;
+        } else {
+            assert!(!v.admitted, "visitor {} was admitted and is waiting again", v.seq);
+            assert!(!saw_admitted, "visitor {} waits while a later number was admitted", v.seq);
+            if !r.body["eta_seconds"].is_null() {
+                etas[other] += 1;
+            }
+        }
+        if let Some(t) = r.body["ticket"].as_str() {
+            v.ticket = t.to_owned();
+        }
+    }
+    // Admitted visitors are exactly the lowest numbers.
+    let admitted = visitors.iter().filter(|v| v.admitted).count();
+    assert!(visitors.iter().take(admitted).all(|v| v.admitted), "admission skipped a number");
+    etas
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+        .map_or(0, |v| v as u64)
+}
+
+async fn admitted_total(client: &reqwest::Client, node: &Node) -> u64 {
+    let text = client.get(format!("{}/metrics", node.base)).send().await.expect("metrics").text().await.expect("text");
+    metric(&text, "kyufu_gateway_admitted_total ")
+}
+
+async fn ready(client: &reqwest::Client, node: &Node) -> StatusCode {
+    client.get(format!("{}/readyz", node.base)).send().await.expect("readyz").status()
+}
+
+/// Waits (bounded) until `node`'s readiness is `want`.
+async fn until_ready(client: &reqwest::Client, node: &Node, want: StatusCode) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while ready(client, node).await != want {
+        assert!(Instant::now() < until, "{} /readyz did not become {want} within 20 s", node.base);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Visitors join alternately on the two nodes, one after the other (so join order is known).
+async fn join_alternately(client: &reqwest::Client, nodes: &[Node; 2], keyring: &Keyring, n: usize) -> Vec<Visitor> {
+    let mut visitors = Vec::with_capacity(n);
+    for i in 0..n {
+        visitors.push(join(client, &nodes[i % 2], keyring).await);
+    }
+    let seqs: Vec<u64> = visitors.iter().map(|v| v.seq).collect();
+    assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>(), "numbers follow join order across both nodes");
+    visitors
+}
+
+/// Polls rounds until everyone is admitted (bounded); returns the ETA answers per node.
+async fn until_all_admitted(client: &reqwest::Client, nodes: &[Node; 2], visitors: &mut [Visitor]) -> [usize; 2] {
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut etas = [0; 2];
+    while visitors.iter().any(|v| !v.admitted) {
+        assert!(Instant::now() < until, "not everyone admitted within 60 s");
+        let round = poll_round(client, nodes, visitors).await;
+        etas = [etas[0] + round[0], etas[1] + round[1]];
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    etas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_admit_in_join_order_as_one_node_would() {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    let nodes = [start_node(&server, &prefix, &keyring, 15).await, start_node(&server, &prefix, &keyring, 15).await];
+    for node in &nodes {
+        node.handle.pause();
+    }
+    let client = reqwest::Client::new();
+    const VISITORS: usize = 30;
+    let mut visitors = join_alternately(&client, &nodes, &keyring, VISITORS).await;
+    // Paused: everyone waits, and either node tells each visitor the same place.
+    poll_round(&client, &nodes, &mut visitors).await;
+    assert!(visitors.iter().all(|v| !v.admitted && v.last_position == v.seq));
+    for node in &nodes {
+        node.handle.resume();
+    }
+    let etas = until_all_admitted(&client, &nodes, &mut visitors).await;
+    // Each visitor admitted exactly once: the cursor moved once per visitor, by one node only.
+    let counts = [admitted_total(&client, &nodes[0]).await, admitted_total(&client, &nodes[1]).await];
+    assert_eq!(counts[0] + counts[1], VISITORS as u64, "admissions counted across nodes: {counts:?}");
+    assert!(counts.contains(&0), "only the lease holder admits: {counts:?}");
+    // The follower measures the rate from the cursor it sees move, so it gives ETAs too.
+    assert!(etas[0] > 0 && etas[1] > 0, "waiting answers with an ETA per node: {etas:?}");
+    let snapshot = nodes[1].handle.snapshot().await.expect("snapshot");
+    assert_eq!((snapshot.counters.issued, snapshot.counters.cursor), (VISITORS as u64, VISITORS as u64));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_visitors_keep_their_place_and_nobody_is_admitted() {
+    let mut server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    let nodes = [start_node(&server, &prefix, &keyring, 10).await, start_node(&server, &prefix, &keyring, 10).await];
+    for node in &nodes {
+        node.handle.pause();
+    }
+    let client = reqwest::Client::new();
+    const VISITORS: usize = 12;
+    let mut visitors = join_alternately(&client, &nodes, &keyring, VISITORS).await;
+    for node in &nodes {
+        node.handle.resume();
+        until_ready(&client, node, StatusCode::OK).await;
+    }
+    // Let a few in, then take Redis away while the rest wait.
+    let until = Instant::now() + Duration::from_secs(30);
+    while visitors.iter().filter(|v| v.admitted).count() < 2 {
+        assert!(Instant::now() < until, "nobody admitted within 30 s");
+        poll_round(&client, &nodes, &mut visitors).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    server.kill();
+    for node in &nodes {
+        until_ready(&client, node, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+    // Admission has stopped: from here every answer shows the same place.
+    poll_round(&client, &nodes, &mut visitors).await;
+    let places: Vec<(u64, bool)> = visitors.iter().map(|v| (v.last_position, v.admitted)).collect();
+    assert!(places.iter().any(|&(_, admitted)| !admitted), "someone is still waiting: {places:?}");
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        poll_round(&client, &nodes, &mut visitors).await;
+        let now: Vec<(u64, bool)> = visitors.iter().map(|v| (v.last_position, v.admitted)).collect();
+        assert_eq!(now, places, "nobody is admitted while the shared cursor cannot be written");
+    }
+    // New visitors are turned away for now, with a time to come back.
+    for node in &nodes {
+        let r = send(client.post(format!("{}/queue/join", node.base))).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert_eq!(r.body["code"], "service_unavailable");
+        assert!(r.retry_after.is_some(), "503 carries Retry-After");
+        assert_eq!(ready(&client, node).await, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    // Redis back with its append-only file: same epoch, the waiting tickets still count, and
+    // admission resumes in order.
+    server.restart();
+    for node in &nodes {
+        until_ready(&client, node, StatusCode::OK).await;
+    }
+    until_all_admitted(&client, &nodes, &mut visitors).await;
+    let late = join(&client, &nodes[0], &keyring).await;
+    assert_eq!(late.seq, VISITORS as u64 + 1, "numbering continues where it was");
+}

@@ -1,0 +1,90 @@
+//! `kyufu gateway --queue-state redis`: two gateway processes on one real `redis-server` serve one
+//! queue (a visitor joins one and polls the other); a bad queue-state setting or an unreachable
+//! Redis stops the process before it serves, naming the setting.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kyufu_testservers::redis::RedisServer;
+use serde_json::Value;
+
+const SECRETS: [(&str, &str); 3] = [
+    ("KYUFU_PASS_KEYS", "k1:0123456789abcdef0123456789abcdef0123456789abcdef"),
+    ("KYUFU_IDENTITY_SECRET", "identity-secret-for-the-nodes-test-0123456789"),
+    ("KYUFU_STATUS_SECRET", "status-secret-for-the-nodes-test-0123456789ab"),
+];
+
+fn gateway(dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kyufu"));
+    cmd.arg("gateway").args(args).arg("--secrets-file").arg(dir.join("secrets.json")).envs(SECRETS);
+    cmd.env_remove("KYUFU_QUEUE_STATE").env_remove("KYUFU_REDIS_URL").env_remove("KYUFU_REDIS_PREFIX");
+    cmd
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_http(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(url).await.is_err() {
+        assert!(Instant::now() < deadline, "{url} never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateway_processes_share_one_queue_through_redis() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start();
+    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", kyufu_testservers::free_port())).collect();
+    // Admission closed (rate 0), so both visitors stay in the queue for the test to see.
+    let _nodes: Vec<Kill> = addrs
+        .iter()
+        .map(|addr| {
+            let args = ["--listen", addr, "--queue-state", "redis", "--redis-url", &redis.url(), "--rate", "0"];
+            Kill(gateway(dir.path(), &args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn kyufu"))
+        })
+        .collect();
+    for addr in &addrs {
+        wait_http(&format!("http://{addr}/healthz")).await;
+    }
+    let c = reqwest::Client::new();
+    let mut tickets = Vec::new();
+    for addr in &addrs {
+        let v: Value = c.post(format!("http://{addr}/queue/join")).send().await.expect("join").json().await.expect("json");
+        assert_eq!(v["state"], "waiting", "{v}");
+        tickets.push((v["ticket"].as_str().unwrap_or_default().to_owned(), v["position"].as_u64()));
+    }
+    assert_eq!((tickets[0].1, tickets[1].1), (Some(1), Some(2)), "one numbering across both processes");
+    // Each ticket is honoured by the other process, at the same place.
+    for (i, (ticket, position)) in tickets.iter().enumerate() {
+        let other = &addrs[(i + 1) % 2];
+        let resp = c.get(format!("http://{other}/queue/status")).header("X-Queue-Ticket", ticket).send().await.expect("status");
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["position"].as_u64(), *position, "{v}");
+    }
+}
+
+#[test]
+fn bad_queue_state_settings_stop_the_gateway_naming_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listen = format!("127.0.0.1:{}", kyufu_testservers::free_port());
+    let nobody = format!("redis://127.0.0.1:{}/", kyufu_testservers::free_port());
+    let cases: [(&[&str], &str); 3] = [
+        (&["--queue-state", "bogus"], "--queue-state"),
+        (&["--queue-state", "redis", "--redis-url", &nobody], "--redis-url"),
+        (&["--queue-state", "redis", "--queue-lease-ms", "5"], "--queue-lease-ms"),
+    ];
+    for (args, named) in cases {
+        let out = gateway(dir.path(), &[&["--listen", &listen][..], args].concat()).output().expect("run kyufu");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must not start");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+}
