@@ -61,6 +61,13 @@ pub struct GatewayConfig {
     pub max_body_bytes: u64,
     /// Where coupons are redeemed (shown on the status page once a coupon is issued).
     pub redemption_url: String,
+    /// Opening time (Unix seconds): visitors before it join a pre-queue drawn into a random order
+    /// at opening (`launch`). `None`: first come, first served from the start.
+    pub opens_at: Option<u64>,
+    /// Seed of the pre-queue draw; random when not given. Give the same seed to every node.
+    pub launch_seed: Option<[u8; 32]>,
+    /// Most visitors admitted per pass lifetime (concurrent sessions); 0: no cap.
+    pub session_cap: u64,
 }
 
 impl GatewayConfig {
@@ -90,6 +97,9 @@ impl GatewayConfig {
             tick: Duration::from_millis(50),
             max_body_bytes: 10 * 1024 * 1024 + 256 * 1024,
             redemption_url: "https://coupon.example.jp/redeem".to_owned(),
+            opens_at: None,
+            launch_seed: None,
+            session_cap: 0,
         }
     }
 

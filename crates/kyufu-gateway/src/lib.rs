@@ -21,7 +21,9 @@ pub mod admin;
 mod admission;
 mod backoff;
 mod config;
+mod controls;
 mod join_limit;
+pub mod launch;
 mod liveness;
 mod metrics;
 mod pages;
@@ -40,7 +42,7 @@ use kyufu_http::{ApiError, Readiness};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
-pub use admission::{GatewayHandle, QueueSnapshot};
+pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
 pub use config::{ConfigError, GatewayConfig};
 pub use state::{Counters, MemoryQueueState, QueueState, Slot, StateError};
 pub use ticket::TicketClaims;
@@ -106,7 +108,9 @@ impl Gateway {
             readiness.clone(),
         )
         .with_liveness(config.liveness_window, config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls)))
-        .with_backoff(config.backoff_floor, config.backoff_slow));
+        .with_backoff(config.backoff_floor, config.backoff_slow)
+        .with_launch(config.opens_at, config.launch_seed.unwrap_or_else(rand::random))
+        .with_session_cap(config.session_cap));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,
@@ -131,6 +135,7 @@ impl Gateway {
         Router::new()
             .route("/queue/join", post(queue::join))
             .route("/queue/status", get(queue::status))
+            .route("/queue/fairness", get(launch::fairness))
             .route("/api/{*path}", any(proxy::forward))
             .merge(pages::routes())
             .with_state(self.shared.clone())
