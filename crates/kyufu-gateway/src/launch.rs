@@ -167,6 +167,12 @@ impl Launch {
         s.shuffle.is_none() && s.opens_at.is_some_and(|at| now >= at)
     }
 
+    /// `(base, P)` once drawn: the pre-queue is the numbers `base+1 ..= base+P`.
+    pub(crate) fn prequeue_range(&self) -> Option<(u64, u64)> {
+        let s = self.read();
+        s.shuffle.as_ref().map(|sh| (s.base, sh.n))
+    }
+
     /// Whether the pre-queue has been drawn (or there is none): the cursor may move.
     pub(crate) fn is_open(&self) -> bool {
         let s = self.read();

@@ -29,6 +29,8 @@ mod metrics;
 mod pages;
 mod proxy;
 mod queue;
+#[doc(hidden)]
+pub mod sim;
 pub mod state;
 pub mod ticket;
 

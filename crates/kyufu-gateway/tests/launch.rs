@@ -194,3 +194,30 @@ async fn admin_api_sets_the_launch_controls() {
     assert_eq!(unauth.status().as_u16(), 401);
     assert_eq!(h.handle.snapshot().await.expect("snapshot").session_cap, Some(500), "refused calls change nothing");
 }
+
+#[tokio::test]
+async fn waiting_page_before_opening_says_early_arrival_gives_no_advantage() {
+    // 09:00 JST tomorrow-ish: any time an hour ahead works; the page shows it in Japan time.
+    let opens_at = now_secs() + 3600;
+    let h = start(|c| c.opens_at = Some(opens_at)).await;
+    let ticket = join(&h).await.ticket();
+    let hhmm = {
+        let day = (opens_at + 9 * 3600) % 86_400;
+        format!("{:02}:{:02}", day / 3600, day % 3600 / 60)
+    };
+    for (lang, text) in [("ja", "無作為に順番が決まります"), ("en", "Arriving early gives no advantage")] {
+        let page = h
+            .client
+            .get(format!("{}/wait?lang={lang}", h.base))
+            .header("X-Queue-Ticket", &ticket)
+            .send()
+            .await
+            .expect("wait page")
+            .text()
+            .await
+            .expect("html");
+        assert!(page.contains(text), "{lang}: {page}");
+        assert!(page.contains(&hhmm), "{lang}: the opening time {hhmm}");
+        assert!(page.contains("data-prequeue"), "the script knows to reload at the draw");
+    }
+}
