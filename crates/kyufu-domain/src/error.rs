@@ -35,6 +35,7 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Internal,
     InvalidFunnelEvent,
+    InvalidReference,
 }
 
 impl ErrorCode {
@@ -67,6 +68,7 @@ impl ErrorCode {
         ErrorCode::ServiceUnavailable,
         ErrorCode::Internal,
         ErrorCode::InvalidFunnelEvent,
+        ErrorCode::InvalidReference,
     ];
 
     /// The stable wire name.
@@ -99,6 +101,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidFunnelEvent => "invalid_funnel_event",
+            ErrorCode::InvalidReference => "invalid_reference",
         }
     }
 
@@ -124,7 +127,7 @@ impl ErrorCode {
             ErrorCode::TicketExpired => 410,
             ErrorCode::DocumentTooLarge => 413,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedDocumentType => 415,
-            ErrorCode::InvalidApplication | ErrorCode::InvalidFunnelEvent => 422,
+            ErrorCode::InvalidApplication | ErrorCode::InvalidFunnelEvent | ErrorCode::InvalidReference => 422,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::QueuePaused | ErrorCode::Overloaded | ErrorCode::ServiceUnavailable => 503,
@@ -170,6 +173,9 @@ impl ErrorCode {
             ErrorCode::Internal => "Something went wrong on our side. Your data was not saved; try again shortly.",
             ErrorCode::InvalidFunnelEvent => {
                 "The funnel event names an unknown step, error code or language, or has extra fields. See `errors`."
+            }
+            ErrorCode::InvalidReference => {
+                "The reference number must be 1 to 64 letters, digits or hyphens, sent as {\"reference\": \"...\"}."
             }
         }
     }

@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub launch_seed: Option<[u8; 32]>,
     /// Most visitors admitted per pass lifetime (concurrent sessions); 0: no cap.
     pub session_cap: u64,
+    /// Applicant reference numbers remembered for one-place-per-person (keyed hashes, about
+    /// 50 bytes each); beyond it references are not deduplicated. 0 turns references off.
+    pub reference_capacity: usize,
 }
 
 impl GatewayConfig {
@@ -100,6 +103,7 @@ impl GatewayConfig {
             opens_at: None,
             launch_seed: None,
             session_cap: 0,
+            reference_capacity: 1_000_000,
         }
     }
 

@@ -29,6 +29,7 @@ mod metrics;
 mod pages;
 mod proxy;
 mod queue;
+mod refs;
 #[doc(hidden)]
 pub mod sim;
 pub mod state;
@@ -56,6 +57,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: metrics::GatewayMetrics,
     pub(crate) proxy: proxy::Proxy,
     pub(crate) join_limit: join_limit::JoinLimiter,
+    pub(crate) refs: refs::ReferenceBook,
 }
 
 /// A built gateway, not yet serving.
@@ -127,7 +129,8 @@ impl Gateway {
             config.join_limit_burst,
             config.join_limit_loopback,
         );
-        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit });
+        let refs = refs::ReferenceBook::new(config.reference_capacity);
+        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit, refs });
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 

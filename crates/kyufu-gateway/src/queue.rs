@@ -178,13 +178,27 @@ fn unavailable(e: crate::state::StateError) -> ApiError {
     ApiError::new(ErrorCode::ServiceUnavailable)
 }
 
-/// `POST /queue/join`.
-pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions) -> Response {
-    join_inner(&gw, peer_of(&extensions)).await.unwrap_or_else(IntoResponse::into_response)
+/// The optional body of `POST /queue/join`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinInput {
+    reference: Option<String>,
 }
 
-async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Response, ApiError> {
-    Ok(render(gw, &join_answer(gw, peer).await?))
+/// `POST /queue/join`, optionally with `{"reference": "..."}`.
+pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions, body: bytes::Bytes) -> Response {
+    join_inner(&gw, peer_of(&extensions), &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>, body: &[u8]) -> Result<Response, ApiError> {
+    let reference = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let input: JoinInput =
+            serde_json::from_slice(body).map_err(|_| ApiError::new(ErrorCode::InvalidReference))?;
+        input.reference
+    };
+    Ok(render(gw, &join_answer(gw, peer, reference.as_deref()).await?))
 }
 
 /// The client address of a request, when the server recorded it.
@@ -193,8 +207,12 @@ pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<std::net::I
 }
 
 /// Joins the queue: a new ticket, admitted at once when the door is free; 429 for a client
-/// address over its join limit.
-pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Answer, ApiError> {
+/// address over its join limit. A `reference` seen before gets its first number back.
+pub(crate) async fn join_answer(
+    gw: &Shared,
+    peer: Option<std::net::IpAddr>,
+    reference: Option<&str>,
+) -> Result<Answer, ApiError> {
     if let Err(wait_secs) = gw.join_limit.check(peer) {
         gw.metrics.joins_limited.inc();
         return Err(ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs));
@@ -213,7 +231,7 @@ pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> 
         admission.launch.open_if_due(now, counters.issued);
     }
     let prequeue = admission.launch.in_prequeue(now).is_some();
-    let slot = admission.state.join().await.map_err(unavailable)?;
+    let (slot, jat) = take_number(gw, reference, now).await?;
     gw.metrics.joins.inc();
     // A join is also a tick: a visitor arriving at an idle queue is admitted in this very answer,
     // unless the operator queues everyone.
@@ -230,8 +248,8 @@ pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> 
         iat: now,
         nxt: now,
         adm: None,
-        jat: Some(now),
-        pq: prequeue,
+        jat: Some(jat),
+        pq: prequeue || matches!(admission.launch.place(slot.seq), Place::Pending { .. }),
     };
     let place = admission.launch.place(slot.seq);
     if let Place::At(p) = place {
@@ -240,6 +258,29 @@ pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> 
     let answer = decide(&gw.config, claims, None, counters, place, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)
+}
+
+/// A new sequence number, or — for an applicant reference seen before in this queue — the one it
+/// got first, with its join time.
+async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(crate::state::Slot, u64), ApiError> {
+    let state = &gw.admission.state;
+    let hash = match reference {
+        Some(r) if gw.config.reference_capacity > 0 => {
+            Some(gw.refs.hash(r).map_err(|_| ApiError::new(ErrorCode::InvalidReference))?)
+        }
+        _ => None,
+    };
+    let Some(hash) = hash else { return Ok((state.join().await.map_err(unavailable)?, now)) };
+    let epoch = state.counters().await.map_err(unavailable)?.epoch;
+    match gw.refs.lookup(hash, epoch) {
+        crate::refs::Lookup::Known { seq, jat } => Ok((crate::state::Slot { epoch, seq }, jat)),
+        crate::refs::Lookup::New(hash) => {
+            let slot = state.join().await.map_err(unavailable)?;
+            let (seq, jat) = gw.refs.remember(hash, slot.epoch, slot.seq, now);
+            Ok((crate::state::Slot { epoch: slot.epoch, seq }, jat))
+        }
+        crate::refs::Lookup::Full => Ok((state.join().await.map_err(unavailable)?, now)),
+    }
 }
 
 /// `GET /queue/status`.

@@ -221,3 +221,25 @@ async fn waiting_page_before_opening_says_early_arrival_gives_no_advantage() {
         assert!(page.contains("data-prequeue"), "the script knows to reload at the draw");
     }
 }
+
+#[tokio::test]
+async fn the_same_applicant_reference_gets_the_same_place_back() {
+    let h = start_without_ticker(|c| {
+        c.rate_per_sec = 0;
+        c.burst = 0;
+    })
+    .await;
+    let join_with = |body: Value| h.client.post(format!("{}/queue/join", h.base)).json(&body).send();
+    let first: Value = join_with(serde_json::json!({"reference": "AB-1234"})).await.expect("join").json().await.expect("json");
+    let other: Value = join_with(serde_json::json!({"reference": "CD-5678"})).await.expect("join").json().await.expect("json");
+    let again: Value = join_with(serde_json::json!({"reference": "ab1234"})).await.expect("join").json().await.expect("json");
+    let seq = |v: &Value| claims(&h, v["ticket"].as_str().unwrap_or_default()).seq;
+    assert_eq!(seq(&again), seq(&first), "same reference, same number");
+    assert_eq!((again["position"].as_u64(), first["position"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(seq(&other), 2);
+    assert_eq!(h.handle.snapshot().await.expect("snapshot").counters.issued, 2, "no second place was issued");
+    assert_eq!(seq(&join(&h).await.body), 3, "without a reference: a new place as always");
+    let bad = join_with(serde_json::json!({"reference": "AB 12; DROP"})).await.expect("join");
+    assert_eq!(bad.status().as_u16(), 422);
+    assert_eq!(bad.json::<Value>().await.expect("json")["code"], "invalid_reference");
+}
