@@ -40,6 +40,19 @@ pub struct Params {
     pub opens_after_secs: Option<u32>,
     /// Seed of the arrival times and of the pre-queue draw.
     pub seed: u64,
+    /// Fraction of visitors who close the page right after joining (never poll again); the
+    /// liveness ring skips them. Only without a pre-queue (the sim maps places to visitors FIFO).
+    pub abandon: f64,
+    /// The admission rate drops to `rate` for `secs` from `at_secs` (operator or backoff), as
+    /// `set_rate` does it: a new bucket each time.
+    pub dip: Option<Dip>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Dip {
+    pub at_secs: u32,
+    pub secs: u32,
+    pub rate: u32,
 }
 
 /// Poll moments sampled per visitor, seconds after joining (after the draw, for the pre-queue).
@@ -72,6 +85,9 @@ pub struct Report {
     pub eta: Vec<EtaStats>,
     pub wait_median_secs: f64,
     pub wait_max_secs: f64,
+    /// Visitors who left, and numbers the cursor skipped as abandoned.
+    pub gone: u64,
+    pub skipped: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -92,6 +108,8 @@ struct Visitor {
     join_ms: u32,
     jat: u64,
     prequeue: bool,
+    /// Closed the page after joining.
+    gone: bool,
 }
 
 /// A shown estimate: who, when (virtual ms), how many seconds, at which offset.
@@ -121,12 +139,20 @@ pub async fn run(params: Params) -> Report {
     let opens_at = params.opens_after_secs.map(|s| T0 + u64::from(s));
     let state = Arc::new(MemoryQueueState::new());
     let metrics = GatewayMetrics::new(&prometheus::Registry::new());
-    let admission = Admission::new(state.clone(), params.rate_per_sec, params.burst, config.pass_ttl_secs, metrics, Readiness::ready())
-        .with_launch(opens_at, launch_seed);
+    let abandon = if params.opens_after_secs.is_some() { 0.0 } else { params.abandon };
+    let expire_after = config.refresh_secs * u64::from(config.expire_after_polls);
+    let admission = Admission::new(state.clone(), params.rate_per_sec, params.burst, config.pass_ttl_secs, metrics.clone(), Readiness::ready())
+        .with_launch(opens_at, launch_seed)
+        .with_liveness(config.liveness_window, if abandon > 0.0 { expire_after } else { 0 });
     let clock = FakeRelativeClock::default();
-    let rate = NonZeroU32::new(params.rate_per_sec).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(params.burst).unwrap_or(NonZeroU32::MIN);
-    let bucket = RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock.clone());
+    let new_bucket = |per_sec: u32| {
+        let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(params.burst).unwrap_or(NonZeroU32::MIN);
+        RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock.clone())
+    };
+    let mut bucket = new_bucket(params.rate_per_sec);
+    // Every visitor polls every refresh interval; in ticks.
+    let poll_every = (config.refresh_secs * 1000 / u64::from(TICK_MS)).max(1);
     let mut meter = RateMeter::new(5.0);
     let instant0 = Instant::now();
 
@@ -177,17 +203,40 @@ pub async fn run(params: Params) -> Report {
             };
             let place = admission.launch.place(slot.seq);
             let id = visitors.len() as u32;
-            visitors.push(Visitor { seq: slot.seq, join_ms: at_ms, jat: at, prequeue });
+            let gone = abandon > 0.0 && rng.gen::<f64>() < abandon;
+            visitors.push(Visitor { seq: slot.seq, join_ms: at_ms, jat: at, prequeue, gone });
             // Signs the visitor's ticket, exactly as the join answer does.
             let eta = crate::queue::decide(&config, claims, None, counters, place, at, |p| admission.eta_secs(p))
                 .ok()
                 .and_then(|a| if a.pass.is_some() { Some(0) } else { a.eta });
-            if !prequeue {
+            if !prequeue && !gone {
                 // The first sample is the join answer; later ones from the calendar.
                 samples.push(Sample { visitor: id, at_ms, eta: eta.map(|e| e as u32), offset: 0 });
                 schedule(&mut calendar, at_ms, id, true);
             }
             next_arrival += 1;
+        }
+        if let Some(dip) = params.dip {
+            if now_ms == dip.at_secs * 1000 {
+                bucket = new_bucket(dip.rate);
+            } else if now_ms == (dip.at_secs + dip.secs) * 1000 {
+                bucket = new_bucket(params.rate_per_sec);
+            }
+        }
+        // Visitors near the front who are still there poll every refresh interval (FIFO: the
+        // visitor with place p is the p-th to arrive).
+        if abandon > 0.0 {
+            if let Ok(c) = state.counters().await {
+                let top = c.issued.min(c.cursor + config.liveness_window);
+                let phase = tick as u64 % poll_every;
+                let mut p = c.cursor + 1 + (phase + poll_every - (c.cursor + 1) % poll_every) % poll_every;
+                while p <= top {
+                    if visitors.get((p - 1) as usize).is_some_and(|v| !v.gone) {
+                        admission.liveness.touch(p, c.cursor, now);
+                    }
+                    p += poll_every;
+                }
+            }
         }
         // The ticker: advance and measure.
         let _ = admission.pump_at(now, |max| take_tokens(&bucket, max)).await;
@@ -231,7 +280,10 @@ pub async fn run(params: Params) -> Report {
             break;
         }
     }
-    report(params, started, &visitors, &cursor_by_tick, &samples, &admission)
+    let skipped = metrics.tickets_expired.get();
+    let mut r = report(params, started, &visitors, &cursor_by_tick, &samples, &admission);
+    r.skipped = skipped;
+    r
 }
 
 fn report(
@@ -259,7 +311,12 @@ fn report(
     let mut pq_places = Vec::new();
     let mut pq_disp = 0u64;
     let mut waits = Vec::with_capacity(visitors.len());
+    let mut gone = 0u64;
     for (rank, v) in visitors.iter().enumerate() {
+        if v.gone {
+            gone += 1;
+            continue;
+        }
         let place = place_of(v.seq);
         waits.push((reached_ms(place).saturating_sub(u64::from(v.join_ms))) as f64 / 1000.0);
         if v.seq > pq_base && v.seq <= pq_base + pq_n {
@@ -326,6 +383,8 @@ fn report(
         eta,
         wait_median_secs: quantile(&waits, 0.5),
         wait_max_secs: waits.last().copied().unwrap_or(0.0),
+        gone,
+        skipped: 0,
         params,
     }
 }
@@ -346,6 +405,13 @@ impl std::fmt::Display for Report {
         match p.opens_after_secs {
             Some(s) => writeln!(f, "pre-queue: opens at t={s} s; {} visitors in the pre-queue, drawn with a seeded Feistel shuffle", self.prequeue)?,
             None => writeln!(f, "no pre-queue: first come, first served from t=0")?,
+        }
+        if let Some(d) = p.dip {
+            writeln!(f, "rate dip: {}/s from t={} s for {} s (a new bucket each change, as set_rate)", d.rate, d.at_secs, d.secs)?;
+        }
+        if self.gone > 0 {
+            writeln!(f, "abandonment: {} visitors ({:.0} %) closed the page after joining; the cursor skipped {} numbers as abandoned (liveness ring, expire after 15 s silent)",
+                self.gone, 100.0 * self.gone as f64 / p.visitors as f64, self.skipped)?;
         }
         writeln!(f, "queue drained at t={:.0} s (virtual); simulation took {:.1} s wall", self.drained_secs, self.wall.as_secs_f64())?;
         writeln!(f, "order, FIFO visitors: {} admitted before an earlier arrival, max displacement {} places",
