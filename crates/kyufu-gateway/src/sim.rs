@@ -431,3 +431,38 @@ impl std::fmt::Display for Report {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> Params {
+        Params {
+            visitors: 12_000,
+            arrival_secs: 10,
+            rate_per_sec: 200,
+            burst: 400,
+            opens_after_secs: None,
+            seed: 7,
+            abandon: 0.0,
+            dip: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn simulated_launch_keeps_order_and_estimates_within_the_target() {
+        // Virtual time and fixed seeds: the same figures on every run.
+        let fifo = run(params()).await;
+        assert_eq!((fifo.fifo_out_of_order, fifo.fifo_max_displacement, fifo.prequeue), (0, 0, 0));
+        assert!(fifo.eta[0].median_ape <= 0.15, "{fifo}");
+        // Everyone is admitted at 200/s after the 400 burst: about 58 s of virtual time.
+        assert!((50.0..70.0).contains(&fifo.drained_secs), "{fifo}");
+        let pre = run(Params { opens_after_secs: Some(5), ..params() }).await;
+        assert!(pre.prequeue > 5_000, "{pre}");
+        assert_eq!(pre.fifo_out_of_order, 0, "FIFO after opening");
+        let n = pre.prequeue as f64;
+        assert!((pre.prequeue_mean_place_early_half - pre.prequeue_mean_place_late_half).abs() < 0.1 * n, "{pre}");
+        let gone = run(Params { abandon: 0.2, ..params() }).await;
+        assert!(gone.gone > 2_000 && gone.skipped > 0 && gone.skipped <= gone.gone, "{gone}");
+    }
+}

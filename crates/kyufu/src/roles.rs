@@ -49,11 +49,45 @@ pub struct GatewayArgs {
     /// Joins per second from one client address (IPv6 /64), burst 10x; 0 = no limit.
     #[arg(long, env = "KYUFU_JOIN_LIMIT", default_value_t = 50)]
     join_limit: u32,
+    #[command(flatten)]
+    launch: LaunchArgs,
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
     #[command(flatten)]
     program: ProgramArgs,
+}
+
+/// Launch-day settings of a gateway (also taken by the all-in-one process).
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Opening time (RFC 3339, e.g. 2026-12-01T09:00:00+09:00): earlier visitors join a pre-queue
+    /// drawn into a random order at opening.
+    #[arg(long, env = "KYUFU_OPENS_AT")]
+    opens_at: Option<String>,
+    /// Seed of the pre-queue draw, 64 hex digits (random when absent); the same on every node.
+    #[arg(long, env = "KYUFU_LAUNCH_SEED", hide_env_values = true)]
+    launch_seed: Option<String>,
+    /// Most visitors admitted per pass lifetime (concurrent sessions); 0 = no cap.
+    #[arg(long, env = "KYUFU_SESSION_CAP", default_value_t = 0)]
+    session_cap: u64,
+}
+
+impl LaunchArgs {
+    /// Writes the settings into `config`; a bad value names its flag.
+    pub fn apply(&self, config: &mut kyufu_gateway::GatewayConfig) -> anyhow::Result<()> {
+        if let Some(text) = &self.opens_at {
+            let at = kyufu_gateway::launch::parse_rfc3339(text)
+                .with_context(|| format!("--opens-at: not an RFC 3339 time: {text}"))?;
+            config.opens_at = Some(at);
+        }
+        if let Some(hex) = &self.launch_seed {
+            config.launch_seed =
+                Some(kyufu_gateway::launch::parse_seed_hex(hex).context("--launch-seed: must be 64 hex digits")?);
+        }
+        config.session_cap = self.session_cap;
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -104,6 +138,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     config.backoff_floor = args.backoff_floor;
     config.join_limit_per_sec = args.join_limit;
     config.join_limit_burst = args.join_limit.saturating_mul(10);
+    args.launch.apply(&mut config)?;
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     kyufu_gateway::run(listener, config, metrics, shutdown_signal()).await
