@@ -178,7 +178,7 @@ async fn clear_message(State(admin): State<Admin>, headers: HeaderMap) -> Respon
 }
 
 /// The operator, or the response refusing the call.
-type Checked<T> = Result<(String, T), Response>;
+type Checked<T> = Result<(String, T), Box<Response>>;
 
 /// Authenticates and reads a JSON body; `usage` tells a caller what to send.
 fn checked<T>(
@@ -187,8 +187,8 @@ fn checked<T>(
     body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
     usage: &str,
 ) -> Checked<T> {
-    let op = operator(admin, headers).map_err(IntoResponse::into_response)?;
-    let Ok(Json(input)) = body else { return Err(invalid(usage)) };
+    let op = operator(admin, headers).map_err(|e| Box::new(e.into_response()))?;
+    let Ok(Json(input)) = body else { return Err(Box::new(invalid(usage))) };
     Ok((op, input))
 }
 
@@ -200,7 +200,7 @@ struct QueueEveryoneInput {
 async fn queue_everyone(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<QueueEveryoneInput>, axum::extract::rejection::JsonRejection>) -> Response {
     let (op, input) = match checked(&admin, &headers, body, "send {\"enabled\": true|false}") {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     admin.handle.set_queue_everyone(input.enabled);
     tracing::warn!(target: "audit", operator = %op, action = "queue_everyone", enabled = input.enabled, "operator changed queue-everyone");
@@ -218,7 +218,7 @@ struct FailOpenInput {
 async fn fail_open(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<FailOpenInput>, axum::extract::rejection::JsonRejection>) -> Response {
     let (op, input) = match checked(&admin, &headers, body, "send {\"until\": \"<RFC 3339 time>\"}") {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let now = crate::queue::now_secs();
     let Some(until) = crate::launch::parse_rfc3339(&input.until) else { return invalid("until must be an RFC 3339 time") };
@@ -249,7 +249,7 @@ struct SessionCapInput {
 async fn session_cap(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<SessionCapInput>, axum::extract::rejection::JsonRejection>) -> Response {
     let (op, input) = match checked(&admin, &headers, body, "send {\"max_sessions\": N} (0: no cap)") {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     if input.max_sessions > 10_000_000 {
         return invalid("max_sessions out of range");
@@ -267,7 +267,7 @@ struct OpeningInput {
 async fn opening(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<OpeningInput>, axum::extract::rejection::JsonRejection>) -> Response {
     let (op, input) = match checked(&admin, &headers, body, "send {\"opens_at\": \"<RFC 3339 time>\"}") {
         Ok(v) => v,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let Some(opens_at) = crate::launch::parse_rfc3339(&input.opens_at) else { return invalid("opens_at must be an RFC 3339 time") };
     match admin.handle.set_opening(opens_at).await {
