@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway fault-run
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway fault-run bench-launch
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -44,6 +44,11 @@ deploy-down:
 ## Gateway figures: status-poll throughput vs a bare hyper server, memory for 1,000,000 tickets.
 bench-gateway:
 	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
+
+## Simulated launch: 1,000,000 visitors within 60 s at 200 admissions/s on virtual time; order and
+## ETA error, without and with a pre-queue drawn at opening.
+bench-launch:
+	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example launch_sim
 
 build:
 	$(CARGO) build -j$(JOBS) --workspace --all-targets

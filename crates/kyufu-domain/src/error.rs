@@ -40,6 +40,7 @@ pub enum ErrorCode {
     ServiceUnavailable,
     Internal,
     InvalidFunnelEvent,
+    InvalidReference,
 }
 
 impl ErrorCode {
@@ -77,6 +78,7 @@ impl ErrorCode {
         ErrorCode::ServiceUnavailable,
         ErrorCode::Internal,
         ErrorCode::InvalidFunnelEvent,
+        ErrorCode::InvalidReference,
     ];
 
     /// The stable wire name.
@@ -114,6 +116,7 @@ impl ErrorCode {
             ErrorCode::ServiceUnavailable => "service_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::InvalidFunnelEvent => "invalid_funnel_event",
+            ErrorCode::InvalidReference => "invalid_reference",
         }
     }
 
@@ -144,7 +147,8 @@ impl ErrorCode {
             | ErrorCode::DocumentUnreadable
             | ErrorCode::DocumentTooManyPixels
             | ErrorCode::DocumentActiveContent
-            | ErrorCode::DocumentInfected => 422,
+            | ErrorCode::DocumentInfected
+            | ErrorCode::InvalidReference => 422,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Internal => 500,
             ErrorCode::QueuePaused
@@ -208,6 +212,9 @@ impl ErrorCode {
             ErrorCode::Internal => "Something went wrong on our side. Your data was not saved; try again shortly.",
             ErrorCode::InvalidFunnelEvent => {
                 "The funnel event names an unknown step, error code or language, or has extra fields. See `errors`."
+            }
+            ErrorCode::InvalidReference => {
+                "The reference number must be 1 to 64 letters, digits or hyphens, sent as {\"reference\": \"...\"}."
             }
         }
     }

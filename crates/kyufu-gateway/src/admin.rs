@@ -8,6 +8,10 @@
 //! - `POST /admin/v1/pause`, `POST /admin/v1/resume`
 //! - `PUT  /admin/v1/rate` `{"per_sec": 200, "burst": 400}`
 //! - `PUT  /admin/v1/message` `{"message": "..."}`, `DELETE /admin/v1/message`
+//! - `PUT  /admin/v1/queue-everyone` `{"enabled": true}`
+//! - `PUT  /admin/v1/fail-open` `{"until": "2026-12-01T09:30:00+09:00"}`, `DELETE /admin/v1/fail-open`
+//! - `PUT  /admin/v1/session-cap` `{"max_sessions": 5000}` (0: no cap)
+//! - `PUT  /admin/v1/opening` `{"opens_at": "2026-12-01T09:00:00+09:00"}`
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -43,6 +47,10 @@ pub fn admin_router(handle: GatewayHandle, token: &str) -> Result<Router, String
         .route("/admin/v1/resume", post(resume))
         .route("/admin/v1/rate", put(rate))
         .route("/admin/v1/message", put(set_message).delete(clear_message))
+        .route("/admin/v1/queue-everyone", put(queue_everyone))
+        .route("/admin/v1/fail-open", put(fail_open).delete(end_fail_open))
+        .route("/admin/v1/session-cap", put(session_cap))
+        .route("/admin/v1/opening", put(opening))
         .with_state(admin))
 }
 
@@ -73,6 +81,12 @@ async fn snapshot_json(admin: &Admin) -> Response {
             "burst": s.burst,
             "measured_rate": s.measured_rate,
             "message": admin.handle.message(),
+            "queue_everyone": s.queue_everyone,
+            "fail_open_until": s.fail_open_until.and_then(crate::launch::rfc3339),
+            "session_cap": s.session_cap,
+            "admitted_sessions": s.admitted_sessions,
+            "opens_at": s.opens_at.and_then(crate::launch::rfc3339),
+            "opened": s.opened,
         }))
         .into_response(),
         Err(_) => ApiError::new(ErrorCode::ServiceUnavailable).into_response(),
@@ -160,5 +174,112 @@ async fn clear_message(State(admin): State<Admin>, headers: HeaderMap) -> Respon
             snapshot_json(&admin).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// The operator, or the response refusing the call.
+type Checked<T> = Result<(String, T), Box<Response>>;
+
+/// Authenticates and reads a JSON body; `usage` tells a caller what to send.
+fn checked<T>(
+    admin: &Admin,
+    headers: &HeaderMap,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    usage: &str,
+) -> Checked<T> {
+    let op = operator(admin, headers).map_err(|e| Box::new(e.into_response()))?;
+    let Ok(Json(input)) = body else { return Err(Box::new(invalid(usage))) };
+    Ok((op, input))
+}
+
+#[derive(Deserialize)]
+struct QueueEveryoneInput {
+    enabled: bool,
+}
+
+async fn queue_everyone(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<QueueEveryoneInput>, axum::extract::rejection::JsonRejection>) -> Response {
+    let (op, input) = match checked(&admin, &headers, body, "send {\"enabled\": true|false}") {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    admin.handle.set_queue_everyone(input.enabled);
+    tracing::warn!(target: "audit", operator = %op, action = "queue_everyone", enabled = input.enabled, "operator changed queue-everyone");
+    snapshot_json(&admin).await
+}
+
+/// Longest fail-open an operator can set in one call: it must end by itself the same day.
+const MAX_FAIL_OPEN_SECS: u64 = 24 * 3600;
+
+#[derive(Deserialize)]
+struct FailOpenInput {
+    until: String,
+}
+
+async fn fail_open(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<FailOpenInput>, axum::extract::rejection::JsonRejection>) -> Response {
+    let (op, input) = match checked(&admin, &headers, body, "send {\"until\": \"<RFC 3339 time>\"}") {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    let now = crate::queue::now_secs();
+    let Some(until) = crate::launch::parse_rfc3339(&input.until) else { return invalid("until must be an RFC 3339 time") };
+    if until <= now || until - now > MAX_FAIL_OPEN_SECS {
+        return invalid("until must be in the future and at most 24 hours away");
+    }
+    admin.handle.set_fail_open_until(until);
+    tracing::warn!(target: "audit", operator = %op, action = "fail_open", until = %input.until, "operator opened the door without queuing");
+    snapshot_json(&admin).await
+}
+
+async fn end_fail_open(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    match operator(&admin, &headers) {
+        Ok(op) => {
+            admin.handle.set_fail_open_until(0);
+            tracing::warn!(target: "audit", operator = %op, action = "end_fail_open", "operator ended fail-open");
+            snapshot_json(&admin).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SessionCapInput {
+    max_sessions: u64,
+}
+
+async fn session_cap(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<SessionCapInput>, axum::extract::rejection::JsonRejection>) -> Response {
+    let (op, input) = match checked(&admin, &headers, body, "send {\"max_sessions\": N} (0: no cap)") {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    if input.max_sessions > 10_000_000 {
+        return invalid("max_sessions out of range");
+    }
+    admin.handle.set_session_cap(input.max_sessions);
+    tracing::warn!(target: "audit", operator = %op, action = "set_session_cap", max_sessions = input.max_sessions, "operator set the session cap");
+    snapshot_json(&admin).await
+}
+
+#[derive(Deserialize)]
+struct OpeningInput {
+    opens_at: String,
+}
+
+async fn opening(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<OpeningInput>, axum::extract::rejection::JsonRejection>) -> Response {
+    let (op, input) = match checked(&admin, &headers, body, "send {\"opens_at\": \"<RFC 3339 time>\"}") {
+        Ok(v) => v,
+        Err(resp) => return *resp,
+    };
+    let Some(opens_at) = crate::launch::parse_rfc3339(&input.opens_at) else { return invalid("opens_at must be an RFC 3339 time") };
+    match admin.handle.set_opening(opens_at).await {
+        Ok(()) => {
+            tracing::warn!(target: "audit", operator = %op, action = "set_opening", opens_at = %input.opens_at, "operator set the opening time");
+            snapshot_json(&admin).await
+        }
+        Err(crate::OpeningError::AlreadyOpened(_)) => (
+            StatusCode::CONFLICT,
+            Json(serde_json::json!({"code": "already_opened", "message": "the queue has opened; the pre-queue order is fixed"})),
+        )
+            .into_response(),
+        Err(crate::OpeningError::State(_)) => ApiError::new(ErrorCode::ServiceUnavailable).into_response(),
     }
 }

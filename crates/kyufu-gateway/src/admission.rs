@@ -16,6 +16,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyufu_http::Readiness;
 
 use crate::backoff::Backoff;
+use crate::controls::Controls;
+use crate::launch::Launch;
 use crate::liveness::Liveness;
 use crate::metrics::GatewayMetrics;
 use crate::state::{Counters, QueueState, StateError};
@@ -62,6 +64,12 @@ pub(crate) struct Admission {
     pub(crate) liveness: Liveness,
     /// Slows admission while intake answers 5xx or slowly (AIMD on the operator's rate).
     pub(crate) backoff: Backoff,
+    /// The opening time and the pre-queue order.
+    pub(crate) launch: Launch,
+    /// Queue everyone, fail open, session cap.
+    pub(crate) controls: Controls,
+    /// Visitors the cursor admitted within the last pass lifetime: what the session cap limits.
+    admitted: Mutex<PassWindow>,
 }
 
 /// Name of the readiness check the ticker reports.
@@ -87,7 +95,27 @@ impl Admission {
             readiness,
             liveness: Liveness::new(1, 0),
             backoff: Backoff::new(1.0, Duration::MAX),
+            launch: Launch::new(None, rand::random()),
+            controls: Controls::new(0),
+            admitted: Mutex::new(PassWindow::new(pass_ttl_secs)),
         }
+    }
+
+    /// Holds a pre-queue until `opens_at` (Unix seconds), ordered at opening with `seed`.
+    pub(crate) fn with_launch(mut self, opens_at: Option<u64>, seed: [u8; 32]) -> Self {
+        self.launch = Launch::new(opens_at, seed);
+        self
+    }
+
+    /// Admits no more than `cap` visitors per pass lifetime (0: no cap).
+    pub(crate) fn with_session_cap(mut self, cap: u64) -> Self {
+        self.controls = Controls::new(cap);
+        self
+    }
+
+    /// Visitors admitted by the cursor whose pass lifetime has not run out at `now`.
+    pub(crate) fn admitted_sessions(&self, now: u64) -> u64 {
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner()).active(now)
     }
 
     /// Backs admission off to no less than `floor` of the operator's rate while intake fails or
@@ -134,34 +162,39 @@ impl Admission {
 
     /// Whether the cursor can move at all right now.
     fn admitting(&self) -> bool {
-        !self.is_paused() && self.bucket().is_some()
+        !self.is_paused() && self.bucket().is_some() && self.launch.is_open()
     }
 
     /// Takes what the bucket holds, up to the number waiting, and advances the cursor by it.
     /// Called every tick, and on join so that a lone visitor is admitted in the join answer.
     pub(crate) async fn pump(&self) -> Result<(), StateError> {
+        let bucket = self.bucket();
+        self.pump_at(crate::queue::now_secs(), |max| bucket.as_deref().map_or(0, |b| take_tokens(b, max))).await
+    }
+
+    /// `pump` at `now` (Unix seconds) with tokens from `take(max)`: the bucket's clock and the
+    /// wall clock are the only things the launch simulation replaces.
+    pub(crate) async fn pump_at(&self, now: u64, take: impl FnOnce(u64) -> u64) -> Result<(), StateError> {
+        let counters = self.state.counters().await?;
+        // Before the opening time nobody is admitted; the first pump after it draws the pre-queue.
         // Another node holds the shared cursor: spending tokens here would admit nobody.
-        if self.is_paused() || !self.state.drives_cursor() {
+        if !self.launch.open_if_due(now, counters.issued) || self.is_paused() || !self.state.drives_cursor() {
             return Ok(());
         }
-        let Some(bucket) = self.bucket() else { return Ok(()) };
-        let counters = self.state.counters().await?;
-        let waiting = counters.waiting().min(MAX_BATCH);
-        let mut tokens = 0;
-        while tokens < waiting && bucket.check().is_ok() {
-            tokens += 1;
-        }
+        let headroom = self.controls.headroom(self.admitted_sessions(now));
+        let waiting = counters.waiting().min(MAX_BATCH).min(headroom);
         // Intake overloaded: only the backed-off fraction of the operator's rate is used.
-        let tokens = self.backoff.scale(tokens);
+        let tokens = self.backoff.scale(take(waiting));
         if tokens > 0 {
             // Abandoned numbers just ahead of the cursor are passed over without a token.
-            let walk = self.liveness.walk(counters.cursor, counters.issued, tokens, crate::queue::now_secs());
+            let walk = self.liveness.walk(counters.cursor, counters.issued, tokens, now);
             // Concurrent pumps may both take a token for the last visitor; the store clips the
             // cursor at `issued` and the spare token is simply lost.
             let moved = self.state.advance(walk.moved).await?;
             let skipped = walk.skipped.min(moved);
             self.metrics.tickets_expired.inc_by(skipped);
             self.metrics.admitted.inc_by(moved - skipped);
+            self.admitted.lock().unwrap_or_else(|e| e.into_inner()).record_n(now, moved - skipped);
         }
         Ok(())
     }
@@ -218,12 +251,33 @@ impl Admission {
     }
 
     fn observe(&self, meter: &mut RateMeter, counters: Counters) {
-        meter.observe(Instant::now(), counters.cursor, counters.waiting() > 0, self.admitting());
+        self.observe_at(Instant::now(), meter, counters);
+    }
+
+    /// Feeds the rate meter the cursor at `now` and publishes the measured rate.
+    pub(crate) fn observe_at(&self, now: Instant, meter: &mut RateMeter, counters: Counters) {
+        meter.observe(now, counters.cursor, counters.waiting() > 0, self.admitting());
         let rate = meter.rate();
         self.measured.store(rate.unwrap_or(f64::NAN).to_bits(), Ordering::Relaxed);
         self.metrics.admission_rate.set(rate.unwrap_or(0.0));
         self.metrics.queue_length.set(i64::try_from(counters.waiting()).unwrap_or(i64::MAX));
     }
+}
+
+/// Takes up to `max` tokens from `bucket`, one cell at a time; generic over the clock so the launch
+/// simulation runs the same bucket on virtual time.
+pub(crate) fn take_tokens<C>(
+    bucket: &RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, C, governor::middleware::NoOpMiddleware<C::Instant>>,
+    max: u64,
+) -> u64
+where
+    C: governor::clock::Clock,
+{
+    let mut tokens = 0;
+    while tokens < max && bucket.check().is_ok() {
+        tokens += 1;
+    }
+    tokens
 }
 
 fn eta_from_rate(position: u64, rate: f64) -> Option<u64> {
@@ -252,12 +306,20 @@ impl PassWindow {
     }
 
     pub(crate) fn record(&mut self, now: u64) {
+        self.record_n(now, 1);
+    }
+
+    /// Records `count` passes (or admissions) at `now`.
+    pub(crate) fn record_n(&mut self, now: u64, count: u64) {
         self.prune(now);
-        match self.seconds.back_mut() {
-            Some((sec, n)) if *sec >= now => *n += 1,
-            _ => self.seconds.push_back((now, 1)),
+        if count == 0 {
+            return;
         }
-        self.total += 1;
+        match self.seconds.back_mut() {
+            Some((sec, n)) if *sec >= now => *n += count,
+            _ => self.seconds.push_back((now, count)),
+        }
+        self.total += count;
     }
 
     /// Passes issued at `s` with `now < s + ttl`, i.e. not yet expired.
@@ -330,6 +392,27 @@ pub struct QueueSnapshot {
     pub burst: u32,
     /// Measured admissions per second while visitors wait; `None` before any measurement.
     pub measured_rate: Option<f64>,
+    /// Joins are never admitted in their own answer.
+    pub queue_everyone: bool,
+    /// Everyone is admitted without queuing until then (Unix seconds); `None` when off.
+    pub fail_open_until: Option<u64>,
+    /// Most visitors admitted per pass lifetime; `None`: no cap.
+    pub session_cap: Option<u64>,
+    /// Visitors admitted by the cursor within the last pass lifetime (what the cap counts).
+    pub admitted_sessions: u64,
+    /// Opening time of the pre-queue (Unix seconds), if one was set.
+    pub opens_at: Option<u64>,
+    /// The cursor may move: no opening time, or the pre-queue was drawn.
+    pub opened: bool,
+}
+
+/// Why the opening time could not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpeningError {
+    #[error(transparent)]
+    AlreadyOpened(#[from] crate::launch::AlreadyOpened),
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 impl GatewayHandle {
@@ -374,16 +457,52 @@ impl GatewayHandle {
         self.admission.message()
     }
 
+    /// Queue everyone (`true`): no join is admitted in its own answer, even at an idle door.
+    pub fn set_queue_everyone(&self, on: bool) {
+        self.admission.controls.set_queue_everyone(on);
+        tracing::info!(on, "queue-everyone changed");
+    }
+
+    /// Admits everyone at once, without the queue state, until `until` (Unix seconds); it ends by
+    /// itself then. 0 ends it now.
+    pub fn set_fail_open_until(&self, until: u64) {
+        self.admission.controls.set_fail_open_until(until);
+        tracing::info!(until, "fail-open changed");
+    }
+
+    /// Admits no more than `cap` visitors per pass lifetime from now on (0: no cap).
+    pub fn set_session_cap(&self, cap: u64) {
+        self.admission.controls.set_session_cap(cap);
+        tracing::info!(cap, "session cap changed");
+    }
+
+    /// Sets the opening time (Unix seconds): until then visitors join the pre-queue. Refused once
+    /// the pre-queue has been drawn.
+    pub async fn set_opening(&self, opens_at: u64) -> Result<(), OpeningError> {
+        let issued = self.admission.state.counters().await?.issued;
+        self.admission.launch.set_opening(opens_at, issued)?;
+        tracing::info!(opens_at, "opening time set");
+        Ok(())
+    }
+
     /// The queue numbers and controls now.
     pub async fn snapshot(&self) -> Result<QueueSnapshot, StateError> {
         let counters = self.admission.state.counters().await?;
         let (rate_per_sec, burst) = self.rate();
+        let now = crate::queue::now_secs();
+        let controls = &self.admission.controls;
         Ok(QueueSnapshot {
             counters,
             paused: self.is_paused(),
             rate_per_sec,
             burst,
             measured_rate: self.admission.measured_rate(),
+            queue_everyone: controls.queue_everyone(),
+            fail_open_until: controls.fail_open_until(now),
+            session_cap: controls.session_cap(),
+            admitted_sessions: self.admission.admitted_sessions(now),
+            opens_at: self.admission.launch.opens_at(),
+            opened: self.admission.launch.is_open(),
         })
     }
 }

@@ -68,6 +68,16 @@ pub struct GatewayConfig {
     pub max_body_bytes: u64,
     /// Where coupons are redeemed (shown on the status page once a coupon is issued).
     pub redemption_url: String,
+    /// Opening time (Unix seconds): visitors before it join a pre-queue drawn into a random order
+    /// at opening (`launch`). `None`: first come, first served from the start.
+    pub opens_at: Option<u64>,
+    /// Seed of the pre-queue draw; random when not given. Give the same seed to every node.
+    pub launch_seed: Option<[u8; 32]>,
+    /// Most visitors admitted per pass lifetime (concurrent sessions); 0: no cap.
+    pub session_cap: u64,
+    /// Applicant reference numbers remembered for one-place-per-person (keyed hashes, about
+    /// 50 bytes each); beyond it references are not deduplicated. 0 turns references off.
+    pub reference_capacity: usize,
 }
 
 impl GatewayConfig {
@@ -101,6 +111,10 @@ impl GatewayConfig {
             tick: Duration::from_millis(50),
             max_body_bytes: 10 * 1024 * 1024 + 256 * 1024,
             redemption_url: "https://coupon.example.jp/redeem".to_owned(),
+            opens_at: None,
+            launch_seed: None,
+            session_cap: 0,
+            reference_capacity: 1_000_000,
         }
     }
 

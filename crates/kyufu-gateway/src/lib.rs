@@ -22,11 +22,16 @@ mod admission;
 mod backoff;
 mod config;
 mod client_limit;
+mod controls;
+pub mod launch;
 mod liveness;
 mod metrics;
 mod pages;
 mod proxy;
 mod queue;
+mod refs;
+#[doc(hidden)]
+pub mod sim;
 pub mod state;
 pub mod ticket;
 
@@ -40,7 +45,7 @@ use kyufu_http::{ApiError, Readiness};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
-pub use admission::{GatewayHandle, QueueSnapshot};
+pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
 pub use config::{ConfigError, GatewayConfig};
 pub use state::{Counters, MemoryQueueState, QueueState, Slot, StateError};
 pub use ticket::TicketClaims;
@@ -54,6 +59,7 @@ pub(crate) struct Shared {
     pub(crate) join_limit: client_limit::ClientLimiter,
     pub(crate) submit_limit: client_limit::ClientLimiter,
     pub(crate) lookup_limit: client_limit::ClientLimiter,
+    pub(crate) refs: refs::ReferenceBook,
 }
 
 /// A built gateway, not yet serving.
@@ -126,7 +132,9 @@ impl Gateway {
             readiness.clone(),
         )
         .with_liveness(config.liveness_window, expire_after)
-        .with_backoff(config.backoff_floor, config.backoff_slow));
+        .with_backoff(config.backoff_floor, config.backoff_slow)
+        .with_launch(config.opens_at, config.launch_seed.unwrap_or_else(rand::random))
+        .with_session_cap(config.session_cap));
         let proxy = proxy::Proxy::new(
             authority,
             config.connect_timeout,
@@ -140,7 +148,8 @@ impl Gateway {
         let join_limit = limit(config.join_limit_per_sec, config.join_limit_burst);
         let submit_limit = limit(config.submit_limit_per_sec, config.submit_limit_burst);
         let lookup_limit = limit(config.lookup_limit_per_sec, config.lookup_limit_burst);
-        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit, submit_limit, lookup_limit });
+        let refs = refs::ReferenceBook::new(config.reference_capacity);
+        let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit, submit_limit, lookup_limit, refs });
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 
@@ -150,6 +159,7 @@ impl Gateway {
         Router::new()
             .route("/queue/join", post(queue::join))
             .route("/queue/status", get(queue::status))
+            .route("/queue/fairness", get(launch::fairness))
             .route("/api/{*path}", any(proxy::forward))
             .merge(pages::routes())
             .with_state(self.shared.clone())

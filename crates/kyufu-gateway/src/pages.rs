@@ -185,7 +185,7 @@ async fn home(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> R
 /// `POST /wait`: join, then show the waiting room (or the form, if the door is free).
 async fn join(State(gw): State<Arc<Shared>>, headers: HeaderMap, extensions: axum::http::Extensions) -> Response {
     let (l, _) = Lang::pick(&HashMap::new(), &headers);
-    match queue::join_answer(&gw, queue::peer_of(&extensions)).await {
+    match queue::join_answer(&gw, queue::peer_of(&extensions), None).await {
         Ok(answer) => {
             let to = if answer.pass.is_some() { "/apply" } else { "/wait" };
             let mut resp = Redirect::to(to).into_response();
@@ -229,6 +229,9 @@ async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, Str
     let message = queue::visitor_message(&gw)
         .map(|m| format!("<div class=\"notice\" role=\"status\"><strong>{}</strong> {}</div>", l.t("お知らせ", "Notice"), esc(&m)))
         .unwrap_or_default();
+    if let Some(opens_at) = answer.opens_at {
+        return prequeue_page(&gw, &answer, l, remember, opens_at, &message);
+    }
     let eta = match answer.eta {
         Some(s) if s < 60 => l.t("まもなく", "Any moment now").to_owned(),
         Some(s) => match l {
@@ -264,24 +267,64 @@ async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, Str
         minfmt = l.t("約{n}分", "About {n} min"),
         unknown = l.t("計算中です", "Being calculated"),
     );
+    waiting_room(&gw, &answer, l, remember, l.t("順番待ち", "Waiting room"), body)
+}
+
+/// A waiting-room page: refreshes at the advertised interval and carries the ticket cookie.
+fn waiting_room(gw: &Shared, answer: &Answer, l: Lang, remember: bool, title: &'static str, body: String) -> Response {
     let mut resp = Page {
         lang: l,
         remember_lang: remember,
-        title: l.t("順番待ち", "Waiting room"),
+        title,
         path: "/wait",
         body,
         scripts: &["wait.js"],
         refresh: Some(answer.refresh_after.max(1)),
     }
     .render();
-    queue::set_cookies(&gw, &answer, resp.headers_mut());
+    queue::set_cookies(gw, answer, resp.headers_mut());
     resp
 }
 
-/// `HH:MM:SS` in Japan time (the program's time zone), without a time-zone database.
+/// The waiting room before the opening time: no place yet, and why arriving early does not help.
+fn prequeue_page(gw: &Shared, answer: &Answer, l: Lang, remember: bool, opens_at: u64, message: &str) -> Response {
+    let hhmm = jst_hhmm(opens_at);
+    let body = format!(
+        "<h1>{h1}</h1>{message}\
+         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\" data-prequeue=\"1\" aria-live=\"polite\">\
+         <p class=\"big\"><span class=\"label\">{opensl}</span> <time>{hhmm}</time></p></div>\
+         <div class=\"reassure\"><p><strong>{r1}</strong></p><p>{r2}</p><p>{r3}</p></div>\
+         <p class=\"note\"><a href=\"/queue/fairness\">{how}</a></p>\
+         <noscript><p class=\"note\">{nojs}</p></noscript>",
+        h1 = l.t("まだ受付開始前です", "The queue has not opened yet"),
+        opensl = l.t("受付開始", "The queue opens at"),
+        refresh = answer.refresh_after,
+        r1 = match l {
+            Lang::Ja => format!("受付は {hhmm} に始まります。それまでに来られた方は全員、開始時に無作為に順番が決まります。"),
+            Lang::En => format!("The queue opens at {hhmm}. Everyone who arrives before then gets a random place at opening."),
+        },
+        r2 = l.t("早く来ても有利にはなりません。開始時刻までに来ていれば、順番はみな同じ条件で決まります。", "Arriving early gives no advantage: everyone here before the opening has the same chance."),
+        r3 = l.t("このページを開いたままお待ちください。開始後、あなたの順番が表示されます。", "Keep this page open. After the opening it shows your place."),
+        how = l.t("順番の決め方（公開情報）", "How the order is drawn (published)"),
+        nojs = l.t("このページは数秒ごとに自動で更新されます。", "This page refreshes itself every few seconds."),
+    );
+    waiting_room(gw, answer, l, remember, l.t("受付開始前", "Before opening"), body)
+}
+
+/// Seconds of the day in Japan time (the program's time zone), without a time-zone database.
+fn jst_day_secs(unix: u64) -> u64 {
+    (unix + 9 * 3600) % 86_400
+}
+
+/// `HH:MM` of a Unix time in Japan time.
+fn jst_hhmm(unix: u64) -> String {
+    let day = jst_day_secs(unix);
+    format!("{:02}:{:02}", day / 3600, day % 3600 / 60)
+}
+
+/// `HH:MM:SS` now in Japan time.
 fn chrono_like_now_jst() -> String {
-    let secs = queue::now_secs() + 9 * 3600;
-    let day = secs % 86_400;
+    let day = jst_day_secs(queue::now_secs());
     format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 

@@ -15,6 +15,7 @@ use kyufu_http::ApiError;
 use serde::Serialize;
 
 use crate::config::GatewayConfig;
+use crate::launch::Place;
 use crate::state::Counters;
 use crate::ticket::{self, Presented, TicketClaims, PASS_COOKIE, TICKET_COOKIE};
 use crate::Shared;
@@ -32,6 +33,9 @@ struct QueueView<'a> {
     pass: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
+    /// In the pre-queue: the place is drawn at this time (RFC 3339); `position` is 0 until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    opens_at: Option<String>,
 }
 
 /// What a ticket amounts to right now.
@@ -50,10 +54,17 @@ pub(crate) struct Answer {
     /// Seconds from joining to admission, on the answer that admitted the ticket (when the ticket
     /// knows its join time).
     pub waited_secs: Option<u64>,
+    /// In the pre-queue until this opening time (Unix seconds); no place yet.
+    pub opens_at: Option<u64>,
 }
 
+/// The queue numbers a fail-open ticket (`seq` 0, admitted, epoch 0) is judged against: no store
+/// is consulted, so fail-open works while the queue state is down.
+const FAIL_OPEN_COUNTERS: Counters = Counters { epoch: 0, issued: 0, cursor: 0 };
+
 /// Decides a ticket against the queue numbers. `presented` is the token the claims came from
-/// (`None` for a fresh join); `eta` maps a position to an estimate.
+/// (`None` for a fresh join); `place` is where its number stands (`launch`); `eta` maps a position
+/// to an estimate.
 ///
 /// A waiting ticket is re-signed only once `nxt` has passed, so fast pollers get their own ticket
 /// back and the ticket never grows. An admitted ticket is re-signed once, to record the admission
@@ -63,19 +74,29 @@ pub(crate) fn decide(
     claims: TicketClaims,
     presented: Option<&str>,
     counters: Counters,
+    place: Place,
     now: u64,
     eta: impl Fn(u64) -> Option<u64>,
 ) -> Result<Answer, ErrorCode> {
-    // Another event, an earlier queue (restart), or a number never handed out: not ours.
-    if claims.ev != config.event_id || claims.ep != counters.epoch || claims.seq == 0 || claims.seq > counters.issued
+    // Another event, an earlier queue (restart), or a number never handed out: not ours. Number 0
+    // exists only admitted (fail-open).
+    let zero_ok = claims.seq == 0 && claims.adm.is_some();
+    if claims.ev != config.event_id
+        || claims.ep != counters.epoch
+        || (claims.seq == 0 && !zero_ok)
+        || claims.seq > counters.issued
     {
         return Err(ErrorCode::TicketInvalid);
     }
-    if claims.seq > counters.cursor {
-        let position = claims.seq - counters.cursor;
-        let eta = eta(position);
-        // Poll sooner when the turn is expected sooner than the usual interval.
-        let refresh_after = eta.map_or(config.refresh_secs, |e| e.clamp(1, config.refresh_secs));
+    let waiting = match place {
+        Place::Pending { opens_at } => Some((0, None, Some(opens_at))),
+        Place::At(place) if place > counters.cursor => Some((place - counters.cursor, eta(place - counters.cursor), None)),
+        Place::At(_) => None,
+    };
+    if let Some((position, eta, opens_at)) = waiting {
+        // Poll sooner when the turn (or the opening) is expected sooner than the usual interval.
+        let soon = opens_at.map(|at| at.saturating_sub(now)).or(eta);
+        let refresh_after = soon.map_or(config.refresh_secs, |e| e.clamp(1, config.refresh_secs));
         let (ticket, ticket_changed) = match presented {
             Some(token) if now < claims.nxt => (token.to_owned(), false),
             _ => {
@@ -92,6 +113,7 @@ pub(crate) fn decide(
             pass: None,
             newly_admitted: false,
             waited_secs: None,
+            opens_at,
         });
     }
     let (claims, ticket, ticket_changed, newly_admitted) = match (claims.adm, presented) {
@@ -125,7 +147,26 @@ pub(crate) fn decide(
         pass: Some(pass),
         newly_admitted,
         waited_secs,
+        opens_at: None,
     })
+}
+
+/// Admits at once without the queue (fail-open): a ticket numbered 0, admitted now, whose pass is
+/// fixed like any other. Needs no queue state.
+fn fail_open_answer(config: &GatewayConfig, now: u64) -> Result<Answer, ErrorCode> {
+    let claims = TicketClaims {
+        ev: config.event_id.clone(),
+        ep: FAIL_OPEN_COUNTERS.epoch,
+        seq: 0,
+        iat: now,
+        nxt: now.saturating_add(config.refresh_secs),
+        adm: Some(now),
+        jat: None,
+        pq: false,
+    };
+    let mut answer = decide(config, claims, None, FAIL_OPEN_COUNTERS, Place::At(0), now, |_| None)?;
+    answer.newly_admitted = true;
+    Ok(answer)
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -137,13 +178,27 @@ fn unavailable(e: crate::state::StateError) -> ApiError {
     ApiError::new(ErrorCode::ServiceUnavailable)
 }
 
-/// `POST /queue/join`.
-pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions) -> Response {
-    join_inner(&gw, peer_of(&extensions)).await.unwrap_or_else(IntoResponse::into_response)
+/// The optional body of `POST /queue/join`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinInput {
+    reference: Option<String>,
 }
 
-async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Response, ApiError> {
-    Ok(render(gw, &join_answer(gw, peer).await?))
+/// `POST /queue/join`, optionally with `{"reference": "..."}`.
+pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions, body: bytes::Bytes) -> Response {
+    join_inner(&gw, peer_of(&extensions), &body).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>, body: &[u8]) -> Result<Response, ApiError> {
+    let reference = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let input: JoinInput =
+            serde_json::from_slice(body).map_err(|_| ApiError::new(ErrorCode::InvalidReference))?;
+        input.reference
+    };
+    Ok(render(gw, &join_answer(gw, peer, reference.as_deref()).await?))
 }
 
 /// The client address of a request, when the server recorded it.
@@ -152,21 +207,40 @@ pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<std::net::I
 }
 
 /// Joins the queue: a new ticket, admitted at once when the door is free; 429 for a client
-/// address over its join limit.
-pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> Result<Answer, ApiError> {
+/// address over its join limit. A `reference` seen before gets its first number back.
+pub(crate) async fn join_answer(
+    gw: &Shared,
+    peer: Option<std::net::IpAddr>,
+    reference: Option<&str>,
+) -> Result<Answer, ApiError> {
     if let Err(wait_secs) = gw.join_limit.check(peer) {
         gw.metrics.joins_limited.inc();
         return Err(ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs));
     }
     let admission = &gw.admission;
-    let slot = admission.state.join().await.map_err(unavailable)?;
+    let now = now_secs();
+    if admission.controls.fail_open(now) {
+        gw.metrics.joins.inc();
+        let answer = fail_open_answer(&gw.config, now)?;
+        count_admission(gw, &answer, now);
+        return Ok(answer);
+    }
+    // The first visitor after the opening time closes the pre-queue before taking a number.
+    if admission.launch.due(now) {
+        let counters = admission.state.counters().await.map_err(unavailable)?;
+        admission.launch.open_if_due(now, counters.issued);
+    }
+    let prequeue = admission.launch.in_prequeue(now).is_some();
+    let (slot, jat) = take_number(gw, reference, now).await?;
     gw.metrics.joins.inc();
-    // A join is also a tick: a visitor arriving at an idle queue is admitted in this very answer.
-    if let Err(e) = admission.pump().await {
-        tracing::warn!(error = %e, "admission on join failed");
+    // A join is also a tick: a visitor arriving at an idle queue is admitted in this very answer,
+    // unless the operator queues everyone.
+    if !admission.controls.queue_everyone() && !prequeue {
+        if let Err(e) = admission.pump().await {
+            tracing::warn!(error = %e, "admission on join failed");
+        }
     }
     let counters = admission.state.counters().await.map_err(unavailable)?;
-    let now = now_secs();
     let claims = TicketClaims {
         ev: gw.config.event_id.clone(),
         ep: slot.epoch,
@@ -174,12 +248,39 @@ pub(crate) async fn join_answer(gw: &Shared, peer: Option<std::net::IpAddr>) -> 
         iat: now,
         nxt: now,
         adm: None,
-        jat: Some(now),
+        jat: Some(jat),
+        pq: prequeue || matches!(admission.launch.place(slot.seq), Place::Pending { .. }),
     };
-    admission.liveness.touch(slot.seq, counters.cursor, now);
-    let answer = decide(&gw.config, claims, None, counters, now, |p| admission.eta_secs(p))?;
+    let place = admission.launch.place(slot.seq);
+    if let Place::At(p) = place {
+        admission.liveness.touch(p, counters.cursor, now);
+    }
+    let answer = decide(&gw.config, claims, None, counters, place, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)
+}
+
+/// A new sequence number, or — for an applicant reference seen before in this queue — the one it
+/// got first, with its join time.
+async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(crate::state::Slot, u64), ApiError> {
+    let state = &gw.admission.state;
+    let hash = match reference {
+        Some(r) if gw.config.reference_capacity > 0 => {
+            Some(gw.refs.hash(r).map_err(|_| ApiError::new(ErrorCode::InvalidReference))?)
+        }
+        _ => None,
+    };
+    let Some(hash) = hash else { return Ok((state.join().await.map_err(unavailable)?, now)) };
+    let epoch = state.counters().await.map_err(unavailable)?.epoch;
+    match gw.refs.lookup(hash, epoch) {
+        crate::refs::Lookup::Known { seq, jat } => Ok((crate::state::Slot { epoch, seq }, jat)),
+        crate::refs::Lookup::New(hash) => {
+            let slot = state.join().await.map_err(unavailable)?;
+            let (seq, jat) = gw.refs.remember(hash, slot.epoch, slot.seq, now);
+            Ok((crate::state::Slot { epoch: slot.epoch, seq }, jat))
+        }
+        crate::refs::Lookup::Full => Ok((state.join().await.map_err(unavailable)?, now)),
+    }
 }
 
 /// `GET /queue/status`.
@@ -212,19 +313,31 @@ pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Ans
     if claims.ev != gw.config.event_id {
         return Err(ApiError::new(ErrorCode::TicketInvalid));
     }
-    let mut counters = gw.admission.state.counters().await.map_err(unavailable)?;
-    if claims.seq > counters.issued {
-        // Numbers may be cached for a tick; a number another node issued since is checked afresh.
-        counters = gw.admission.state.refresh().await.map_err(unavailable)?;
-    }
     let admission = &gw.admission;
     let now = now_secs();
-    // The cursor passed this number over as abandoned: its place is gone, join again.
-    if claims.adm.is_none() && claims.seq <= counters.cursor && admission.liveness.was_skipped(claims.seq) {
-        return Err(ApiError::new(ErrorCode::TicketExpired));
+    // Admitted by fail-open: valid until its pass expires, whatever the queue state says.
+    if claims.seq == 0 {
+        return Ok(decide(&gw.config, claims, Some(token), FAIL_OPEN_COUNTERS, Place::At(0), now, |_| None)?);
     }
-    admission.liveness.touch(claims.seq, counters.cursor, now);
-    let answer = decide(&gw.config, claims, Some(token), counters, now, |p| admission.eta_secs(p))?;
+    if claims.adm.is_none() && admission.controls.fail_open(now) {
+        let answer = fail_open_answer(&gw.config, now)?;
+        count_admission(gw, &answer, now);
+        return Ok(answer);
+    }
+    let mut counters = admission.state.counters().await.map_err(unavailable)?;
+    if claims.seq > counters.issued {
+        // Numbers may be cached for a tick; a number another node issued since is checked afresh.
+        counters = admission.state.refresh().await.map_err(unavailable)?;
+    }
+    let place = admission.launch.place(claims.seq);
+    if let Place::At(p) = place {
+        // The cursor passed this number over as abandoned: its place is gone, join again.
+        if claims.adm.is_none() && p <= counters.cursor && admission.liveness.was_skipped(p) {
+            return Err(ApiError::new(ErrorCode::TicketExpired));
+        }
+        admission.liveness.touch(p, counters.cursor, now);
+    }
+    let answer = decide(&gw.config, claims, Some(token), counters, place, now, |p| admission.eta_secs(p))?;
     count_admission(gw, &answer, now);
     Ok(answer)
 }
@@ -257,6 +370,7 @@ fn render(gw: &Shared, answer: &Answer) -> Response {
         refresh_after_seconds: answer.refresh_after,
         pass: answer.pass.as_deref(),
         message,
+        opens_at: answer.opens_at.and_then(crate::launch::rfc3339),
     };
     let mut resp = Json(view).into_response();
     set_cookies(gw, answer, resp.headers_mut());
@@ -290,7 +404,7 @@ mod tests {
     }
 
     fn claims(seq: u64, iat: u64, nxt: u64, adm: Option<u64>) -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm, jat: Some(900) }
+        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm, jat: Some(900), pq: false }
     }
 
     const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4 };
@@ -300,9 +414,9 @@ mod tests {
         let cfg = config();
         let c = claims(7, 1_000, 1_005, None);
         let token = c.sign(&cfg.keyring);
-        let a = decide(&cfg, c.clone(), Some(&token), COUNTERS, 1_002, |_| None).expect("answer");
+        let a = decide(&cfg, c.clone(), Some(&token), COUNTERS, Place::At(7), 1_002, |_| None).expect("answer");
         assert_eq!((a.ticket.as_str(), a.ticket_changed, a.position, a.eta), (token.as_str(), false, 3, None));
-        let b = decide(&cfg, c, Some(&token), COUNTERS, 1_005, |p| Some(p * 2)).expect("answer");
+        let b = decide(&cfg, c, Some(&token), COUNTERS, Place::At(7), 1_005, |p| Some(p * 2)).expect("answer");
         assert!(b.ticket_changed);
         let fresh: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &b.ticket).expect("signed");
         assert_eq!((fresh.seq, fresh.iat, fresh.nxt, fresh.adm, fresh.jat), (7, 1_005, 1_010, None, Some(900)));
@@ -314,24 +428,24 @@ mod tests {
     fn admission_is_recorded_once_and_fixes_the_pass() {
         let cfg = config();
         let c = claims(3, 1_000, 1_005, None);
-        let first = decide(&cfg, c.clone(), Some(&c.sign(&cfg.keyring)), COUNTERS, 1_010, |_| None).expect("answer");
+        let first = decide(&cfg, c.clone(), Some(&c.sign(&cfg.keyring)), COUNTERS, Place::At(3), 1_010, |_| None).expect("answer");
         assert!(first.newly_admitted && first.ticket_changed);
         assert_eq!(first.position, 0);
         let admitted: TicketClaims = cfg.keyring.verify(Purpose::Ticket, &first.ticket).expect("signed");
         assert_eq!((admitted.adm, admitted.jat), (Some(1_010), Some(900)), "the join time survives admission");
         assert_eq!(first.waited_secs, Some(110), "joined at 900, admitted at 1010");
-        let again = decide(&cfg, admitted.clone(), Some(&first.ticket), COUNTERS, 1_500, |_| None).expect("answer");
+        let again = decide(&cfg, admitted.clone(), Some(&first.ticket), COUNTERS, Place::At(3), 1_500, |_| None).expect("answer");
         assert!(!again.newly_admitted && !again.ticket_changed);
         assert_eq!(again.waited_secs, None, "the wait is measured once per admission");
         // A ticket signed before `jat` existed is admitted all the same, just not measured.
-        let old = decide(&cfg, TicketClaims { jat: None, ..c }, None, COUNTERS, 1_010, |_| None).expect("answer");
+        let old = decide(&cfg, TicketClaims { jat: None, ..c }, None, COUNTERS, Place::At(3), 1_010, |_| None).expect("answer");
         assert!(old.newly_admitted);
         assert_eq!(old.waited_secs, None);
         assert_eq!(again.pass, first.pass, "same ticket, same pass");
         let pass = kyufu_admission::verify_pass(&cfg.keyring, first.pass.as_deref().unwrap_or(""), "rice", 1_500);
         assert_eq!(pass.map(|p| (p.seq, p.exp)), Ok((3, 1_010 + 1_800)));
         // Once the pass would have expired, the ticket is spent.
-        let late = decide(&cfg, admitted, Some(&first.ticket), COUNTERS, 1_010 + 1_800, |_| None);
+        let late = decide(&cfg, admitted, Some(&first.ticket), COUNTERS, Place::At(3), 1_010 + 1_800, |_| None);
         assert_eq!(late.map(|a| a.position), Err(ErrorCode::TicketExpired));
     }
 
@@ -340,17 +454,17 @@ mod tests {
         let cfg = config();
         let stale = claims(3, 1_000, 1_005, None);
         let idle = 1_000 + cfg.ticket_idle_secs + 1;
-        assert_eq!(decide(&cfg, stale.clone(), None, COUNTERS, idle, |_| None).err(), Some(ErrorCode::TicketExpired));
+        assert_eq!(decide(&cfg, stale.clone(), None, COUNTERS, Place::At(3), idle, |_| None).err(), Some(ErrorCode::TicketExpired));
         // Still waiting: an idle ticket keeps its place.
         let waiting = TicketClaims { seq: 8, ..stale.clone() };
-        assert!(decide(&cfg, waiting, None, COUNTERS, idle, |_| None).is_ok());
+        assert!(decide(&cfg, waiting, None, COUNTERS, Place::At(8), idle, |_| None).is_ok());
         for bad in [
             TicketClaims { ev: "other".into(), ..stale.clone() },
             TicketClaims { ep: 8, ..stale.clone() },
             TicketClaims { seq: 11, ..stale.clone() },
             TicketClaims { seq: 0, ..stale },
         ] {
-            assert_eq!(decide(&cfg, bad, None, COUNTERS, 1_001, |_| None).err(), Some(ErrorCode::TicketInvalid));
+            assert_eq!(decide(&cfg, bad, None, COUNTERS, Place::At(3), 1_001, |_| None).err(), Some(ErrorCode::TicketInvalid));
         }
     }
 }

@@ -38,6 +38,13 @@ pub struct TicketClaims {
     /// before it existed, which are then not measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jat: Option<u64>,
+    /// Joined before the opening time: `seq` is a pre-queue number whose place is drawn at opening.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pq: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl TicketClaims {
@@ -120,7 +127,7 @@ mod tests {
     use super::*;
 
     fn claims() -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None, jat: Some(990) }
+        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None, jat: Some(990), pq: false }
     }
 
     #[test]

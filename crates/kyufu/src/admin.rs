@@ -1,5 +1,6 @@
 //! `kyufu admin`: the operators' command line for the waiting room (status, pause, resume, rate,
-//! message), a thin client of the admin API on the staff port. Prints the queue after each change.
+//! message, queue-everyone, fail-open, session cap, opening time), a thin client of the admin API
+//! on the staff port. Prints the queue after each change.
 
 use std::path::PathBuf;
 
@@ -37,6 +38,25 @@ enum Action {
     Message { text: String },
     /// Remove the message.
     ClearMessage,
+    /// Send every new visitor through the queue, even when there is capacity: `on` or `off`.
+    QueueEveryone { state: OnOff },
+    /// Admit everyone without queuing until an RFC 3339 time (at most 24 h); ends by itself.
+    FailOpen {
+        #[arg(long)]
+        until: String,
+    },
+    /// End fail-open now.
+    EndFailOpen,
+    /// Most visitors admitted per pass lifetime; 0 removes the cap.
+    SessionCap { max_sessions: u64 },
+    /// Opening time (RFC 3339): visitors before it get a random place at opening.
+    Opening { opens_at: String },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -60,6 +80,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         Action::Message { text } => client.put(format!("{base}/admin/v1/message")).json(&serde_json::json!({"message": text})),
         Action::ClearMessage => client.delete(format!("{base}/admin/v1/message")),
+        Action::QueueEveryone { state } => client
+            .put(format!("{base}/admin/v1/queue-everyone"))
+            .json(&serde_json::json!({"enabled": matches!(state, OnOff::On)})),
+        Action::FailOpen { until } => client.put(format!("{base}/admin/v1/fail-open")).json(&serde_json::json!({"until": until})),
+        Action::EndFailOpen => client.delete(format!("{base}/admin/v1/fail-open")),
+        Action::SessionCap { max_sessions } => {
+            client.put(format!("{base}/admin/v1/session-cap")).json(&serde_json::json!({"max_sessions": max_sessions}))
+        }
+        Action::Opening { opens_at } => client.put(format!("{base}/admin/v1/opening")).json(&serde_json::json!({"opens_at": opens_at})),
     };
     let resp = req
         .bearer_auth(token)

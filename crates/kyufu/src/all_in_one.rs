@@ -49,6 +49,8 @@ pub struct AllInOneArgs {
     /// Admission burst.
     #[arg(long, env = "KYUFU_ADMIT_BURST", default_value_t = 100)]
     burst: u32,
+    #[command(flatten)]
+    launch: crate::roles::LaunchArgs,
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
@@ -164,6 +166,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), format!("http://{intake_addr}"));
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
+    args.launch.apply(&mut gateway_config)?;
     let (gateway, gateway_handle) = kyufu_gateway::Gateway::with_readiness(gateway_config, metrics.clone(), readiness.clone())?;
     let gateway_task = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
 

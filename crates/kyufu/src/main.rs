@@ -44,7 +44,7 @@ enum Command {
     Worker(roles::WorkerArgs),
     /// The staff review console alone.
     Review(roles::ReviewArgs),
-    /// Operators' controls of the waiting room (pause, resume, rate, message).
+    /// Operators' controls of the waiting room (pause, resume, rate, message, queue-everyone, fail-open, session cap, opening).
     Admin(admin::AdminArgs),
     /// Measures the automatic triage on a labelled synthetic day; prints the confusion matrix.
     EvalTriage(eval::EvalArgs),

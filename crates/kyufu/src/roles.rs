@@ -55,6 +55,12 @@ pub struct GatewayArgs {
     /// Status lookups per second from one client address, burst 10x; 0 = no limit.
     #[arg(long, env = "KYUFU_LOOKUP_LIMIT", default_value_t = 20)]
     lookup_limit: u32,
+    #[command(flatten)]
+    launch: LaunchArgs,
+    /// Staff address for the operators' admin API (`kyufu admin --url`); needs KYUFU_ADMIN_TOKEN.
+    /// With several gateway nodes, pause, rate and message apply to the node they are sent to.
+    #[arg(long, env = "KYUFU_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
@@ -62,6 +68,38 @@ pub struct GatewayArgs {
     queue: QueueStateArgs,
     #[command(flatten)]
     program: ProgramArgs,
+}
+
+/// Launch-day settings of a gateway (also taken by the all-in-one process).
+#[derive(Args)]
+pub struct LaunchArgs {
+    /// Opening time (RFC 3339, e.g. 2026-12-01T09:00:00+09:00): earlier visitors join a pre-queue
+    /// drawn into a random order at opening.
+    #[arg(long, env = "KYUFU_OPENS_AT")]
+    opens_at: Option<String>,
+    /// Seed of the pre-queue draw, 64 hex digits (random when absent); the same on every node.
+    #[arg(long, env = "KYUFU_LAUNCH_SEED", hide_env_values = true)]
+    launch_seed: Option<String>,
+    /// Most visitors admitted per pass lifetime (concurrent sessions); 0 = no cap.
+    #[arg(long, env = "KYUFU_SESSION_CAP", default_value_t = 0)]
+    session_cap: u64,
+}
+
+impl LaunchArgs {
+    /// Writes the settings into `config`; a bad value names its flag.
+    pub fn apply(&self, config: &mut kyufu_gateway::GatewayConfig) -> anyhow::Result<()> {
+        if let Some(text) = &self.opens_at {
+            let at = kyufu_gateway::launch::parse_rfc3339(text)
+                .with_context(|| format!("--opens-at: not an RFC 3339 time: {text}"))?;
+            config.opens_at = Some(at);
+        }
+        if let Some(hex) = &self.launch_seed {
+            config.launch_seed =
+                Some(kyufu_gateway::launch::parse_seed_hex(hex).context("--launch-seed: must be 64 hex digits")?);
+        }
+        config.session_cap = self.session_cap;
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -118,11 +156,30 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     config.submit_limit_burst = args.submit_limit.saturating_mul(10);
     config.lookup_limit_per_sec = args.lookup_limit;
     config.lookup_limit_burst = args.lookup_limit.saturating_mul(10);
+    args.launch.apply(&mut config)?;
     config.validate()?;
     let state = args.queue.open(&program.id).await?;
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    kyufu_gateway::run_with_state(listener, config, metrics, state, shutdown_signal()).await
+    let (gateway, handle) = kyufu_gateway::Gateway::with_state(config, metrics, state)?;
+    // The operators' admin API on its own (staff) address, never on the public one.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin_task = match (&args.admin_listen, secrets.admin_token.as_deref()) {
+        (Some(addr), Some(token)) => {
+            let router = kyufu_gateway::admin::admin_router(handle, token).map_err(|e| anyhow::anyhow!("KYUFU_ADMIN_TOKEN: {e}"))?;
+            let admin = TcpListener::bind(addr).await.with_context(|| format!("binding --admin-listen {addr}"))?;
+            tracing::info!(addr = %admin.local_addr()?, "admin API listening");
+            Some(tokio::spawn(kyufu_http::serve(admin, router, crate::all_in_one::stopped(stop_rx))))
+        }
+        (Some(_), None) => anyhow::bail!("--admin-listen needs KYUFU_ADMIN_TOKEN (or KYUFU_ADMIN_TOKEN_FILE)"),
+        (None, _) => None,
+    };
+    let served = gateway.serve(listener, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    served
 }
 
 pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {

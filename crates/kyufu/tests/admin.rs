@@ -66,3 +66,50 @@ async fn operators_pause_message_and_resume() {
     let (ok, _) = admin(dir.path(), &staff, &["rate", "0", "0"]);
     assert!(ok);
 }
+
+/// `kyufu gateway` (the role, as run with several nodes) serves the admin API on its staff address
+/// only, with the token from a mounted file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_role_serves_the_admin_api_on_its_staff_address() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let (public, staff) = (format!("127.0.0.1:{}", port()), format!("127.0.0.1:{}", port()));
+    let token_file = dir.path().join("admin-token");
+    std::fs::write(&token_file, "gateway-role-admin-token-0123456789abcdef\n").expect("token file");
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_kyufu"))
+        .args(["gateway", "--listen", &public, "--admin-listen", &staff, "--secrets-file", "/nonexistent"])
+        .env("KYUFU_PASS_KEYS", "k1:0123456789abcdef0123456789abcdef0123456789abcdef")
+        .env("KYUFU_IDENTITY_SECRET", "identity-secret-for-the-admin-test-0123456789")
+        .env("KYUFU_STATUS_SECRET", "status-secret-for-the-admin-test-0123456789ab")
+        .env("KYUFU_ADMIN_TOKEN_FILE", &token_file)
+        .env_remove("KYUFU_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn gateway");
+    let c = client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while c.get(format!("http://{public}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "gateway never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cli = |token: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kyufu"))
+            .args(["admin", "--url", &format!("http://{staff}"), "--token", token, "--operator", "test-operator"])
+            .args(args)
+            .output()
+            .expect("run kyufu admin");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, _) = cli("not-the-token", &["pause"]);
+    assert!(!ok, "a wrong token is refused");
+    let (ok, out) = cli("gateway-role-admin-token-0123456789abcdef", &["pause"]);
+    assert!(ok, "{out}");
+    assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["paused"], true);
+    let joined: Value = c.post(format!("http://{public}/queue/join")).send().await.expect("join").json().await.expect("json");
+    assert_eq!(joined["state"], "waiting", "paused: nobody is admitted: {joined}");
+    let on_public = c.get(format!("http://{public}/admin/v1/queue")).send().await.expect("get").status().as_u16();
+    assert_eq!(on_public, 404, "the admin API is not on the public address");
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+}

@@ -441,7 +441,8 @@ async fn ten_thousand_applications_through_every_fault_lose_nothing() {
     let applications: u64 = std::env::var("KYUFU_FAULT_RUN_APPLICATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let _logs = LogsOnPanic(dir.path().to_owned());
-    let households = usize::try_from(applications).unwrap_or(usize::MAX) / 2 + 200;
+    // About 1.8 eligible children per household; the plan needs one child per application.
+    let households = usize::try_from(applications).unwrap_or(usize::MAX) / 4 * 3 + 500;
     let (mut topo, mut procs) = fault_topology(dir.path(), households).await;
     let out = dir.path().join("loadtest-report");
     // Arrivals spread evenly over four minutes, so every fault below lands in the middle of them.

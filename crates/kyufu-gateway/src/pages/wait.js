@@ -15,7 +15,8 @@
     if (s < 60) return strings.soon;
     return strings.min.replace("{n}", Math.ceil(s / 60));
   }
-  let shown = Number(document.getElementById("position").textContent) || Infinity;
+  const positionEl = document.getElementById("position");
+  let shown = (positionEl && Number(positionEl.textContent)) || Infinity;
   async function poll() {
     try {
       const r = await fetch("/queue/status", { headers: { Accept: "application/json" }, credentials: "same-origin" });
@@ -24,6 +25,16 @@
         if (v.state === "admitted") {
           kyufu.once("admitted");
           location.assign("/apply");
+          return;
+        }
+        // The pre-queue was drawn: the server renders the page with the place.
+        if (box.dataset.prequeue && !v.opens_at) {
+          location.reload();
+          return;
+        }
+        if (box.dataset.prequeue) {
+          every = Math.max(1, v.refresh_after_seconds || every);
+          setTimeout(poll, every * 1000);
           return;
         }
         // Never show the place going backwards, even if an answer arrives out of order.
