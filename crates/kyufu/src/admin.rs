@@ -9,9 +9,11 @@ use clap::{Args, Subcommand};
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// Staff port of the gateway (where `/admin/v1` is served).
-    #[arg(long, env = "KYUFU_ADMIN_URL", default_value = "http://127.0.0.1:8090")]
-    url: String,
+    /// Staff address of the gateway (where `/admin/v1` is served). With several gateway nodes,
+    /// give every node (comma-separated or repeated): the change is sent to each, so pause, rate,
+    /// message and the other controls hold whichever node holds the queue cursor.
+    #[arg(long, env = "KYUFU_ADMIN_URL", default_value = "http://127.0.0.1:8090", value_delimiter = ',', num_args = 1..)]
+    url: Vec<String>,
     /// Admin token; read from the secrets file when not given.
     #[arg(long, env = "KYUFU_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -69,9 +71,35 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             v["admin_token"].as_str().context("no admin_token in the secrets file")?.to_owned()
         }
     };
-    let base = args.url.trim_end_matches('/');
     let client = reqwest::Client::new();
-    let req = match &args.action {
+    let mut answers = serde_json::Map::new();
+    let mut failed = Vec::new();
+    for url in &args.url {
+        let base = url.trim_end_matches('/');
+        match send(&client, base, &args.action, &token, &args.operator).await {
+            Ok((true, body)) => {
+                answers.insert(base.to_owned(), body);
+            }
+            Ok((false, body)) => {
+                failed.push(base.to_owned());
+                answers.insert(base.to_owned(), body);
+            }
+            Err(e) => {
+                failed.push(base.to_owned());
+                answers.insert(base.to_owned(), serde_json::json!({"error": format!("{e:#}")}));
+            }
+        }
+    }
+    // One node: its answer as is; several: each node's answer under its address.
+    let shown = if answers.len() == 1 { answers.into_iter().next().map(|(_, v)| v).unwrap_or_default() } else { answers.into() };
+    println!("{}", serde_json::to_string_pretty(&shown)?);
+    anyhow::ensure!(failed.is_empty(), "the change did not take on: {}", failed.join(", "));
+    Ok(())
+}
+
+/// Sends `action` to one node; whether it succeeded, and its answer.
+async fn send(client: &reqwest::Client, base: &str, action: &Action, token: &str, operator: &str) -> anyhow::Result<(bool, serde_json::Value)> {
+    let req = match action {
         Action::Status => client.get(format!("{base}/admin/v1/queue")),
         Action::Pause => client.post(format!("{base}/admin/v1/pause")),
         Action::Resume => client.post(format!("{base}/admin/v1/resume")),
@@ -90,15 +118,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
         Action::Opening { opens_at } => client.put(format!("{base}/admin/v1/opening")).json(&serde_json::json!({"opens_at": opens_at})),
     };
-    let resp = req
-        .bearer_auth(token)
-        .header("X-Operator", &args.operator)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {base}"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
-    println!("{}", serde_json::to_string_pretty(&body)?);
-    anyhow::ensure!(status.is_success(), "the admin API answered {status}");
-    Ok(())
+    let resp = req.bearer_auth(token).header("X-Operator", operator).send().await.with_context(|| format!("cannot reach {base}"))?;
+    let ok = resp.status().is_success();
+    Ok((ok, resp.json().await.unwrap_or(serde_json::Value::Null)))
 }

@@ -88,3 +88,66 @@ fn bad_queue_state_settings_stop_the_gateway_naming_them() {
         assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
 }
+
+/// Operators steer every node at once: `kyufu admin --url A,B pause` holds the queue whichever
+/// node holds the cursor, and `resume` on both lets the waiting visitor in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_admin_command_pauses_and_resumes_every_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start();
+    let port = kyufu_testservers::free_port;
+    let nodes: Vec<(String, String)> = (0..2).map(|_| (format!("127.0.0.1:{}", port()), format!("127.0.0.1:{}", port()))).collect();
+    let token = "admin-token-for-the-nodes-test-0123456789";
+    let _procs: Vec<Kill> = nodes
+        .iter()
+        .map(|(public, staff)| {
+            let args = ["--listen", public, "--admin-listen", staff, "--queue-state", "redis", "--redis-url", &redis.url(), "--rate", "50"];
+            let mut cmd = gateway(dir.path(), &args);
+            cmd.env("KYUFU_ADMIN_TOKEN", token);
+            Kill(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn kyufu"))
+        })
+        .collect();
+    for (public, staff) in &nodes {
+        wait_http(&format!("http://{public}/healthz")).await;
+        wait_http(&format!("http://{staff}/healthz")).await;
+    }
+    let urls = nodes.iter().map(|(_, staff)| format!("http://{staff}")).collect::<Vec<_>>().join(",");
+    let admin = |action: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kyufu"))
+            .args(["admin", "--url", &urls, "--token", token, "--operator", "test-operator", action])
+            .output()
+            .expect("run kyufu admin");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).expect("json")
+    };
+    let paused = admin("pause");
+    for (_, staff) in &nodes {
+        assert_eq!(paused[format!("http://{staff}")]["paused"], true, "{paused}");
+    }
+    let c = reqwest::Client::new();
+    let mut tickets = Vec::new();
+    for (public, _) in &nodes {
+        let v: Value = c.post(format!("http://{public}/queue/join")).send().await.expect("join").json().await.expect("json");
+        assert_eq!(v["state"], "waiting", "paused everywhere: {v}");
+        tickets.push(v["ticket"].as_str().unwrap_or_default().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let poll = |node: usize, ticket: String| {
+        let (c, public) = (c.clone(), nodes[node].0.clone());
+        async move {
+            let v: Value = c.get(format!("http://{public}/queue/status")).header("X-Queue-Ticket", ticket).send().await.expect("status").json().await.expect("json");
+            v
+        }
+    };
+    for (i, t) in tickets.iter().enumerate() {
+        assert_eq!(poll(i, t.clone()).await["state"], "waiting", "still paused");
+    }
+    admin("resume");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for (i, t) in tickets.iter().enumerate() {
+        while poll(i, t.clone()).await["state"] != "admitted" {
+            assert!(Instant::now() < deadline, "not admitted after resume");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
