@@ -2,9 +2,12 @@
 //! queue (a visitor joins one and polls the other); a bad queue-state setting or an unreachable
 //! Redis stops the process before it serves, naming the setting.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::*;
 use kyufu_testservers::redis::RedisServer;
 use serde_json::Value;
 
@@ -21,27 +24,11 @@ fn gateway(dir: &std::path::Path, args: &[&str]) -> Command {
     cmd
 }
 
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn wait_http(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(url).await.is_err() {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_share_one_queue_through_redis() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start();
-    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", kyufu_testservers::free_port())).collect();
+    let addrs: Vec<String> = (0..2).map(|_| format!("127.0.0.1:{}", free_port())).collect();
     // Admission closed (rate 0), so both visitors stay in the queue for the test to see.
     let _nodes: Vec<Kill> = addrs
         .iter()
@@ -74,8 +61,8 @@ async fn two_gateway_processes_share_one_queue_through_redis() {
 #[test]
 fn bad_queue_state_settings_stop_the_gateway_naming_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let listen = format!("127.0.0.1:{}", kyufu_testservers::free_port());
-    let nobody = format!("redis://127.0.0.1:{}/", kyufu_testservers::free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let nobody = format!("redis://127.0.0.1:{}/", free_port());
     let cases: [(&[&str], &str); 3] = [
         (&["--queue-state", "bogus"], "--queue-state"),
         (&["--queue-state", "redis", "--redis-url", &nobody], "--redis-url"),
@@ -95,7 +82,7 @@ fn bad_queue_state_settings_stop_the_gateway_naming_them() {
 async fn one_admin_command_pauses_and_resumes_every_node() {
     let dir = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start();
-    let port = kyufu_testservers::free_port;
+    let port = free_port;
     let nodes: Vec<(String, String)> = (0..2).map(|_| (format!("127.0.0.1:{}", port()), format!("127.0.0.1:{}", port()))).collect();
     let token = "admin-token-for-the-nodes-test-0123456789";
     let _procs: Vec<Kill> = nodes

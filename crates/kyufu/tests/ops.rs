@@ -39,11 +39,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("addr").port()
-}
-
 impl Prometheus {
     /// Starts `prometheus` scraping `target` (`host:port`) every second as job `kyufu-all-in-one`,
     /// with the project's recording and alerting rules, storage in a temp dir.

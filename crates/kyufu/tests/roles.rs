@@ -17,10 +17,6 @@ const SECRETS: [(&str, &str); 3] = [
     ("KYUFU_STATUS_SECRET", "status-secret-for-the-roles-test-0123456789ab"),
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 fn kyufu(dir: &std::path::Path, args: &[&str]) -> Child {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("roles.log")).expect("log");
     Command::new(env!("CARGO_BIN_EXE_kyufu"))
@@ -30,22 +26,6 @@ fn kyufu(dir: &std::path::Path, args: &[&str]) -> Child {
         .stderr(Stdio::from(log))
         .spawn()
         .expect("spawn kyufu")
-}
-
-async fn wait_http(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(url).await.is_err() {
-        assert!(Instant::now() < deadline, "{url} never answered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -22,14 +22,6 @@ const K2: &str = "k2:fedcba9876543210fedcba9876543210fedcba9876543210";
 const S1: &str = "status-secret-one-for-the-rotation-test-0123";
 const S2: &str = "status-secret-two-for-the-rotation-test-4567";
 const IDENTITY: &str = "identity-secret-for-the-rotation-test-012345";
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn kyufu(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Kill {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("secrets.log")).expect("log");
@@ -44,19 +36,6 @@ fn kyufu(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Kill {
         .spawn()
         .expect("spawn kyufu");
     Kill(child)
-}
-
-async fn wait_http(dir: &Path, url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while reqwest::get(url).await.is_err() {
-        let log = || std::fs::read_to_string(dir.join("secrets.log")).unwrap_or_default();
-        assert!(Instant::now() < deadline, "{url} never answered; log:\n{}", log());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 /// A secret written to a private file, for the `NAME_FILE` form.
@@ -119,8 +98,8 @@ async fn pass_keys_and_status_secrets_rotate_without_breaking_links_or_letting_o
 
     // 1. Intake rolling out k2 while still accepting k1; status secret S1.
     let intake = start_intake(&format!("{K2},{K1}"), S1);
-    wait_http(dir.path(), &format!("{base}/healthz")).await;
-    wait_http(dir.path(), &format!("http://{intake_addr}/healthz")).await;
+    wait_http_logged(&format!("{base}/healthz"), Some(&dir.path().join("secrets.log"))).await;
+    wait_http_logged(&format!("http://{intake_addr}/healthz"), Some(&dir.path().join("secrets.log"))).await;
     let (code, body) = submit_child(0).await;
     assert_eq!(code, 202, "a k1 pass while k1 is still known: {body}");
     let (id_a, token_a) = ids(&body);
@@ -129,7 +108,7 @@ async fn pass_keys_and_status_secrets_rotate_without_breaking_links_or_letting_o
 
     // 3a. Status secret rotated to S2, S1 still accepted: the link already sent keeps working.
     let intake = start_intake(&format!("{K2},{K1}"), &format!("{S2},{S1}"));
-    wait_http(dir.path(), &format!("http://{intake_addr}/healthz")).await;
+    wait_http_logged(&format!("http://{intake_addr}/healthz"), Some(&dir.path().join("secrets.log"))).await;
     let (code, v) = lookup(&c, &base, &id_a, &token_a).await;
     assert_eq!(code, 200, "old link during rotation: {v}");
     let (code, body) = submit_child(1).await;
@@ -139,7 +118,7 @@ async fn pass_keys_and_status_secrets_rotate_without_breaking_links_or_letting_o
 
     // 2 and 3b. Rotation finished: only k2 and S2.
     let intake = start_intake(K2, S2);
-    wait_http(dir.path(), &format!("http://{intake_addr}/healthz")).await;
+    wait_http_logged(&format!("http://{intake_addr}/healthz"), Some(&dir.path().join("secrets.log"))).await;
     let (code, v) = lookup(&c, &base, &id_a, &token_a).await;
     let (unknown_code, unknown) = lookup(&c, &base, &uuid::Uuid::new_v4().to_string(), &token_a).await;
     assert_eq!((code, &v["code"]), (404, &unknown["code"]), "a dropped secret's token finds nothing, like an unknown id");
@@ -162,7 +141,7 @@ async fn pass_keys_and_status_secrets_rotate_without_breaking_links_or_letting_o
         let args = ["worker", "dedupe", "--listen", &listen, "--data-dir", &data, "--registry", registry, "--secrets-file", "/nonexistent"];
         let w = kyufu(dir.path(), &args, &env);
         let metrics = format!("http://{listen}/metrics");
-        wait_http(dir.path(), &metrics).await;
+        wait_http_logged(&metrics, Some(&dir.path().join("secrets.log"))).await;
         let processed = || async {
             let text = reqwest::get(&metrics).await.expect("metrics").text().await.expect("text");
             let n: f64 = text

@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[allow(unused_imports)] // not every test binary needs it
+pub use kyufu_testservers::free_port;
+
 pub struct System {
     pub child: Child,
     pub base: String,
@@ -284,5 +287,32 @@ pub async fn wait_settled(client: &reqwest::Client, base: &str, id: &str, token:
         }
         assert!(Instant::now() < deadline, "{id} stuck in {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One of our processes, started by a test; killed and reaped when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `url` answers at all (any status), for at most 30 s.
+pub async fn wait_http(url: &str) {
+    wait_http_logged(url, None).await;
+}
+
+/// Like `wait_http`; on giving up, the panic shows the text of `log` (the processes' output).
+pub async fn wait_http_logged(url: &str, log: Option<&Path>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(url).await.is_err() {
+        if Instant::now() >= deadline {
+            let text = log.map(|p| std::fs::read_to_string(p).unwrap_or_default()).unwrap_or_default();
+            panic!("{url} never answered\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
