@@ -77,6 +77,14 @@ try {
   await page.locator("#done").waitFor({ state: "visible" });
   const links = page.locator("#done-list a");
   check((await links.count()) === 2, "one application and one status link per child");
+  check(await page.locator("#done-next").isVisible(), "the page says the turn is over and how to apply again");
+  // Every child is in, so the form spends the admission pass: the gateway clears its cookie.
+  let passGone = false;
+  for (let i = 0; i < 50 && !passGone; i++) {
+    passGone = !(await context.cookies()).some((c) => c.name === "kyufu_pass");
+    if (!passGone) await page.waitForTimeout(100);
+  }
+  check(passGone, "the admission pass is spent and its cookie cleared");
   await shot(page, "05-confirmation");
 
   // The status page, until the coupon is issued.

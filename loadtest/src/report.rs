@@ -42,6 +42,8 @@ pub struct VisitorCounts {
     pub gave_up: usize,
     pub rejoins: u64,
     pub queue_polls: u64,
+    /// Visitors who spent their pass after their last child (as the form does).
+    pub passes_spent: usize,
     /// Why visitors gave up, counted (first words of the reason).
     pub gave_up_reasons: BTreeMap<String, usize>,
 }
@@ -165,6 +167,7 @@ pub fn summarize(i: Inputs<'_>) -> (Summary, Raw) {
             *v.gave_up_reasons.entry(short).or_default() += 1;
         }
         v.rejoins += u64::from(r.rejoins);
+        v.passes_spent += usize::from(r.spent_pass);
         v.queue_polls += u64::from(r.polls);
         if let (Some(j), Some(a)) = (r.joined_at, r.admitted_at) {
             waits.push(a - j);
@@ -399,6 +402,7 @@ pub fn html(s: &Summary, raw: Option<&Raw>) -> String {
     let _ = write!(
         out,
         "<h2>Figures</h2><table><tr><th>visitors joined / admitted / abandoned / gave up</th><td>{} / {} / {} / {}</td></tr>\
+         <tr><th>visitors who spent their pass when done</th><td>{}</td></tr>\
          <tr><th>throughput (accepted applications/s)</th><td>{:.1}</td></tr><tr><th>settled applications/s</th><td>{:.1}</td></tr>\
          <tr><th>max queue length (gauge) / max position seen</th><td>{} / {}</td></tr>\
          <tr><th>admissions/s peak / mean while admitting</th><td>{:.0} / {:.1}</td></tr>\
@@ -408,6 +412,7 @@ pub fn html(s: &Summary, raw: Option<&Raw>) -> String {
         v.admitted,
         v.abandoned,
         v.gave_up,
+        v.passes_spent,
         s.throughput.accepted_per_s,
         s.throughput.settled_per_s,
         s.queue.max_length.map_or("–".into(), |q| format!("{q:.0}")),
@@ -490,7 +495,7 @@ pub fn text(s: &Summary) -> String {
     let d = &s.wait_s;
     let _ = writeln!(t, "queue wait   : p50 {} p99 {} max {}", ms(d.p50), ms(d.p99), ms(d.max));
     let _ = writeln!(t, "max queue    : {} (gauge), position {} (seen)", s.queue.max_length.map_or("–".into(), |q| format!("{q:.0}")), s.queue.max_position_seen);
-    let _ = writeln!(t, "visitors     : {} joined, {} admitted, {} abandoned, {} gave up", s.visitors.joined, s.visitors.admitted, s.visitors.abandoned, s.visitors.gave_up);
+    let _ = writeln!(t, "visitors     : {} joined, {} admitted, {} abandoned, {} gave up, {} spent their pass when done", s.visitors.joined, s.visitors.admitted, s.visitors.abandoned, s.visitors.gave_up, s.visitors.passes_spent);
     let _ = writeln!(t, "wall time    : {:.0} s", s.run.wall_time_s);
     for (kind, list) in [("lost", &s.reconciliation.lost), ("duplicated", &s.reconciliation.duplicated), ("mismatched", &s.reconciliation.mismatched)] {
         for f in list.iter().take(5) {

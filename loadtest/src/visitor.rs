@@ -88,6 +88,8 @@ pub struct VisitorRecord {
     pub retry_checks: Vec<RetryCheck>,
     pub bad_input: Option<BadInputResult>,
     pub not_accepted: Vec<NotAccepted>,
+    /// The pass was spent after the last child, as the citizen form does (204).
+    pub spent_pass: bool,
 }
 
 /// One HTTP answer, read in full.
@@ -515,6 +517,13 @@ async fn await_settled(ctx: &Ctx, entry: &LedgerEntry, rec: &mut VisitorRecord) 
 }
 
 /// Plays one visitor.
+/// Every child is in: spend the pass like the form does, so the place goes back at once. Best
+/// effort, as in the browser; a failure only means the place returns when the pass expires.
+async fn spend_pass(ctx: &Ctx, pass: &str) -> bool {
+    let req = ctx.client.post(format!("{}/api/v1/pass/spend", ctx.base)).header("X-Admission-Pass", pass);
+    matches!(req.send().await, Ok(resp) if resp.status().as_u16() == 204)
+}
+
 pub async fn visit(ctx: Arc<Ctx>, v: Visitor) -> VisitorRecord {
     let mut rec = VisitorRecord { id: v.id, ..Default::default() };
     let Some(mut pass) = admit(&ctx, &v, &mut rec).await else { return rec };
@@ -568,6 +577,9 @@ pub async fn visit(ctx: Arc<Ctx>, v: Visitor) -> VisitorRecord {
                 rec.not_accepted.push(NotAccepted { visitor: v.id, idempotency_key: app.idempotency_key.clone(), reason });
             }
         }
+    }
+    if !rec.accepted.is_empty() && rec.not_accepted.is_empty() {
+        rec.spent_pass = spend_pass(&ctx, &pass).await;
     }
     let accepted = rec.accepted.clone();
     for entry in &accepted {

@@ -80,11 +80,27 @@ impl Keyring {
     }
 
     fn mac(&self, kid: &str, purpose: Purpose, signed: &[u8]) -> Option<Hmac<Sha256>> {
+        self.mac_labelled(kid, purpose.label(), signed)
+    }
+
+    fn mac_labelled(&self, kid: &str, label: &[u8], data: &[u8]) -> Option<Hmac<Sha256>> {
         let key = self.keys.get(kid)?;
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
-        mac.update(purpose.label());
-        mac.update(signed);
+        mac.update(label);
+        mac.update(data);
         Some(mac)
+    }
+
+    /// A 128-bit id (32 hex digits) derived from `input` with the current key: the same input
+    /// always gives the same id, and nobody without the key can predict or steer it. The gateway
+    /// derives pass ids from the visitor's place in the queue, so every pass minted for one place
+    /// has one id, and spending it covers them all. Ids change when the current key is rotated.
+    pub fn derive_id(&self, input: &[u8]) -> String {
+        let tag = self
+            .mac_labelled(&self.current, b"kyufu-id-v1\x1e", input)
+            .map(|m| m.finalize().into_bytes().to_vec())
+            .unwrap_or_default();
+        tag.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
     /// Signs `claims` for `purpose`.
@@ -214,6 +230,17 @@ mod tests {
         for junk in ["", "a", "a.b", "a.b.c.d", "k1.!!.??", &"x".repeat(5000)] {
             assert!(verify_pass(&kr, junk, "rice", 1_001).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn derived_ids_are_fixed_per_input_and_key() {
+        let kr = Keyring::random();
+        let a = kr.derive_id(b"rice\x1f1\x1f42");
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, kr.derive_id(b"rice\x1f1\x1f42"), "same input, same id");
+        assert_ne!(a, kr.derive_id(b"rice\x1f1\x1f43"), "another place, another id");
+        assert_ne!(a, Keyring::random().derive_id(b"rice\x1f1\x1f42"), "another key, another id");
     }
 
     #[test]

@@ -183,6 +183,17 @@ impl StatusStore for EmbeddedStatusStore {
         .await
     }
 
+    async fn claimed_by(&self, namespace: &str, key: &str) -> Result<Option<String>, AdapterError> {
+        let (db, k) = (self.db.clone(), claim_key(namespace, key));
+        blocking(move || {
+            let tx = db.begin_read().map_err(storage_err)?;
+            let t = tx.open_table(CLAIMS).map_err(storage_err)?;
+            let owner = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
+            Ok(owner)
+        })
+        .await
+    }
+
     async fn claim_many(&self, namespace: &str, keys: &[String], owner: &str) -> Result<Vec<Claim>, AdapterError> {
         let (db, owner) = (self.db.clone(), owner.to_owned());
         let keys: Vec<String> = keys.iter().map(|k| claim_key(namespace, k)).collect();

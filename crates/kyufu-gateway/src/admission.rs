@@ -70,6 +70,9 @@ pub(crate) struct Admission {
     pub(crate) controls: Controls,
     /// Visitors the cursor admitted within the last pass lifetime: what the session cap limits.
     admitted: Mutex<PassWindow>,
+    /// The shared count of spent passes last seen (epoch, count): its growth is given back to
+    /// `admitted` by the node moving the cursor.
+    spent_seen: Mutex<Option<(u32, u64)>>,
 }
 
 /// Name of the readiness check the ticker reports.
@@ -98,6 +101,7 @@ impl Admission {
             launch: Launch::new(None, rand::random()),
             controls: Controls::new(0),
             admitted: Mutex::new(PassWindow::new(pass_ttl_secs)),
+            spent_seen: Mutex::new(None),
         }
     }
 
@@ -145,6 +149,42 @@ impl Admission {
         self.metrics.active_sessions.set(i64::try_from(window.active(now)).unwrap_or(i64::MAX));
     }
 
+    /// A visitor finished and intake spent their pass (the gateway saw it answer the spend call):
+    /// the session ends here at once instead of at pass expiry, and the place goes back to the
+    /// session cap on whichever node moves the cursor (through the shared spent count).
+    pub(crate) async fn pass_spent(&self, now: u64) {
+        {
+            let mut window = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            window.release(now, 1);
+            self.metrics.active_sessions.set(i64::try_from(window.active(now)).unwrap_or(i64::MAX));
+        }
+        self.metrics.passes_spent.inc();
+        if let Err(e) = self.state.spend().await {
+            // The place still comes back when the pass expires.
+            tracing::warn!(error = %e, "spent pass not counted in the queue state");
+            return;
+        }
+        if let Err(e) = self.pump().await {
+            tracing::warn!(error = %e, "admission after a spent pass failed");
+        }
+    }
+
+    /// Gives back to the session cap the passes spent since the last look.
+    fn give_back_spent(&self, now: u64, counters: &Counters) {
+        let mut seen = self.spent_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let (fresh, base) = match *seen {
+            Some((epoch, before)) if epoch == counters.epoch => {
+                (counters.spent.saturating_sub(before), before.max(counters.spent))
+            }
+            // First look, or a new numbering: a baseline, nothing to give back yet.
+            _ => (0, counters.spent),
+        };
+        *seen = Some((counters.epoch, base));
+        if fresh > 0 {
+            self.admitted.lock().unwrap_or_else(|e| e.into_inner()).release(now, fresh);
+        }
+    }
+
     fn refresh_sessions(&self, now: u64) {
         let mut window = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         self.metrics.active_sessions.set(i64::try_from(window.active(now)).unwrap_or(i64::MAX));
@@ -176,6 +216,7 @@ impl Admission {
     /// wall clock are the only things the launch simulation replaces.
     pub(crate) async fn pump_at(&self, now: u64, take: impl FnOnce(u64) -> u64) -> Result<(), StateError> {
         let counters = self.state.counters().await?;
+        self.give_back_spent(now, &counters);
         // Before the opening time nobody is admitted; the first pump after it draws the pre-queue.
         // Another node holds the shared cursor: spending tokens here would admit nobody.
         if !self.launch.open_if_due(now, counters.issued) || self.is_paused() || !self.state.drives_cursor() {
@@ -320,6 +361,23 @@ impl PassWindow {
             _ => self.seconds.push_back((now, count)),
         }
         self.total += count;
+    }
+
+    /// Takes back up to `count` passes that ended early (spent), oldest first: they would have
+    /// expired first, so the window never frees a place later than it would have.
+    pub(crate) fn release(&mut self, now: u64, count: u64) {
+        self.prune(now);
+        let mut left = count;
+        while left > 0 {
+            let Some((_, n)) = self.seconds.front_mut() else { break };
+            let take = left.min(*n);
+            *n -= take;
+            self.total -= take;
+            left -= take;
+            if *n == 0 {
+                self.seconds.pop_front();
+            }
+        }
     }
 
     /// Passes issued at `s` with `now < s + ttl`, i.e. not yet expired.
@@ -612,6 +670,10 @@ mod tests {
         async fn advance(&self, n: u64) -> Result<u64, StateError> {
             self.check()?;
             self.inner.advance(n).await
+        }
+        async fn spend(&self) -> Result<(), StateError> {
+            self.check()?;
+            self.inner.spend().await
         }
     }
 

@@ -25,6 +25,8 @@ pub(crate) struct GatewayMetrics {
     pub joins: IntCounter,
     pub polls: IntCounterVec,
     pub passes: IntCounter,
+    pub passes_spent: IntCounter,
+    pub passes_rejected: IntCounter,
     pub paused: IntGauge,
     pub admission_rate: Gauge,
     pub proxy_requests: IntCounterVec,
@@ -59,6 +61,16 @@ impl GatewayMetrics {
             passes: IntCounter::new(
                 "kyufu_gateway_passes_issued_total",
                 "Admission passes issued (once per admitted ticket; re-serving the same pass is not counted)",
+            )
+            .expect("static metric"),
+            passes_spent: IntCounter::new(
+                "kyufu_gateway_passes_spent_total",
+                "Admission passes spent through this node (the visitor finished; the session ends at once)",
+            )
+            .expect("static metric"),
+            passes_rejected: IntCounter::new(
+                "kyufu_gateway_passes_rejected_total",
+                "Requests intake refused for their admission pass (missing, invalid, expired or already spent: 403)",
             )
             .expect("static metric"),
             paused: IntGauge::new("kyufu_gateway_paused", "1 while admissions are paused").expect("static metric"),
@@ -140,6 +152,8 @@ impl GatewayMetrics {
             joins: register(registry, m.joins),
             polls: register(registry, m.polls),
             passes: register(registry, m.passes),
+            passes_spent: register(registry, m.passes_spent),
+            passes_rejected: register(registry, m.passes_rejected),
             paused: register(registry, m.paused),
             admission_rate: register(registry, m.admission_rate),
             proxy_requests: register(registry, m.proxy_requests),

@@ -398,7 +398,7 @@ fn form_body(l: Lang) -> String {
          <button type=\"submit\" class=\"primary\">{next}</button></form>\
          <section id=\"confirm\" hidden tabindex=\"-1\"><h2>{ch}</h2><p>{cp}</p><div id=\"confirm-list\"></div>\
          <button type=\"button\" class=\"primary\" id=\"send\">{send}</button> <button type=\"button\" class=\"secondary\" id=\"back\">{back}</button></section>\
-         <section id=\"done\" hidden tabindex=\"-1\"><h2>{dh}</h2><p>{dp}</p><ol id=\"done-list\"></ol></section>\
+         <section id=\"done\" hidden tabindex=\"-1\"><h2>{dh}</h2><p>{dp}</p><ol id=\"done-list\"></ol><p class=\"note\" id=\"done-next\" hidden>{dn}</p></section>\
          <script type=\"application/json\" id=\"msgs\">{msgs}</script>",
         h1 = l.t("申請フォーム", "Application form"),
         intro = l.t(
@@ -421,6 +421,10 @@ fn form_body(l: Lang) -> String {
         dp = l.t(
             "お子さんごとの申請番号と状況確認のリンクです。リンクを保存してください（メールでもお知らせします）。",
             "Here is each child's application number and status link. Please keep the links (we also email you)."
+        ),
+        dn = l.t(
+            "受付はこれで終了しました。あとからほかのお子さんの申請をするときは、もう一度はじめから順番待ちに並んでください。",
+            "Your turn is now finished. To apply for another child later, please join the queue again from the start page."
         ),
     )
 }
@@ -451,6 +455,7 @@ fn messages_json(l: Lang) -> String {
         ("admission_required", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_invalid", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_expired", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
+        ("admission_spent", "この受付はすでに使い終わっています。ほかのお子さんの申請は、もう一度順番待ちに並んでください。", "This turn has already been used to send applications. To apply for another child, please join the queue again."),
         ("too_many_requests", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
         ("overloaded", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
         ("service_unavailable", "ただいまつながりにくくなっています。少し待ってからもう一度送信してください。入力内容は残っています。", "We cannot take applications right now. Please try again shortly; your answers are kept."),

@@ -106,6 +106,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Intake's route that spends the visitor's admission pass (the form calls it when done).
+pub(crate) const SPEND_ROUTE: &str = "/api/v1/pass/spend";
+
 /// Route pattern for metrics and logs: a fixed set, never a raw path (it may hold an id).
 pub(crate) fn route_pattern(path: &str) -> &'static str {
     let mut segments = path.trim_end_matches('/').split('/').skip(1);
@@ -115,6 +118,7 @@ pub(crate) fn route_pattern(path: &str) -> &'static str {
             "/api/v1/applications/{id}"
         }
         (Some("api"), Some("v1"), Some("funnel"), None, _) => "/api/v1/funnel",
+        (Some("api"), Some("v1"), Some("pass"), Some("spend"), None) => SPEND_ROUTE,
         _ => "/api/other",
     }
 }
@@ -173,8 +177,24 @@ pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Resp
         gw.metrics.proxy_requests.with_label_values(&[route, "4xx"]).inc();
         return ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs).into_response();
     }
+    let spend = req.method() == http::Method::POST && route == SPEND_ROUTE;
     let span = tracing::info_span!("proxy", route, method = %req.method());
-    forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await
+    let mut resp = forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await;
+    // Intake answers 403 only for the admission pass (missing, invalid, expired or spent).
+    if resp.status() == http::StatusCode::FORBIDDEN {
+        gw.metrics.passes_rejected.inc();
+    }
+    // 204: intake spent the pass just now (a second spend of it is a 403). The session ends here,
+    // and the visitor's cookies go, so the next visit starts with a fresh place in the queue.
+    if spend && resp.status() == http::StatusCode::NO_CONTENT {
+        gw.admission.pass_spent(crate::queue::now_secs()).await;
+        for name in [crate::ticket::PASS_COOKIE, crate::ticket::TICKET_COOKIE] {
+            if let Some(c) = crate::ticket::clear_cookie(name, gw.config.secure_cookies) {
+                resp.headers_mut().append(header::SET_COOKIE, c);
+            }
+        }
+    }
+    resp
 }
 
 async fn forward_inner(proxy: &Proxy, backoff: &Backoff, route: &'static str, req: Request) -> Response {
@@ -402,6 +422,8 @@ mod tests {
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42"), "/api/v1/applications/{id}");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42/x"), "/api/other");
         assert_eq!(route_pattern("/api/v1/funnel"), "/api/v1/funnel");
+        assert_eq!(route_pattern("/api/v1/pass/spend"), "/api/v1/pass/spend");
+        assert_eq!(route_pattern("/api/v1/pass/spend/x"), "/api/other");
         for f in [Failure::Connect, Failure::Timeout, Failure::Stalled, Failure::Exchange, Failure::TooLarge] {
             assert!(FAILURE_KINDS.contains(&f.kind()), "{}", f.kind());
         }

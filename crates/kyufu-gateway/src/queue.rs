@@ -60,7 +60,7 @@ pub(crate) struct Answer {
 
 /// The queue numbers a fail-open ticket (`seq` 0, admitted, epoch 0) is judged against: no store
 /// is consulted, so fail-open works while the queue state is down.
-const FAIL_OPEN_COUNTERS: Counters = Counters { epoch: 0, issued: 0, cursor: 0 };
+const FAIL_OPEN_COUNTERS: Counters = Counters { epoch: 0, issued: 0, cursor: 0, spent: 0 };
 
 /// Decides a ticket against the queue numbers. `presented` is the token the claims came from
 /// (`None` for a fresh join); `place` is where its number stands (`launch`); `eta` maps a position
@@ -137,7 +137,7 @@ pub(crate) fn decide(
     };
     let adm = claims.adm.unwrap_or(now);
     let waited_secs = claims.jat.filter(|_| newly_admitted).map(|jat| adm.saturating_sub(jat));
-    let pass = ticket::pass_for(&config.keyring, &ticket, &claims, adm, config.pass_ttl_secs);
+    let pass = ticket::pass_for(&config.keyring, &claims, adm, config.pass_ttl_secs);
     Ok(Answer {
         ticket,
         ticket_changed,
@@ -163,6 +163,7 @@ fn fail_open_answer(config: &GatewayConfig, now: u64) -> Result<Answer, ErrorCod
         adm: Some(now),
         jat: None,
         pq: false,
+        n: Some(rand::random()),
     };
     let mut answer = decide(config, claims, None, FAIL_OPEN_COUNTERS, Place::At(0), now, |_| None)?;
     answer.newly_admitted = true;
@@ -250,6 +251,7 @@ pub(crate) async fn join_answer(
         adm: None,
         jat: Some(jat),
         pq: prequeue || matches!(admission.launch.place(slot.seq), Place::Pending { .. }),
+        n: None,
     };
     let place = admission.launch.place(slot.seq);
     if let Place::At(p) = place {
@@ -404,10 +406,10 @@ mod tests {
     }
 
     fn claims(seq: u64, iat: u64, nxt: u64, adm: Option<u64>) -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm, jat: Some(900), pq: false }
+        TicketClaims { ev: "rice".into(), ep: 9, seq, iat, nxt, adm, jat: Some(900), pq: false, n: None }
     }
 
-    const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4 };
+    const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4, spent: 0 };
 
     #[test]
     fn waiting_ticket_is_reused_before_nxt_and_refreshed_after() {

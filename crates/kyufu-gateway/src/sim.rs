@@ -200,6 +200,7 @@ pub async fn run(params: Params) -> Report {
                 adm: None,
                 jat: Some(at),
                 pq: prequeue,
+                n: None,
             };
             let place = admission.launch.place(slot.seq);
             let id = visitors.len() as u32;
@@ -264,6 +265,7 @@ pub async fn run(params: Params) -> Report {
                     adm: None,
                     jat: Some(v.jat),
                     pq: false,
+                    n: None,
                 };
                 let place = admission.launch.place(v.seq);
                 if let Ok(a) = crate::queue::decide(&config, claims, None, counters, place, now, |p| admission.eta_secs(p)) {

@@ -19,6 +19,9 @@ pub struct Counters {
     pub issued: u64,
     /// Highest admitted sequence number.
     pub cursor: u64,
+    /// Admission passes spent (the visitor finished) so far, on every node: the cursor writer
+    /// returns that many places to the session cap as the number grows.
+    pub spent: u64,
 }
 
 impl Counters {
@@ -56,6 +59,10 @@ pub trait QueueState: Send + Sync + 'static {
     /// Moves the cursor forward by up to `n`, never past `issued`; returns how far it moved.
     async fn advance(&self, n: u64) -> Result<u64, StateError>;
 
+    /// Counts one admission pass spent (on any node), so the node moving the cursor can give the
+    /// place back to the session cap at once.
+    async fn spend(&self) -> Result<(), StateError>;
+
     /// The numbers read from the store itself, never from a cache: the admission ticker calls it
     /// once a tick, so its answer drives readiness (`queue_state`) and keeps any cache fresh.
     async fn refresh(&self) -> Result<Counters, StateError> {
@@ -84,13 +91,14 @@ pub struct MemoryQueueState {
     epoch: u32,
     issued: AtomicU64,
     cursor: AtomicU64,
+    spent: AtomicU64,
 }
 
 impl MemoryQueueState {
     pub fn new() -> Self {
         // Random and non-zero, so two runs of a gateway never share an epoch by accident.
         let epoch = rand::random::<u32>().max(1);
-        MemoryQueueState { epoch, issued: AtomicU64::new(0), cursor: AtomicU64::new(0) }
+        MemoryQueueState { epoch, issued: AtomicU64::new(0), cursor: AtomicU64::new(0), spent: AtomicU64::new(0) }
     }
 }
 
@@ -111,7 +119,13 @@ impl QueueState for MemoryQueueState {
         // Cursor first: issued only grows, so the pair read this way still has cursor <= issued.
         let cursor = self.cursor.load(Ordering::SeqCst);
         let issued = self.issued.load(Ordering::SeqCst);
-        Ok(Counters { epoch: self.epoch, issued, cursor })
+        let spent = self.spent.load(Ordering::SeqCst);
+        Ok(Counters { epoch: self.epoch, issued, cursor, spent })
+    }
+
+    async fn spend(&self) -> Result<(), StateError> {
+        self.spent.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     async fn advance(&self, n: u64) -> Result<u64, StateError> {
@@ -145,6 +159,8 @@ mod tests {
         state.join().await.expect("join");
         assert_eq!(state.advance(1).await, Ok(1));
         assert_eq!(state.counters().await.expect("counters").cursor, 3);
+        state.spend().await.expect("spend");
+        assert_eq!(state.counters().await.expect("counters").spent, 1);
     }
 
     #[test]

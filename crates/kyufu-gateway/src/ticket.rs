@@ -4,8 +4,6 @@
 //! ticket, and — once the visitor was admitted — when that happened. The gateway stores nothing per
 //! visitor, so an admitted ticket fixes the pass: the same ticket always yields the same pass.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::{header, HeaderMap, HeaderValue};
 use kyufu_admission::{Keyring, PassClaims, Purpose};
 use serde::{Deserialize, Serialize};
@@ -41,6 +39,10 @@ pub struct TicketClaims {
     /// Joined before the opening time: `seq` is a pre-queue number whose place is drawn at opening.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pq: bool,
+    /// A random number in fail-open tickets only: they all hold place 0, and this keeps their
+    /// passes apart (one visitor spending a pass must not spend another's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -54,28 +56,24 @@ impl TicketClaims {
 }
 
 /// The admission pass of an admitted ticket (`claims.adm` set): valid from admission for `ttl`.
-/// Its id is taken from the ticket's MAC, so every poll with the same ticket returns the very same
-/// pass, and spending or revoking a pass id (in intake) covers all copies of it.
-pub(crate) fn pass_for(keyring: &Keyring, ticket: &str, claims: &TicketClaims, adm: u64, ttl: u64) -> String {
-    let pass = match pass_id(ticket) {
-        Some(pid) => PassClaims {
-            ev: claims.ev.clone(),
-            pid,
-            seq: claims.seq,
-            iat: adm,
-            exp: adm.saturating_add(ttl),
-        },
-        // Unreachable for a ticket we signed; a random id is still a valid pass.
-        None => PassClaims::new(&claims.ev, claims.seq, adm, ttl),
+/// Its id is derived from the visitor's place (event, queue epoch, number, and the fail-open
+/// nonce), so every pass minted for that place — whichever ticket of the visitor's asked, on
+/// whichever node — has the same id, and spending it in intake covers all of them.
+pub(crate) fn pass_for(keyring: &Keyring, claims: &TicketClaims, adm: u64, ttl: u64) -> String {
+    let pass = PassClaims {
+        ev: claims.ev.clone(),
+        pid: pass_id(keyring, claims),
+        seq: claims.seq,
+        iat: adm,
+        exp: adm.saturating_add(ttl),
     };
     keyring.sign(Purpose::Pass, &pass)
 }
 
-/// 128 bits of the ticket's MAC, hex: unpredictable, and fixed for a given ticket.
-fn pass_id(ticket: &str) -> Option<String> {
-    let tag = URL_SAFE_NO_PAD.decode(ticket.rsplit('.').next()?).ok()?;
-    let bytes = tag.get(..16)?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+/// The pass id of a place in the queue.
+pub(crate) fn pass_id(keyring: &Keyring, claims: &TicketClaims) -> String {
+    let place = format!("{}\x1f{}\x1f{}\x1f{}", claims.ev, claims.ep, claims.seq, claims.n.unwrap_or(0));
+    keyring.derive_id(place.as_bytes())
 }
 
 /// Where the client sent its ticket.
@@ -122,12 +120,21 @@ pub(crate) fn set_cookie(name: &str, value: &str, secure: bool) -> Option<Header
     HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}")).ok()
 }
 
+/// A cookie that removes `name` from the browser.
+pub(crate) fn clear_cookie(name: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{secure}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
     use super::*;
 
     fn claims() -> TicketClaims {
-        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None, jat: Some(990), pq: false }
+        TicketClaims { ev: "rice".into(), ep: 7, seq: 42, iat: 1_000, nxt: 1_005, adm: None, jat: Some(990), pq: false, n: None }
     }
 
     #[test]
@@ -145,19 +152,28 @@ mod tests {
     }
 
     #[test]
-    fn the_same_ticket_always_gives_the_same_pass() {
+    fn every_pass_of_one_place_has_one_id() {
         let kr = Keyring::random();
         let c = TicketClaims { adm: Some(1_003), ..claims() };
-        let ticket = c.sign(&kr);
-        let a = pass_for(&kr, &ticket, &c, 1_003, 600);
-        assert_eq!(a, pass_for(&kr, &ticket, &c, 1_003, 600));
+        let a = pass_for(&kr, &c, 1_003, 600);
+        assert_eq!(a, pass_for(&kr, &c, 1_003, 600));
         let pass = kyufu_admission::verify_pass(&kr, &a, "rice", 1_100).expect("valid pass");
         assert_eq!((pass.seq, pass.iat, pass.exp, pass.pid.len()), (42, 1_003, 1_603, 32));
-        // Another ticket (here: another admission time) gives another pass id.
-        let c2 = TicketClaims { adm: Some(1_004), ..claims() };
-        let other = pass_for(&kr, &c2.sign(&kr), &c2, 1_004, 600);
-        let other = kyufu_admission::verify_pass(&kr, &other, "rice", 1_100).expect("valid pass");
-        assert_ne!(pass.pid, other.pid);
+        // The same place admitted at another time (an older ticket of the same visitor polled
+        // again) gets another pass, but with the same id: spending one spends both.
+        let c2 = TicketClaims { adm: Some(1_004), iat: 1_004, ..claims() };
+        let again = kyufu_admission::verify_pass(&kr, &pass_for(&kr, &c2, 1_004, 600), "rice", 1_100).expect("valid");
+        assert_eq!(pass.pid, again.pid);
+        // Other places, epochs and fail-open nonces get other ids.
+        for other in [
+            TicketClaims { seq: 43, ..c.clone() },
+            TicketClaims { ep: 8, ..c.clone() },
+            TicketClaims { seq: 0, n: Some(1), ..c.clone() },
+            TicketClaims { seq: 0, n: Some(2), ..c.clone() },
+        ] {
+            assert_ne!(pass_id(&kr, &other), pass.pid, "{other:?}");
+        }
+        assert_ne!(pass_id(&kr, &TicketClaims { seq: 0, n: Some(1), ..c.clone() }), pass_id(&kr, &TicketClaims { seq: 0, n: Some(2), ..c }));
     }
 
     #[test]
@@ -181,5 +197,7 @@ mod tests {
         let c = set_cookie(PASS_COOKIE, "p", true).expect("cookie");
         assert_eq!(c, "kyufu_pass=p; Path=/; HttpOnly; SameSite=Lax; Secure");
         assert!(set_cookie(PASS_COOKIE, "bad\nvalue", false).is_none());
+        let c = clear_cookie(PASS_COOKIE, true).expect("cookie");
+        assert_eq!(c, "kyufu_pass=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure");
     }
 }

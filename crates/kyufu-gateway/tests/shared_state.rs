@@ -35,6 +35,9 @@ impl QueueState for SharedQueue {
             Ok(0)
         }
     }
+    async fn spend(&self) -> Result<(), StateError> {
+        self.inner.spend().await
+    }
     fn drives_cursor(&self) -> bool {
         self.drives.load(Ordering::SeqCst)
     }

@@ -5,7 +5,7 @@
 //! `increase()` see the first event.
 
 use kyufu_domain::Status;
-use prometheus::{exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Outcomes of a status lookup besides the statuses themselves.
 pub(crate) const LOOKUP_NOT_FOUND: &str = "not_found";
@@ -27,6 +27,7 @@ pub(crate) struct IntakeMetrics {
     pub status_lookups: IntCounterVec,
     pub funnel_steps: IntCounterVec,
     pub documents_scanned: IntCounterVec,
+    pub passes_spent: IntCounter,
 }
 
 impl IntakeMetrics {
@@ -104,7 +105,13 @@ impl IntakeMetrics {
         for outcome in [SCAN_CLEAN, SCAN_INFECTED, SCAN_ERROR] {
             documents_scanned.with_label_values(&[outcome]);
         }
+        let passes_spent = IntCounter::new(
+            "kyufu_intake_passes_spent_total",
+            "Admission passes spent by the applicant finishing (later use of them is refused: admission_spent)",
+        )
+        .expect("static metric");
         IntakeMetrics {
+            passes_spent: register(registry, passes_spent),
             documents_scanned: register(registry, documents_scanned),
             status_lookups: register(registry, status_lookups),
             funnel_steps: register(registry, funnel_steps),

@@ -171,6 +171,9 @@ mod tests {
         async fn claim(&self, _: &str, _: &str, owner: &str) -> Result<Claim, AdapterError> {
             Ok(Claim::Held { owner: owner.to_owned() })
         }
+        async fn claimed_by(&self, _: &str, _: &str) -> Result<Option<String>, AdapterError> {
+            Ok(None)
+        }
         async fn release(&self, _: &str, _: &str, _: &str) -> Result<bool, AdapterError> {
             Ok(false)
         }

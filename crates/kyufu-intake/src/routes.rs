@@ -11,13 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
-use kyufu_admission::{verify_pass, TokenError};
+use kyufu_admission::{verify_pass, PassClaims, TokenError};
 use kyufu_domain::application::{ApplicationInput, InputError};
 use kyufu_domain::identity::child_identity_key;
 use kyufu_domain::{ErrorCode, ReasonCode, Status};
 use kyufu_http::ApiError;
 use kyufu_ports::events::{ApplicationEvent, DocumentRef};
-use kyufu_ports::{AdapterError, ApplicationRecord, CreateOutcome, Document, IdempotencyClaim};
+use kyufu_ports::{AdapterError, ApplicationRecord, Claim, CreateOutcome, Document, IdempotencyClaim};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -32,12 +32,14 @@ const BODY_OVERHEAD: usize = 256 * 1024;
 
 pub(crate) const SUBMIT_ROUTE: &str = "/api/v1/applications";
 pub(crate) const STATUS_ROUTE: &str = "/api/v1/applications/{application_id}";
+pub(crate) const SPEND_ROUTE: &str = "/api/v1/pass/spend";
 
 pub(crate) fn api(intake: Intake) -> Router {
     let body_limit = intake.config.max_document_bytes + BODY_OVERHEAD;
     Router::new()
         .route(SUBMIT_ROUTE, post(submit).layer(DefaultBodyLimit::max(body_limit)))
         .route(STATUS_ROUTE, get(status))
+        .route(SPEND_ROUTE, post(spend))
         .route(
             crate::funnel::FUNNEL_ROUTE,
             post(crate::funnel::record).layer(DefaultBodyLimit::max(crate::funnel::MAX_FUNNEL_BODY)),
@@ -83,18 +85,77 @@ fn header_or_cookie<'a>(headers: &'a HeaderMap, header_name: &str, cookie: &str)
     kyufu_http::cookie(headers, cookie)
 }
 
-fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {
-    if !intake.config.require_pass {
-        return Ok(());
-    }
+/// Claim namespace of spent admission passes, keyed by pass id.
+const SPENT_PASSES: &str = "pass-spent";
+/// A spent pass id is remembered this long past the pass's own expiry (clock skew between nodes).
+const SPENT_GRACE_SECS: u64 = 300;
+
+fn now_secs() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
+/// The visitor's admission pass, checked locally: signature, event and expiry. No call to the
+/// gateway.
+fn read_pass(intake: &Intake, headers: &HeaderMap) -> Result<PassClaims, ApiError> {
     let Some(pass) = header_or_cookie(headers, "x-admission-pass", "kyufu_pass") else {
         return Err(ErrorCode::AdmissionRequired.into());
     };
-    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
-    match verify_pass(&intake.config.pass_keyring, pass, &intake.config.program.id, now) {
-        Ok(_) => Ok(()),
+    match verify_pass(&intake.config.pass_keyring, pass, &intake.config.program.id, now_secs()) {
+        Ok(claims) => Ok(claims),
         Err(TokenError::Expired) => Err(ErrorCode::AdmissionExpired.into()),
         Err(_) => Err(ErrorCode::AdmissionInvalid.into()),
+    }
+}
+
+/// A valid pass that has not been spent. The spent check is one read of the status store.
+async fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {
+    if !intake.config.require_pass {
+        return Ok(());
+    }
+    let claims = read_pass(intake, headers)?;
+    match intake.ports.status.claimed_by(SPENT_PASSES, &claims.pid).await {
+        Ok(None) => Ok(()),
+        Ok(Some(_)) => Err(ErrorCode::AdmissionSpent.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "spent-pass check failed; nothing accepted");
+            Err(ApiError::new(ErrorCode::ServiceUnavailable))
+        }
+    }
+}
+
+/// `POST /api/v1/pass/spend`: the visitor is done (every child sent), so the pass ends now rather
+/// than at its expiry. 204 when this call spent it — the gateway then ends the session and gives
+/// the place back — and 403 `admission_spent` for a pass spent before, so only one call per pass
+/// ever returns capacity.
+async fn spend(State(intake): State<Intake>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let result = spend_inner(&intake, &headers).await;
+    let (status, code, resp) = match result {
+        Ok(()) => {
+            intake.metrics.passes_spent.inc();
+            let resp = (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "no-store")]).into_response();
+            (204, "", resp)
+        }
+        Err(e) => (e.code.http_status(), e.code.as_str(), e.into_response()),
+    };
+    intake.metrics.requests.with_label_values(&["spend", &status.to_string(), code]).inc();
+    intake.metrics.latency.with_label_values(&["spend"]).observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn spend_inner(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {
+    let claims = read_pass(intake, headers)?;
+    let now = now_secs();
+    let ttl = std::time::Duration::from_secs(claims.exp.saturating_sub(now).saturating_add(SPENT_GRACE_SECS));
+    // A fresh owner per call: a second call, even with the same pass, finds the claim held.
+    let owner = Uuid::new_v4().to_string();
+    match intake.ports.status.claim_expiring(SPENT_PASSES, &claims.pid, &owner, ttl).await {
+        Ok(Claim::Won) => Ok(()),
+        Ok(Claim::Held { .. }) => Err(ErrorCode::AdmissionSpent.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "spending a pass failed");
+            Err(ApiError::new(ErrorCode::ServiceUnavailable).retry_after(5))
+        }
     }
 }
 
@@ -134,7 +195,7 @@ async fn submit_inner(
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(Accepted, bool), ApiError> {
-    check_pass(intake, headers)?;
+    check_pass(intake, headers).await?;
     let idem = idempotency_key(headers)?;
     let mut multipart = multipart.map_err(|_| ApiError::new(ErrorCode::UnsupportedMediaType))?;
 

@@ -270,6 +270,76 @@ async fn refused_submissions_leave_no_record() {
     assert_eq!(counts(&h).await, 0, "no record from any refused submission");
 }
 
+async fn spend(h: &Harness, pass: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().post(format!("{}/api/v1/pass/spend", h.base));
+    if let Some(p) = pass {
+        req = req.header("X-Admission-Pass", p);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_spent_pass_is_refused_and_only_the_first_spend_counts() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+    // One pass serves a household: several children before it is spent.
+    let mut second_child = application();
+    second_child["child"]["given_name"] = json!("次郎");
+    second_child["child"]["given_name_kana"] = json!("ジロウ");
+    for app in [app.clone(), second_child.to_string()] {
+        let (code, body) = post(&h, Some(&p), form(&app, b"%PDF-1.4 test")).await;
+        assert_eq!(code, 202, "{body}");
+    }
+    assert_eq!(h.writes().1, 2);
+
+    // Spending needs a valid pass of this event, like submitting.
+    assert_eq!(spend(&h, None).await, (403, "admission_required".to_owned()));
+    assert_eq!(spend(&h, Some(&pass(&h, "other-event"))).await, (403, "admission_invalid".to_owned()));
+    let forged = Keyring::random().sign(Purpose::Pass, &PassClaims::new("rice-demo", 1, 0, u64::MAX / 2));
+    assert_eq!(spend(&h, Some(&forged)).await, (403, "admission_invalid".to_owned()));
+    let expired = h.keyring.sign(Purpose::Pass, &PassClaims::new("rice-demo", 1, 0, 1));
+    assert_eq!(spend(&h, Some(&expired)).await, (403, "admission_expired".to_owned()));
+
+    // The first spend answers 204; every later one (the same pass replayed) 403 admission_spent,
+    // so the gateway gives the place back exactly once.
+    assert_eq!(spend(&h, Some(&p)).await, (204, String::new()));
+    assert_eq!(spend(&h, Some(&p)).await, (403, "admission_spent".to_owned()));
+
+    // The spent pass submits nothing more: refused before anything is stored or published.
+    let mut third_child = application();
+    third_child["child"]["given_name"] = json!("三郎");
+    third_child["child"]["given_name_kana"] = json!("サブロウ");
+    let (code, body) = post(&h, Some(&p), form(&third_child.to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!((code, body["code"].as_str().unwrap_or_default()), (403, "admission_spent"), "{body}");
+    assert_eq!(counts(&h).await, 2, "no record from the spent pass");
+    assert_eq!(h.writes(), (4, 2), "two documents and two events, nothing more");
+
+    // A pass with the same id, minted again (another poll of the same place), is spent too; a
+    // pass of another place is not.
+    let claims: PassClaims = h.keyring.verify(Purpose::Pass, &p).expect("pass");
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let again = h.keyring.sign(Purpose::Pass, &PassClaims { iat: now, exp: now + 900, ..claims.clone() });
+    let (code, body) = post(&h, Some(&again), form(&third_child.to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!((code, body["code"].as_str().unwrap_or_default()), (403, "admission_spent"), "{body}");
+    let other = pass(&h, "rice-demo");
+    let (code, body) = post(&h, Some(&other), form(&third_child.to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!(code, 202, "{body}");
+
+    let text = reqwest::get(format!("{}/metrics", h.base)).await.expect("get").text().await.expect("text");
+    for line in [
+        "kyufu_intake_passes_spent_total 1",
+        "kyufu_intake_requests_total{code=\"\",route=\"spend\",status=\"204\"} 1",
+        "kyufu_intake_requests_total{code=\"admission_spent\",route=\"spend\",status=\"403\"} 1",
+        "kyufu_intake_requests_total{code=\"admission_spent\",route=\"submit\",status=\"403\"} 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn relay_republishes_an_application_whose_publish_failed() {
     let h = start().await;

@@ -88,6 +88,19 @@ pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
     assert_eq!(s.claim("ns", "k", "b").await.expect("claim"), Claim::Won);
     let many = s.claim_many("ns", &["k".into(), "k2".into(), "k3".into()], "c").await.expect("claim_many");
     assert_eq!(many, vec![Claim::Held { owner: "b".into() }, Claim::Won, Claim::Won]);
+    assert_eq!(s.claimed_by("ns", "k").await.expect("claimed_by"), Some("b".into()));
+    assert_eq!(s.claimed_by("ns", "k3").await.expect("claimed_by"), Some("c".into()));
+    assert_eq!(s.claimed_by("ns", "free").await.expect("claimed_by"), None);
+    assert_eq!(s.claimed_by("ns", "free").await.expect("claimed_by"), None, "looking never claims");
+    assert_eq!(s.claim("ns", "free", "d").await.expect("claim"), Claim::Won);
+    let ttl = Duration::from_secs(600);
+    assert_eq!(s.claim_expiring("spent", "p1", "x", ttl).await.expect("claim_expiring"), Claim::Won);
+    assert_eq!(s.claim_expiring("spent", "p1", "x", ttl).await.expect("claim_expiring"), Claim::Won, "same owner");
+    assert_eq!(
+        s.claim_expiring("spent", "p1", "y", ttl).await.expect("claim_expiring"),
+        Claim::Held { owner: "x".into() }
+    );
+    assert_eq!(s.claimed_by("spent", "p1").await.expect("claimed_by"), Some("x".into()));
 
     let mut ids = Vec::new();
     for _ in 0..5 {

@@ -159,6 +159,23 @@ pub trait StatusStore: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// Claims `key` like `claim`, for at least `ttl`: a store that can expire keys forgets the
+    /// claim after it (spent admission passes need remembering only until the pass expires); one
+    /// that cannot keeps it, which only costs space. Claiming again as the same owner wins.
+    async fn claim_expiring(
+        &self,
+        namespace: &str,
+        key: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Claim, AdapterError> {
+        let _ = ttl;
+        self.claim(namespace, key, owner).await
+    }
+
+    /// Who holds `key` in `namespace`, if anyone; reads only, never claims.
+    async fn claimed_by(&self, namespace: &str, key: &str) -> Result<Option<String>, AdapterError>;
+
     /// Releases `key` if `owner` holds it; returns whether it did.
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError>;
 

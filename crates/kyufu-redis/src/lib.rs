@@ -305,6 +305,33 @@ impl StatusStore for RedisStatusStore {
         Ok(owners.into_iter().map(|o| if o == owner { Claim::Won } else { Claim::Held { owner: o } }).collect())
     }
 
+    async fn claim_expiring(&self, namespace: &str, key: &str, owner: &str, ttl: Duration) -> Result<Claim, AdapterError> {
+        let k = self.claim_key(namespace, key);
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        // SET NX PX with GET: one round trip, the current owner back when the key was taken.
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(owner)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(match previous {
+            None => Claim::Won,
+            Some(o) if o == owner => Claim::Won,
+            Some(o) => Claim::Held { owner: o },
+        })
+    }
+
+    async fn claimed_by(&self, namespace: &str, key: &str) -> Result<Option<String>, AdapterError> {
+        let mut conn = self.conn.clone();
+        conn.get(self.claim_key(namespace, key)).await.map_err(unavailable)
+    }
+
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError> {
         let mut inv = self.scripts.release.prepare_invoke();
         inv.key(self.claim_key(namespace, key)).arg(owner);

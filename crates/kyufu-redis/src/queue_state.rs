@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use kyufu_gateway::{Counters, QueueState, Slot, StateError};
 use redis::aio::ConnectionManager;
-use redis::Script;
+use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::RedisConfig;
@@ -70,26 +70,26 @@ local v = redis.call('HMGET', KEYS[1], 'epoch', 'cursor')
 return {tonumber(v[1]), last, tonumber(v[2] or 0)}
 "#;
 
-/// KEYS: queue. ARGV: candidate epoch. Returns {epoch, issued, cursor}.
+/// KEYS: queue. ARGV: candidate epoch. Returns {epoch, issued, cursor, spent}.
 const READ: &str = r#"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor')
-return {tonumber(v[1]), tonumber(v[2] or 0), tonumber(v[3] or 0)}
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor', 'spent')
+return {tonumber(v[1]), tonumber(v[2] or 0), tonumber(v[3] or 0), tonumber(v[4] or 0)}
 "#;
 
 /// KEYS: queue, lease. ARGV: token, n, candidate epoch. Moves the cursor by up to `n`, never past
 /// `issued`, only for the lease holder. Returns {-1} without the lease, else {moved, epoch, issued,
-/// cursor}.
+/// cursor, spent}.
 const ADVANCE: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1} end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[3])
-local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor')
+local v = redis.call('HMGET', KEYS[1], 'epoch', 'issued', 'cursor', 'spent')
 local issued = tonumber(v[2] or 0)
 local cursor = tonumber(v[3] or 0)
 local to = math.min(cursor + tonumber(ARGV[2]), issued)
 if to < cursor then to = cursor end
 if to > cursor then redis.call('HSET', KEYS[1], 'cursor', to) end
-return {to - cursor, tonumber(v[1]), issued, to}
+return {to - cursor, tonumber(v[1]), issued, to, tonumber(v[4] or 0)}
 "#;
 
 /// KEYS: lease. ARGV: token, ttl ms. Extends the lease only if this node still holds it.
@@ -198,7 +198,12 @@ impl Inner {
         let mut cache = lock(&self.cache);
         let merged = match cache.counters {
             Some(old) if old.epoch == fresh.epoch => {
-                Counters { epoch: fresh.epoch, issued: old.issued.max(fresh.issued), cursor: old.cursor.max(fresh.cursor) }
+                Counters {
+                    epoch: fresh.epoch,
+                    issued: old.issued.max(fresh.issued),
+                    cursor: old.cursor.max(fresh.cursor),
+                    spent: old.spent.max(fresh.spent),
+                }
             }
             _ => fresh,
         };
@@ -211,9 +216,9 @@ impl Inner {
         let mut inv = self.read.prepare_invoke();
         inv.key(&self.queue_key).arg(self.candidate_epoch());
         let mut conn = self.conn.clone();
-        let (epoch, issued, cursor): (u32, u64, u64) =
+        let (epoch, issued, cursor, spent): (u32, u64, u64, u64) =
             inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
-        Ok(self.remember(Counters { epoch, issued, cursor }))
+        Ok(self.remember(Counters { epoch, issued, cursor, spent }))
     }
 
     /// Allocates `n` consecutive numbers; returns the epoch and the last of them.
@@ -223,7 +228,8 @@ impl Inner {
         let mut conn = self.conn.clone();
         let (epoch, last, cursor): (u32, u64, u64) =
             inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
-        self.remember(Counters { epoch, issued: last, cursor });
+        // The join script does not read `spent`; 0 never lowers the remembered count.
+        self.remember(Counters { epoch, issued: last, cursor, spent: 0 });
         Ok((epoch, last))
     }
 
@@ -347,6 +353,12 @@ impl QueueState for RedisQueueState {
         self.inner.read_counters().await
     }
 
+    async fn spend(&self) -> Result<(), StateError> {
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = conn.hincr(&self.inner.queue_key, "spent", 1).await.map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
     async fn advance(&self, n: u64) -> Result<u64, StateError> {
         if n == 0 || !self.inner.holds_lease() {
             return Ok(0);
@@ -357,10 +369,11 @@ impl QueueState for RedisQueueState {
         let mut conn = self.inner.conn.clone();
         let reply: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
         match reply.as_slice() {
-            [moved, epoch, issued, cursor] => {
+            [moved, epoch, issued, cursor, spent] => {
                 let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
                 let epoch = u32::try_from(*epoch).unwrap_or(0);
-                self.inner.remember(Counters { epoch, issued: as_u64(*issued), cursor: as_u64(*cursor) });
+                let (issued, cursor, spent) = (as_u64(*issued), as_u64(*cursor), as_u64(*spent));
+                self.inner.remember(Counters { epoch, issued, cursor, spent });
                 Ok(as_u64(*moved))
             }
             _ => {

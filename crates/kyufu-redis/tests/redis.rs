@@ -31,6 +31,25 @@ async fn contract_claims_listing_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_claim_is_forgotten_after_its_time() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let ttl = Duration::from_millis(300);
+    assert_eq!(s.claim_expiring("pass-spent", "p", "a", ttl).await.expect("claim"), Claim::Won);
+    assert_eq!(s.claim_expiring("pass-spent", "p", "b", ttl).await.expect("claim"), Claim::Held { owner: "a".into() });
+    assert_eq!(s.claimed_by("pass-spent", "p").await.expect("lookup"), Some("a".into()));
+    // A plain claim never expires; the expiring one is gone once its time has passed.
+    assert_eq!(s.claim("ns", "q", "a").await.expect("claim"), Claim::Won);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.claimed_by("pass-spent", "p").await.expect("lookup").is_some() {
+        assert!(Instant::now() < deadline, "the expiring claim never went away");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.claim_expiring("pass-spent", "p", "b", ttl).await.expect("claim"), Claim::Won, "free again");
+    assert_eq!(s.claimed_by("ns", "q").await.expect("lookup"), Some("a".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_racing_transitions_have_exactly_one_winner() {
     let server = RedisServer::start();
     kyufu_ports::contract::status_racing_transitions(store(&server).await, 50).await;

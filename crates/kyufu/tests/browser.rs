@@ -104,4 +104,8 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
     eprintln!("{log}");
     assert!(out.status.success(), "browser walk failed:\n{log}");
     assert!(log.contains("walk passed"));
+    // The form spent the browser's pass once; the API visitor above never spent theirs.
+    let metrics = c.get(format!("{}/metrics", sys.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l == "kyufu_gateway_passes_spent_total 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "kyufu_intake_passes_spent_total 1"), "{metrics}");
 }

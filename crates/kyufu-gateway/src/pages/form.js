@@ -204,6 +204,15 @@
       return { ok: false, status: 0, code: "network", errors: [] };
     }
   }
+  // Every child is in: the turn ends now, so the next person in the queue gets it at once
+  // instead of when the pass would expire. Best effort; keepalive lets it finish if the page
+  // is closed, and a failure only means the place comes back at expiry.
+  function spendPass() {
+    try {
+      fetch("/api/v1/pass/spend", { method: "POST", credentials: "same-origin", keepalive: true, headers: { Accept: "application/json" } })
+        .catch(() => {});
+    } catch (e) { /* nothing to do */ }
+  }
   function showFieldErrors(block, errors) {
     const n = block.dataset.n;
     errors.forEach((fe) => {
@@ -268,14 +277,17 @@
       form.hidden = false;
       summary(M.fix_errors);
     } else if (failed.some((x) => /^admission_/.test(x.res.code))) {
+      const code = failed.find((x) => /^admission_/.test(x.res.code)).res.code;
       const a = document.createElement("a");
       a.href = "/";
-      a.textContent = M.admission_expired;
+      a.textContent = M[code] || M.admission_expired;
       $("confirm").appendChild(a);
     } else if (!failed.length) {
       $("confirm").hidden = true;
       $("intro").hidden = true;
+      $("done-next").hidden = false;
       $("done").focus();
+      spendPass();
     }
   });
 
