@@ -73,7 +73,17 @@ pub(crate) struct Admission {
     /// The shared count of spent passes last seen (epoch, count): its growth is given back to
     /// `admitted` by the node moving the cursor.
     spent_seen: Mutex<Option<(u32, u64)>>,
+    /// Shared queue: the highest skipped number learnt from the others, and how far the shared
+    /// liveness record was cleared behind the cursor.
+    skipped_seen: Mutex<u64>,
+    pruned_to: Mutex<u64>,
 }
+
+/// Numbers ahead of the cursor whose shared liveness the cursor's node reads each tick: the most
+/// one tick can judge. Beyond them the walk takes tokens without skipping.
+const LIVENESS_FETCH: u64 = 4_096;
+/// Most records of passed numbers cleared from the shared liveness per tick.
+const LIVENESS_PRUNE: u64 = 10_000;
 
 /// Name of the readiness check the ticker reports.
 pub(crate) const QUEUE_STATE_CHECK: &str = "queue_state";
@@ -102,6 +112,8 @@ impl Admission {
             controls: Controls::new(0),
             admitted: Mutex::new(PassWindow::new(pass_ttl_secs)),
             spent_seen: Mutex::new(None),
+            skipped_seen: Mutex::new(0),
+            pruned_to: Mutex::new(0),
         }
     }
 
@@ -131,9 +143,59 @@ impl Admission {
 
     /// Skips abandoned numbers: no sign of life for `expire_after` seconds, judged within a ring of
     /// `window` numbers ahead of the cursor (see `liveness`). `expire_after == 0` turns it off.
-    pub(crate) fn with_liveness(mut self, window: u64, expire_after: u64) -> Self {
-        self.liveness = Liveness::new(window, expire_after);
+    pub(crate) fn with_liveness(mut self, window: u64, expire_after: u64, shared: bool) -> Self {
+        let liveness = Liveness::new(window, expire_after);
+        self.liveness = if shared { liveness.shared() } else { liveness };
         self
+    }
+
+    /// Shared queue: passes this node's liveness news on and takes the others' in. The cursor's
+    /// node reads the last sign of life of the next `LIVENESS_FETCH` numbers and may judge those
+    /// in this tick's walk; the others learn which numbers were skipped.
+    async fn exchange_liveness(&self, cursor: u64) -> Result<(), StateError> {
+        let live = &self.liveness;
+        let news = live.take_news();
+        let leads = self.state.drives_cursor();
+        let mut skipped_seen = self.skipped_seen.lock().unwrap_or_else(|e| e.into_inner()).to_owned();
+        let mut pruned = self.pruned_to.lock().unwrap_or_else(|e| e.into_inner()).to_owned();
+        let window = live.window();
+        let fetch_to = cursor.saturating_add(window.min(LIVENESS_FETCH));
+        let prune_from = pruned.max(cursor.saturating_sub(window)).saturating_add(1);
+        let prune_to = cursor.min(prune_from.saturating_add(LIVENESS_PRUNE - 1));
+        let report = crate::state::LivenessReport {
+            seen: news.seen.clone(),
+            skipped: news.skipped.clone(),
+            fetch: leads.then_some((cursor.saturating_add(1), fetch_to)),
+            prune: (leads && prune_from <= prune_to).then_some((prune_from, prune_to)),
+            skipped_after: (!leads).then_some(skipped_seen.max(cursor.saturating_sub(window))),
+            forget_skipped_below: leads.then(|| cursor.saturating_sub(window)),
+        };
+        let shared = match self.state.exchange_liveness(report).await {
+            Ok(Some(shared)) => shared,
+            // The store carries no liveness: judge nothing, keep nothing.
+            Ok(None) => {
+                live.distrust();
+                return Ok(());
+            }
+            Err(e) => {
+                live.restore_news(news);
+                live.distrust();
+                return Err(e);
+            }
+        };
+        if leads {
+            live.merge(&shared.seen, fetch_to);
+            if prune_from <= prune_to {
+                pruned = prune_to;
+            }
+        } else {
+            live.distrust();
+            live.mark_skipped(&shared.skipped);
+            skipped_seen = shared.skipped.iter().copied().max().unwrap_or(skipped_seen).max(skipped_seen);
+        }
+        *self.skipped_seen.lock().unwrap_or_else(|e| e.into_inner()) = skipped_seen;
+        *self.pruned_to.lock().unwrap_or_else(|e| e.into_inner()) = pruned;
+        Ok(())
     }
 
     /// The operator's message for waiting visitors, if any.
@@ -267,8 +329,11 @@ impl Admission {
             let per_sec = self.rate.read().unwrap_or_else(|e| e.into_inner()).per_sec;
             let effective = if self.is_paused() { 0.0 } else { f64::from(per_sec) * self.backoff.factor() };
             self.metrics.effective_rate.set(effective);
-            let result = match self.pump().await {
-                Ok(()) => self.state.refresh().await,
+            let result = match self.tick_liveness().await {
+                Ok(()) => match self.pump().await {
+                    Ok(()) => self.state.refresh().await,
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             self.readiness.set_check(QUEUE_STATE_CHECK, result.is_ok());
@@ -289,6 +354,15 @@ impl Admission {
                 Err(_) => {}
             }
         }
+    }
+
+    /// The liveness exchange of a shared queue, before the tick's walk.
+    async fn tick_liveness(&self) -> Result<(), StateError> {
+        if !self.liveness.is_shared() {
+            return Ok(());
+        }
+        let cursor = self.state.counters().await?.cursor;
+        self.exchange_liveness(cursor).await
     }
 
     fn observe(&self, meter: &mut RateMeter, counters: Counters) {

@@ -47,7 +47,7 @@ use tokio::net::TcpListener;
 
 pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
 pub use config::{ConfigError, GatewayConfig};
-pub use state::{Counters, MemoryQueueState, QueueState, Slot, StateError};
+pub use state::{Counters, LivenessReport, LivenessShared, MemoryQueueState, QueueState, Slot, StateError};
 pub use ticket::TicketClaims;
 
 /// What the handlers share.
@@ -113,13 +113,9 @@ impl Gateway {
         readiness: Readiness,
     ) -> Result<(Gateway, GatewayHandle), ConfigError> {
         config.validate()?;
-        // The liveness ring only sees the polls that reach this node: with the queue shared, a
-        // visitor polling another node would look abandoned here. Skipping is off then.
-        let expire_after = if state.is_shared() {
-            0
-        } else {
-            config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls))
-        };
+        // With the queue shared, the nodes exchange the polls they see every tick (`liveness`).
+        let expire_after = config.refresh_secs.saturating_mul(u64::from(config.expire_after_polls));
+        let shared = state.is_shared();
         let authority = config::upstream_authority(&config.upstream)
             .map_err(|reason| ConfigError { key: "upstream", reason })?;
         let metrics = metrics::GatewayMetrics::new(&registry);
@@ -131,7 +127,7 @@ impl Gateway {
             metrics.clone(),
             readiness.clone(),
         )
-        .with_liveness(config.liveness_window, expire_after)
+        .with_liveness(config.liveness_window, expire_after, shared)
         .with_backoff(config.backoff_floor, config.backoff_slow)
         .with_launch(config.opens_at, config.launch_seed.unwrap_or_else(rand::random))
         .with_session_cap(config.session_cap));

@@ -10,8 +10,17 @@
 //! Why an on-time visitor is never skipped: a number is only judged once it is inside the window,
 //! and it enters with a fresh timestamp; from then on every poll (at most `refresh_secs` apart)
 //! renews it, and `expire_after` is several refresh intervals. Numbers the ring does not know
-//! (not yet entered, or the slot reused) are never skipped. The window is per gateway node.
+//! (not yet entered, or the slot reused) are never skipped.
+//!
+//! With the queue shared by several gateway nodes (`shared`), a visitor may poll any node, so each
+//! node also keeps the signs of life it saw since the last exchange (`take_news`), and every tick
+//! the nodes exchange them through the queue state: everyone publishes what it saw, the node moving
+//! the cursor reads the last sign of life of the numbers just ahead of it (`merge`) and publishes
+//! what it skipped, and the others learn the skipped numbers (`mark_skipped`) so those tickets are
+//! refused on every node. The cursor's node judges only numbers it has read from the shared record
+//! this tick (`trusted_until`); beyond them it takes tokens as if skipping were off.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Slot value marking a number the cursor skipped: its ticket is refused (410) afterwards.
@@ -22,6 +31,13 @@ struct Ring {
     slots: Vec<(u64, u64)>,
     /// Highest sequence number that has entered the window (been given a timestamp).
     entered: u64,
+    /// Numbers above this are never skipped: on a shared queue, the highest number whose last sign
+    /// of life on every node was read this tick; `u64::MAX` on a node of its own.
+    trusted_until: u64,
+    /// Shared queue only: signs of life seen here since the last exchange (number → time), and
+    /// numbers this node's walks skipped since then.
+    seen_news: HashMap<u64, u64>,
+    skipped_news: Vec<u64>,
 }
 
 /// The liveness window. `expire_after == 0` turns skipping off.
@@ -29,7 +45,15 @@ struct Ring {
 pub(crate) struct Liveness {
     window: u64,
     expire_after: u64,
+    shared: bool,
     ring: Mutex<Ring>,
+}
+
+/// What a node passes on at an exchange: signs of life seen here, and numbers skipped here.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct News {
+    pub seen: Vec<(u64, u64)>,
+    pub skipped: Vec<u64>,
 }
 
 /// How a cursor move splits into admitted and skipped numbers.
@@ -45,7 +69,78 @@ impl Liveness {
     pub(crate) fn new(window: u64, expire_after: u64) -> Self {
         let window = window.max(1);
         let len = usize::try_from(window).unwrap_or(usize::MAX);
-        Liveness { window, expire_after, ring: Mutex::new(Ring { slots: vec![(0, 0); len], entered: 0 }) }
+        let ring = Ring {
+            slots: vec![(0, 0); len],
+            entered: 0,
+            trusted_until: u64::MAX,
+            seen_news: HashMap::new(),
+            skipped_news: Vec::new(),
+        };
+        Liveness { window, expire_after, shared: false, ring: Mutex::new(ring) }
+    }
+
+    /// The queue is shared with other nodes: keep news for the exchange, and judge nothing until
+    /// the shared record was read.
+    pub(crate) fn shared(mut self) -> Self {
+        self.shared = true;
+        self.lock().trusted_until = 0;
+        self
+    }
+
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared && self.enabled()
+    }
+
+    pub(crate) fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// The news since the last call, for the other nodes.
+    pub(crate) fn take_news(&self) -> News {
+        let mut ring = self.lock();
+        let mut seen: Vec<(u64, u64)> = ring.seen_news.drain().collect();
+        seen.sort_unstable();
+        News { seen, skipped: std::mem::take(&mut ring.skipped_news) }
+    }
+
+    /// Puts news back that could not be sent (the queue state was unreachable); newer news wins.
+    pub(crate) fn restore_news(&self, news: News) {
+        let mut ring = self.lock();
+        for (seq, at) in news.seen {
+            let e = ring.seen_news.entry(seq).or_insert(at);
+            *e = (*e).max(at);
+        }
+        let mut skipped = news.skipped;
+        skipped.append(&mut ring.skipped_news);
+        ring.skipped_news = skipped;
+    }
+
+    /// The last signs of life every node reported for the numbers up to `trusted_until` (the
+    /// cursor's node read them all just now): the walk may judge those numbers, no others.
+    pub(crate) fn merge(&self, seen: &[(u64, u64)], trusted_until: u64) {
+        let mut ring = self.lock();
+        for &(seq, at) in seen {
+            let i = self.index(seq);
+            let (held, last) = ring.slots[i];
+            if held != seq || (last != SKIPPED && last < at) {
+                ring.slots[i] = (seq, at);
+            }
+        }
+        ring.trusted_until = trusted_until;
+    }
+
+    /// Not moving the cursor: judge nothing (if this node takes over, it reads first).
+    pub(crate) fn distrust(&self) {
+        self.lock().trusted_until = 0;
+    }
+
+    /// Numbers another node skipped: their tickets are refused here too.
+    pub(crate) fn mark_skipped(&self, skipped: &[u64]) {
+        let mut ring = self.lock();
+        for &seq in skipped {
+            let i = self.index(seq);
+            ring.slots[i] = (seq, SKIPPED);
+        }
     }
 
     fn enabled(&self) -> bool {
@@ -70,6 +165,9 @@ impl Liveness {
         let i = self.index(seq);
         let mut ring = self.lock();
         ring.slots[i] = (seq, now);
+        if self.shared {
+            ring.seen_news.insert(seq, now);
+        }
     }
 
     /// Whether the cursor skipped `seq` (as long as the ring still remembers it).
@@ -108,9 +206,13 @@ impl Liveness {
             moved += 1;
             let i = self.index(seq);
             let (held, seen) = ring.slots[i];
-            if held == seq && seen != SKIPPED && now.saturating_sub(seen) > self.expire_after {
+            let judged = seq <= ring.trusted_until;
+            if judged && held == seq && seen != SKIPPED && now.saturating_sub(seen) > self.expire_after {
                 ring.slots[i] = (seq, SKIPPED);
                 skipped += 1;
+                if self.shared {
+                    ring.skipped_news.push(seq);
+                }
             } else {
                 used += 1;
             }
@@ -155,6 +257,35 @@ mod tests {
         let w = live.walk(0, 100, 10, 1_000);
         // 1..=4 are stale and skipped; 5.. never entered the window, so they take tokens.
         assert_eq!(w, Walk { moved: 14, skipped: 4 });
+    }
+
+    #[test]
+    fn on_a_shared_queue_only_numbers_read_from_every_node_are_judged() {
+        let live = Liveness::new(8, 15).shared();
+        live.walk(0, 8, 0, 100);
+        // Nothing read from the shared record yet: nobody is skipped, however quiet.
+        assert_eq!(live.walk(0, 8, 2, 200), Walk { moved: 2, skipped: 0 });
+        // Read for 3..=6: 4 polled elsewhere at 195, the rest were silent since entering at 100.
+        live.merge(&[(4, 195)], 6);
+        let w = live.walk(2, 8, 2, 200);
+        assert_eq!(w, Walk { moved: 5, skipped: 3 }, "3, 5, 6 skipped; 4 and 7 take the tokens");
+        assert!(!live.was_skipped(7), "7 was beyond what was read: taken, not judged");
+        // What this node saw and skipped goes out once.
+        live.touch(8, 7, 201);
+        let news = live.take_news();
+        assert_eq!(news, News { seen: vec![(8, 201)], skipped: vec![3, 5, 6] });
+        assert_eq!(live.take_news(), News::default());
+        // Unsent news comes back, and newer signs of life win.
+        live.touch(8, 7, 202);
+        live.restore_news(news);
+        assert_eq!(live.take_news(), News { seen: vec![(8, 202)], skipped: vec![3, 5, 6] });
+        // Another node's skips are refused here too; a node that stops leading judges nothing.
+        let other = Liveness::new(8, 15).shared();
+        other.mark_skipped(&[3, 5]);
+        assert!(other.was_skipped(3) && other.was_skipped(5) && !other.was_skipped(4));
+        live.distrust();
+        live.walk(8, 20, 0, 300);
+        assert_eq!(live.walk(8, 20, 3, 400), Walk { moved: 3, skipped: 0 });
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub async fn run(params: Params) -> Report {
     let expire_after = config.refresh_secs * u64::from(config.expire_after_polls);
     let admission = Admission::new(state.clone(), params.rate_per_sec, params.burst, config.pass_ttl_secs, metrics.clone(), Readiness::ready())
         .with_launch(opens_at, launch_seed)
-        .with_liveness(config.liveness_window, if abandon > 0.0 { expire_after } else { 0 });
+        .with_liveness(config.liveness_window, if abandon > 0.0 { expire_after } else { 0 }, false);
     let clock = FakeRelativeClock::default();
     let new_bucket = |per_sec: u32| {
         let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);

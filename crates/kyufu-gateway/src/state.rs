@@ -38,6 +38,33 @@ pub struct Slot {
     pub seq: u64,
 }
 
+/// One node's part of the liveness exchange between gateway nodes sharing a queue (see
+/// `liveness`). Numbers are places in admission order, like the cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LivenessReport {
+    /// Signs of life seen on this node since its last exchange: (number, Unix seconds).
+    pub seen: Vec<(u64, u64)>,
+    /// Numbers the cursor's node skipped as abandoned since its last exchange.
+    pub skipped: Vec<u64>,
+    /// The cursor's node only: the numbers whose last sign of life (on any node) it needs, and
+    /// the numbers the cursor has passed whose records can go. Both inclusive ranges.
+    pub fetch: Option<(u64, u64)>,
+    pub prune: Option<(u64, u64)>,
+    /// Skipped numbers above this one are wanted back; `None`: none wanted.
+    pub skipped_after: Option<u64>,
+    /// Skipped numbers below this one can be forgotten.
+    pub forget_skipped_below: Option<u64>,
+}
+
+/// What the other nodes reported, as far as asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LivenessShared {
+    /// Last sign of life per number of `fetch`, where any node saw one.
+    pub seen: Vec<(u64, u64)>,
+    /// Numbers skipped above `skipped_after`, ascending.
+    pub skipped: Vec<u64>,
+}
+
 /// The queue store could not be reached; nobody is at fault yet, the caller answers 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -74,6 +101,15 @@ pub trait QueueState: Send + Sync + 'static {
     /// watch the cursor move.
     fn drives_cursor(&self) -> bool {
         true
+    }
+
+    /// Passes on this node's liveness news and returns the other nodes' (only called when
+    /// `is_shared`): the nodes' own polls are the only signs of life, so a shared store must carry
+    /// them for the cursor's node to tell an abandoned number from one polling elsewhere. `None`:
+    /// this store carries no liveness, and nobody is ever skipped (the safe default).
+    async fn exchange_liveness(&self, report: LivenessReport) -> Result<Option<LivenessShared>, StateError> {
+        let _ = report;
+        Ok(None)
     }
 
     /// Whether other gateway nodes serve the same queue. Per-node knowledge (which visitors poll

@@ -2,7 +2,7 @@
 //! same results as one node.
 //!
 //! **Layout** (under the configured prefix, one queue per event): `{p}queue:{event}` — hash
-//! `{epoch, issued, cursor}`; `{p}queue:{event}:lease` — string, the token of the node that moves
+//! `{epoch, issued, cursor, spent}`; `{p}queue:{event}:lease` — string, the token of the node that moves
 //! the cursor, with a PX expiry.
 //!
 //! **Joins** on one node are coalesced: a batching task takes every join waiting in its channel (up
@@ -20,6 +20,15 @@
 //! to another node moves nothing) and does `cursor = min(cursor + n, issued)`. Followers neither
 //! take admission tokens nor advance; they see the cursor move and measure its rate from that.
 //!
+//! **Liveness**: `{p}queue:{event}:live` — hash, number → the latest Unix second any node saw the
+//! visitor holding it poll (each node sends what it saw since the last tick, keeping the larger
+//! time); `{p}queue:{event}:skipped` — sorted set of the numbers the cursor's node skipped as
+//! abandoned. One script per node per tick: the cursor's node reads the next few thousand numbers'
+//! times, clears the records of numbers the cursor passed and forgets old skips; the others read
+//! the skips they have not seen. Both stay within the liveness window around the cursor.
+//!
+//! **Spent passes**: `spent` in the queue hash counts passes spent on any node (`HINCRBY`).
+//!
 //! **Cache**: `counters` answers from the last numbers read for up to `cache_max_age`; the gateway's
 //! ticker calls `refresh` every tick, so polls do not reach Redis. When Redis is unreachable,
 //! `counters` keeps answering with the last numbers (waiting visitors keep their place), `refresh`
@@ -30,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kyufu_gateway::{Counters, QueueState, Slot, StateError};
+use kyufu_gateway::{Counters, LivenessReport, LivenessShared, QueueState, Slot, StateError};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
@@ -101,6 +110,49 @@ end
 return 0
 "#;
 
+/// KEYS: live hash, skipped set. ARGV: n, then n (number, time) pairs; m, then m skipped numbers;
+/// prune from, prune to (inclusive; from > to: none); fetch from, fetch to (likewise); skipped
+/// after ('' for none); forget skipped below ('' for none). Returns {fetched (number, time) pairs
+/// flattened, skipped numbers}.
+const LIVENESS: &str = r#"
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+for k = 1, n do
+  local seq, at = ARGV[i], tonumber(ARGV[i + 1]); i = i + 2
+  local cur = redis.call('HGET', KEYS[1], seq)
+  if not cur or tonumber(cur) < at then redis.call('HSET', KEYS[1], seq, at) end
+end
+local m = tonumber(ARGV[i]); i = i + 1
+for k = 1, m do
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i]); i = i + 1
+end
+local pf, pt = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+local batch = {}
+for seq = pf, pt do
+  batch[#batch + 1] = seq
+  if #batch == 1000 then redis.call('HDEL', KEYS[1], unpack(batch)); batch = {} end
+end
+if #batch > 0 then redis.call('HDEL', KEYS[1], unpack(batch)) end
+local ff, ft = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+local seen = {}
+local from = ff
+while from <= ft do
+  local to = math.min(ft, from + 999)
+  local fields = {}
+  for seq = from, to do fields[#fields + 1] = seq end
+  local vals = redis.call('HMGET', KEYS[1], unpack(fields))
+  for k = 1, #fields do
+    if vals[k] then seen[#seen + 1] = fields[k]; seen[#seen + 1] = tonumber(vals[k]) end
+  end
+  from = to + 1
+end
+local after, below = ARGV[i], ARGV[i + 1]
+if below ~= '' then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. below) end
+local skipped = {}
+if after ~= '' then skipped = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. after, '+inf', 'LIMIT', 0, 100000) end
+return {seen, skipped}
+"#;
+
 type Waiter = oneshot::Sender<Result<Slot, StateError>>;
 
 /// The shared [`QueueState`]. Background tasks (join batching, lease) stop when it is dropped; a
@@ -115,6 +167,8 @@ struct Inner {
     conn: ConnectionManager,
     queue_key: String,
     lease_key: String,
+    live_key: String,
+    skipped_key: String,
     /// This node's lease token: random, so a stale writer cannot pass the fence.
     token: String,
     config: QueueStateConfig,
@@ -125,6 +179,7 @@ struct Inner {
     read: Script,
     advance: Script,
     renew: Script,
+    liveness: Script,
 }
 
 #[derive(Default)]
@@ -154,6 +209,8 @@ impl RedisQueueState {
         let inner = Arc::new(Inner {
             conn,
             lease_key: format!("{queue_key}:lease"),
+            live_key: format!("{queue_key}:live"),
+            skipped_key: format!("{queue_key}:skipped"),
             queue_key,
             token: format!("{:032x}", rand::random::<u128>()),
             lease_until: Mutex::new(None),
@@ -162,6 +219,7 @@ impl RedisQueueState {
             read: Script::new(READ),
             advance: Script::new(ADVANCE),
             renew: Script::new(RENEW),
+            liveness: Script::new(LIVENESS),
             config,
         });
         inner.read_counters().await?;
@@ -351,6 +409,29 @@ impl QueueState for RedisQueueState {
 
     async fn refresh(&self) -> Result<Counters, StateError> {
         self.inner.read_counters().await
+    }
+
+    async fn exchange_liveness(&self, report: LivenessReport) -> Result<Option<LivenessShared>, StateError> {
+        let mut inv = self.inner.liveness.prepare_invoke();
+        inv.key(&self.inner.live_key).key(&self.inner.skipped_key);
+        inv.arg(report.seen.len());
+        for (seq, at) in &report.seen {
+            inv.arg(*seq).arg(*at);
+        }
+        inv.arg(report.skipped.len());
+        for seq in &report.skipped {
+            inv.arg(*seq);
+        }
+        for range in [report.prune, report.fetch] {
+            let (from, to) = range.unwrap_or((1, 0));
+            inv.arg(from).arg(to);
+        }
+        let or_empty = |v: Option<u64>| v.map_or_else(String::new, |n| n.to_string());
+        inv.arg(or_empty(report.skipped_after)).arg(or_empty(report.forget_skipped_below));
+        let mut conn = self.inner.conn.clone();
+        let (seen, skipped): (Vec<u64>, Vec<u64>) = inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
+        let seen = seen.chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        Ok(Some(LivenessShared { seen, skipped }))
     }
 
     async fn spend(&self) -> Result<(), StateError> {

@@ -1,7 +1,8 @@
 //! Two real gateway nodes (`Gateway::serve` on 127.0.0.1:0) sharing one queue in a real
 //! `redis-server`, with the same ticket keys: visitors join either node and poll the other, and
 //! are admitted in join order, each once, as on one node; with Redis killed, waiting visitors keep
-//! their place while nobody is admitted, and admission resumes in order once Redis is back.
+//! their place while nobody is admitted, and admission resumes in order once Redis is back;
+//! abandoned numbers are skipped while visitors polling only the other node keep their place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +22,16 @@ struct Node {
 }
 
 async fn start_node(server: &RedisServer, prefix: &str, keyring: &Keyring, rate: u32) -> Node {
+    start_node_with(server, prefix, keyring, rate, |_| {}).await
+}
+
+async fn start_node_with(
+    server: &RedisServer,
+    prefix: &str,
+    keyring: &Keyring,
+    rate: u32,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> Node {
     let mut redis = RedisConfig::new(server.url());
     redis.prefix = prefix.to_owned();
     redis.response_timeout = Duration::from_millis(500);
@@ -33,6 +44,7 @@ async fn start_node(server: &RedisServer, prefix: &str, keyring: &Keyring, rate:
     config.burst = 1;
     // Every visitor polls its other node: no join limit, and skipping would be wrong anyway.
     config.join_limit_per_sec = 0;
+    tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (gateway, handle) =
@@ -243,4 +255,87 @@ async fn with_redis_down_visitors_keep_their_place_and_nobody_is_admitted() {
     until_all_admitted(&client, &nodes, &mut visitors).await;
     let late = join(&client, &nodes[0], &keyring).await;
     assert_eq!(late.seq, VISITORS as u64 + 1, "numbering continues where it was");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_numbers_are_skipped_while_visitors_polling_the_other_node_keep_their_place() {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    // Poll every second; silent for more than 2 s counts as gone.
+    let fast = |c: &mut GatewayConfig| {
+        c.refresh_secs = 1;
+        c.expire_after_polls = 2;
+    };
+    let nodes = [
+        start_node_with(&server, &prefix, &keyring, 4, fast).await,
+        start_node_with(&server, &prefix, &keyring, 4, fast).await,
+    ];
+    for node in &nodes {
+        node.handle.pause();
+    }
+    let client = reqwest::Client::new();
+    // Every third visitor leaves right after joining; the others only ever poll the node they did
+    // not join, so the node moving the cursor sees half of them only through Redis.
+    const VISITORS: usize = 15;
+    let mut visitors = join_alternately(&client, &nodes, &keyring, VISITORS).await;
+    let gone = |seq: u64| seq % 3 == 0;
+    let poll_live = |visitors: &mut Vec<Visitor>| {
+        let client = client.clone();
+        let nodes = &nodes;
+        let mut jobs = Vec::new();
+        for (i, v) in visitors.iter().enumerate() {
+            if !gone(v.seq) && !v.admitted {
+                let other = (i + 1) % 2;
+                jobs.push((i, client.get(format!("{}/queue/status", nodes[other].base)).header("X-Queue-Ticket", v.ticket.clone())));
+            }
+        }
+        async move { futures::future::join_all(jobs.into_iter().map(|(i, req)| async move { (i, send(req).await) })).await }
+    };
+    // Paused for 3 s: the leavers' last sign of life (their join) grows old; the others poll.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for (i, r) in poll_live(&mut visitors).await {
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            visitors[i].ticket = r.body["ticket"].as_str().unwrap_or_default().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    for node in &nodes {
+        node.handle.resume();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut admitted_order = Vec::new();
+    while visitors.iter().any(|v| !gone(v.seq) && !v.admitted) {
+        assert!(Instant::now() < deadline, "live visitors not admitted within 30 s");
+        for (i, r) in poll_live(&mut visitors).await {
+            // A visitor who kept polling is never passed over, whichever node it polls.
+            assert_eq!(r.status, StatusCode::OK, "visitor {} skipped while polling: {:?}", visitors[i].seq, r.body);
+            visitors[i].ticket = r.body["ticket"].as_str().unwrap_or_default().to_owned();
+            if r.body["state"] == "admitted" {
+                visitors[i].admitted = true;
+                admitted_order.push(visitors[i].seq);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The leavers were skipped without an admission: their tickets are refused on both nodes.
+    for v in visitors.iter().filter(|v| gone(v.seq)) {
+        for node in &nodes {
+            let r = poll(&client, node, &v.ticket).await;
+            assert_eq!((r.status, r.body["code"].as_str()), (StatusCode::GONE, Some("ticket_expired")), "leaver {} on {}", v.seq, node.base);
+        }
+    }
+    let mut expired = 0;
+    let mut admitted = 0;
+    for node in &nodes {
+        let text = client.get(format!("{}/metrics", node.base)).send().await.expect("metrics").text().await.expect("text");
+        expired += metric(&text, "kyufu_gateway_tickets_expired_total ");
+        admitted += metric(&text, "kyufu_gateway_admitted_total ");
+    }
+    let leavers = visitors.iter().filter(|v| gone(v.seq)).count() as u64;
+    assert_eq!((expired, admitted), (leavers, VISITORS as u64 - leavers), "skipped and admitted across both nodes");
+    let mut sorted = admitted_order.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted.len(), VISITORS - leavers as usize);
 }
