@@ -231,6 +231,16 @@ impl Admission {
         }
     }
 
+    /// Whether the queue is open at `now`; at the first call at or after the opening time, draws
+    /// the pre-queue as the queue state fixed it (the same for every node sharing the queue).
+    pub(crate) async fn open_if_due(&self, now: u64) -> Result<bool, StateError> {
+        if self.launch.due(now) {
+            let (base, size) = self.state.close_prequeue(self.launch.base()).await?;
+            self.launch.open_with(base, size);
+        }
+        Ok(self.launch.is_open())
+    }
+
     /// Gives back to the session cap the passes spent since the last look.
     fn give_back_spent(&self, now: u64, counters: &Counters) {
         let mut seen = self.spent_seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -281,7 +291,7 @@ impl Admission {
         self.give_back_spent(now, &counters);
         // Before the opening time nobody is admitted; the first pump after it draws the pre-queue.
         // Another node holds the shared cursor: spending tokens here would admit nobody.
-        if !self.launch.open_if_due(now, counters.issued) || self.is_paused() || !self.state.drives_cursor() {
+        if !self.open_if_due(now).await? || self.is_paused() || !self.state.drives_cursor() {
             return Ok(());
         }
         let headroom = self.controls.headroom(self.admitted_sessions(now));
@@ -329,11 +339,14 @@ impl Admission {
             let per_sec = self.rate.read().unwrap_or_else(|e| e.into_inner()).per_sec;
             let effective = if self.is_paused() { 0.0 } else { f64::from(per_sec) * self.backoff.factor() };
             self.metrics.effective_rate.set(effective);
-            let result = match self.tick_liveness().await {
-                Ok(()) => match self.pump().await {
-                    Ok(()) => self.state.refresh().await,
-                    Err(e) => Err(e),
-                },
+            let result = match self.pump().await {
+                Ok(()) => self.state.refresh().await,
+                Err(e) => Err(e),
+            };
+            // Liveness news go out (and come in, for the next walk) only while the store answers,
+            // so an outage costs one failing call per tick, as before.
+            let result = match result {
+                Ok(counters) => self.tick_liveness(counters.cursor).await.map(|()| counters),
                 Err(e) => Err(e),
             };
             self.readiness.set_check(QUEUE_STATE_CHECK, result.is_ok());
@@ -356,12 +369,12 @@ impl Admission {
         }
     }
 
-    /// The liveness exchange of a shared queue, before the tick's walk.
-    async fn tick_liveness(&self) -> Result<(), StateError> {
+    /// The liveness exchange of a shared queue, after the tick's walk: what it reads serves the
+    /// next walks (their numbers are judged against records at most a tick old).
+    async fn tick_liveness(&self, cursor: u64) -> Result<(), StateError> {
         if !self.liveness.is_shared() {
             return Ok(());
         }
-        let cursor = self.state.counters().await?.cursor;
         self.exchange_liveness(cursor).await
     }
 

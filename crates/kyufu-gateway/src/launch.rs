@@ -200,6 +200,23 @@ impl Launch {
         true
     }
 
+    /// Numbers issued before the opening was set (the pre-queue starts after them).
+    pub(crate) fn base(&self) -> u64 {
+        self.read().base
+    }
+
+    /// Draws the pre-queue as `base+1 ..= base+size`, as fixed in the shared queue state by
+    /// whichever node closed it first, so every node computes the same places. Nothing changes
+    /// once drawn.
+    pub(crate) fn open_with(&self, base: u64, size: u64) {
+        let mut s = self.write();
+        if s.shuffle.is_none() && s.opens_at.is_some() {
+            s.base = base;
+            s.shuffle = Some(Shuffle::new(s.seed, size));
+            tracing::info!(prequeue = size, base, "queue opened; pre-queue order drawn");
+        }
+    }
+
     /// The place of sequence number `seq`.
     pub(crate) fn place(&self, seq: u64) -> Place {
         let s = self.read();

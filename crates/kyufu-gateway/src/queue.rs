@@ -227,10 +227,7 @@ pub(crate) async fn join_answer(
         return Ok(answer);
     }
     // The first visitor after the opening time closes the pre-queue before taking a number.
-    if admission.launch.due(now) {
-        let counters = admission.state.counters().await.map_err(unavailable)?;
-        admission.launch.open_if_due(now, counters.issued);
-    }
+    admission.open_if_due(now).await.map_err(unavailable)?;
     let prequeue = admission.launch.in_prequeue(now).is_some();
     let (slot, jat) = take_number(gw, reference, now).await?;
     gw.metrics.joins.inc();

@@ -103,6 +103,22 @@ pub trait QueueState: Send + Sync + 'static {
         true
     }
 
+    /// The seed of the launch-day draw that every node of this queue uses: the first node to
+    /// start stores its `proposed` seed and every later one gets that one back, so the published
+    /// commitment and the order are the same on every node and across restarts. One node's store
+    /// keeps `proposed`.
+    async fn agree_launch_seed(&self, proposed: [u8; 32]) -> Result<[u8; 32], StateError> {
+        Ok(proposed)
+    }
+
+    /// Closes the launch-day pre-queue, once for every node: the first call fixes the pre-queue
+    /// as the numbers `base+1 ..= issued` at that moment; every call returns that `(base, size)`.
+    /// One node's store has no one to agree with.
+    async fn close_prequeue(&self, base: u64) -> Result<(u64, u64), StateError> {
+        let issued = self.refresh().await?.issued;
+        Ok((base, issued.saturating_sub(base)))
+    }
+
     /// Passes on this node's liveness news and returns the other nodes' (only called when
     /// `is_shared`): the nodes' own polls are the only signs of life, so a shared store must carry
     /// them for the cursor's node to tell an abandoned number from one polling elsewhere. `None`:

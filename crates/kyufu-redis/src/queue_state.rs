@@ -29,6 +29,10 @@
 //!
 //! **Spent passes**: `spent` in the queue hash counts passes spent on any node (`HINCRBY`).
 //!
+//! **Launch-day pre-queue**: the first node to open the queue fixes `pq_base` and `pq_size` (the
+//! numbers issued by then) in the queue hash, in one script; every node draws the same order. The
+//! draw's seed is `launch_seed` in the same hash, written by the first node to start (`HSETNX`).
+//!
 //! **Cache**: `counters` answers from the last numbers read for up to `cache_max_age`; the gateway's
 //! ticker calls `refresh` every tick, so polls do not reach Redis. When Redis is unreachable,
 //! `counters` keeps answering with the last numbers (waiting visitors keep their place), `refresh`
@@ -153,6 +157,19 @@ if after ~= '' then skipped = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. after,
 return {seen, skipped}
 "#;
 
+/// KEYS: queue. ARGV: base, candidate epoch. Fixes the pre-queue on the first call as
+/// `base+1 ..= issued`; returns {base, size} as fixed.
+const CLOSE_PREQUEUE: &str = r#"
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+if redis.call('HEXISTS', KEYS[1], 'pq_size') == 0 then
+  local issued = tonumber(redis.call('HGET', KEYS[1], 'issued') or 0)
+  local base = tonumber(ARGV[1])
+  redis.call('HSET', KEYS[1], 'pq_base', base, 'pq_size', math.max(issued - base, 0))
+end
+local v = redis.call('HMGET', KEYS[1], 'pq_base', 'pq_size')
+return {tonumber(v[1]), tonumber(v[2])}
+"#;
+
 type Waiter = oneshot::Sender<Result<Slot, StateError>>;
 
 /// The shared [`QueueState`]. Background tasks (join batching, lease) stop when it is dropped; a
@@ -180,6 +197,7 @@ struct Inner {
     advance: Script,
     renew: Script,
     liveness: Script,
+    close_prequeue: Script,
 }
 
 #[derive(Default)]
@@ -220,6 +238,7 @@ impl RedisQueueState {
             advance: Script::new(ADVANCE),
             renew: Script::new(RENEW),
             liveness: Script::new(LIVENESS),
+            close_prequeue: Script::new(CLOSE_PREQUEUE),
             config,
         });
         inner.read_counters().await?;
@@ -409,6 +428,27 @@ impl QueueState for RedisQueueState {
 
     async fn refresh(&self) -> Result<Counters, StateError> {
         self.inner.read_counters().await
+    }
+
+    async fn agree_launch_seed(&self, proposed: [u8; 32]) -> Result<[u8; 32], StateError> {
+        let hex: String = proposed.iter().map(|b| format!("{b:02x}")).collect();
+        let mut conn = self.inner.conn.clone();
+        let (_, stored): (i64, String) = redis::pipe()
+            .atomic()
+            .hset_nx(&self.inner.queue_key, "launch_seed", &hex)
+            .hget(&self.inner.queue_key, "launch_seed")
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        kyufu_gateway::launch::parse_seed_hex(&stored)
+            .ok_or_else(|| StateError::Unavailable("the stored launch seed is not 64 hex digits".into()))
+    }
+
+    async fn close_prequeue(&self, base: u64) -> Result<(u64, u64), StateError> {
+        let mut inv = self.inner.close_prequeue.prepare_invoke();
+        inv.key(&self.inner.queue_key).arg(base).arg(self.inner.candidate_epoch());
+        let mut conn = self.inner.conn.clone();
+        inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))
     }
 
     async fn exchange_liveness(&self, report: LivenessReport) -> Result<Option<LivenessShared>, StateError> {

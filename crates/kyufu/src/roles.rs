@@ -159,6 +159,14 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     args.launch.apply(&mut config)?;
     config.validate()?;
     let state = args.queue.open(&program.id).await?;
+    // Nodes sharing the queue draw the pre-queue with one seed: the first node's, kept in the state.
+    let proposed = config.launch_seed.unwrap_or_else(rand::random);
+    let agreed = state.agree_launch_seed(proposed).await.map_err(|e| anyhow::anyhow!("launch seed: {e}"))?;
+    anyhow::ensure!(
+        config.launch_seed.is_none_or(|given| given == agreed),
+        "--launch-seed / KYUFU_LAUNCH_SEED differs from the seed the other gateway nodes of this queue use;          give every node the same seed, or none"
+    );
+    config.launch_seed = Some(agreed);
     let metrics = kyufu_telemetry::new_registry();
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let (gateway, handle) = kyufu_gateway::Gateway::with_state(config, metrics, state)?;

@@ -48,6 +48,21 @@ async fn two_gateway_processes_share_one_queue_through_redis() {
         tickets.push((v["ticket"].as_str().unwrap_or_default().to_owned(), v["position"].as_u64()));
     }
     assert_eq!((tickets[0].1, tickets[1].1), (Some(1), Some(2)), "one numbering across both processes");
+    // Neither was given a launch seed, yet both commit to the same one: the first node's, kept in
+    // Redis, so a pre-queue would be drawn alike on both.
+    let mut commitments = Vec::new();
+    for addr in &addrs {
+        let f: Value = c.get(format!("http://{addr}/queue/fairness")).send().await.expect("fairness").json().await.expect("json");
+        commitments.push(f["seed_sha256"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(commitments[0].len() == 64 && commitments[0] == commitments[1], "{commitments:?}");
+    // A third node given another seed refuses to start, naming the setting.
+    let third = format!("127.0.0.1:{}", free_port());
+    let other_seed = "ab".repeat(32);
+    let args = ["--listen", &third, "--queue-state", "redis", "--redis-url", &redis.url(), "--launch-seed", &other_seed];
+    let out = gateway(dir.path(), &args).output().expect("run kyufu");
+    assert!(!out.status.success(), "a node with another seed must not start");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--launch-seed"), "{}", String::from_utf8_lossy(&out.stderr));
     // Each ticket is honoured by the other process, at the same place.
     for (i, (ticket, position)) in tickets.iter().enumerate() {
         let other = &addrs[(i + 1) % 2];
