@@ -179,8 +179,11 @@ impl Gateway {
             upstream = %self.shared.config.upstream,
             "gateway listening"
         );
-        kyufu_http::serve(listener, router, shutdown).await?;
+        let served = kyufu_http::serve(listener, router, shutdown).await;
         drop(ticker);
+        // A graceful stop hands the cursor to another node now, not when the lease runs out.
+        self.shared.admission.state.release().await;
+        served?;
         Ok(())
     }
 }

@@ -103,6 +103,10 @@ pub trait QueueState: Send + Sync + 'static {
         true
     }
 
+    /// The node is shutting down: give up anything it holds for the others (the cursor lease), so
+    /// another node takes over at once instead of after the lease runs out.
+    async fn release(&self) {}
+
     /// The seed of the launch-day draw that every node of this queue uses: the first node to
     /// start stores its `proposed` seed and every later one gets that one back, so the published
     /// commitment and the order are the same on every node and across restarts. One node's store

@@ -114,6 +114,12 @@ end
 return 0
 "#;
 
+/// KEYS: lease. ARGV: token. Gives the lease up only if this node holds it.
+const RELEASE_LEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 /// KEYS: live hash, skipped set. ARGV: n, then n (number, time) pairs; m, then m skipped numbers;
 /// prune from, prune to (inclusive; from > to: none); fetch from, fetch to (likewise); skipped
 /// after ('' for none); forget skipped below ('' for none). Returns {fetched (number, time) pairs
@@ -428,6 +434,23 @@ impl QueueState for RedisQueueState {
 
     async fn refresh(&self) -> Result<Counters, StateError> {
         self.inner.read_counters().await
+    }
+
+    async fn release(&self) {
+        // Stop renewing first, so the lease is not taken again right after.
+        for task in &self.tasks {
+            task.abort();
+        }
+        // Redis may still hold this node's token even if it thinks the lease lapsed: ask anyway.
+        *lock(&self.inner.lease_until) = None;
+        let mut conn = self.inner.conn.clone();
+        let released: Result<i64, _> =
+            Script::new(RELEASE_LEASE).key(&self.inner.lease_key).arg(&self.inner.token).invoke_async(&mut conn).await;
+        match released {
+            Ok(1) => tracing::info!("queue cursor lease released for another node"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = ?e.kind(), "queue cursor lease not released; it runs out by itself"),
+        }
     }
 
     async fn agree_launch_seed(&self, proposed: [u8; 32]) -> Result<[u8; 32], StateError> {

@@ -175,3 +175,22 @@ async fn a_queue_lost_by_redis_starts_a_new_epoch() {
     assert_eq!(after.seq, 1, "numbering starts again");
     assert_eq!(a.refresh().await.expect("counters").epoch, after.epoch, "every node follows the new epoch");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_lease_passes_on_at_once() {
+    let server = RedisServer::start();
+    let prefix = unique_prefix();
+    // A long lease: without the release the follower would wait half a minute.
+    let long = QueueStateConfig { lease_ttl: Duration::from_secs(30), renew_every: Duration::from_millis(100), ..QueueStateConfig::default() };
+    let a = node(&server, &prefix, long.clone()).await;
+    let b = node(&server, &prefix, long).await;
+    let (leader, follower) = if leader_of(&[&a, &b]).await == 0 { (a, b) } else { (b, a) };
+    let released_at = Instant::now();
+    leader.release().await;
+    assert!(!leader.drives_cursor(), "the released node stops moving the cursor at once");
+    assert_eq!(leader_of(&[&leader, &follower]).await, 1, "the other node took over");
+    assert!(released_at.elapsed() < Duration::from_secs(5), "took {:?}", released_at.elapsed());
+    // The released node does not take it back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!leader.drives_cursor() && follower.drives_cursor());
+}
