@@ -2,7 +2,10 @@
 //! a message to everyone waiting. Every call needs the admin bearer token (compared in constant
 //! time) and every change is logged with the operator's name (`X-Operator`) on the `audit` target.
 //!
-//! Served on the staff port, never on the public one.
+//! Served on the staff port, never on the public one. With several gateway nodes on one shared
+//! queue, a change sent to any node is passed on to the others through the queue state (they take
+//! it over within a tick); if it cannot be passed on, the answer is 503 and the change holds on
+//! that node only.
 //!
 //! - `GET  /admin/v1/queue` — issued, admitted, waiting, paused, rate, burst, measured rate, message
 //! - `POST /admin/v1/pause`, `POST /admin/v1/resume`
@@ -24,7 +27,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::GatewayHandle;
+use crate::{Control, GatewayHandle};
 
 #[derive(Clone)]
 struct Admin {
@@ -70,6 +73,19 @@ fn operator(admin: &Admin, headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(name.chars().filter(|c| c.is_ascii_graphic()).take(64).collect())
 }
 
+/// Passes a change made here on to the other gateway nodes of the queue, then answers with the
+/// snapshot. If the shared state cannot take it, the change holds on this node only: 503, so the
+/// operator (and `kyufu admin`) knows to try again.
+async fn shared(admin: &Admin, change: &Control) -> Response {
+    match admin.handle.share(change).await {
+        Ok(()) => snapshot_json(admin).await,
+        Err(e) => {
+            tracing::warn!(error = %e, ?change, "operator change made on this node only; the other nodes did not get it");
+            ApiError::new(ErrorCode::ServiceUnavailable).retry_after(5).into_response()
+        }
+    }
+}
+
 async fn snapshot_json(admin: &Admin) -> Response {
     match admin.handle.snapshot().await {
         Ok(s) => Json(serde_json::json!({
@@ -105,7 +121,7 @@ async fn pause(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         Ok(op) => {
             admin.handle.pause();
             tracing::warn!(target: "audit", operator = %op, action = "pause", "operator paused admission");
-            snapshot_json(&admin).await
+            shared(&admin, &Control::Paused(true)).await
         }
         Err(e) => e.into_response(),
     }
@@ -116,7 +132,7 @@ async fn resume(State(admin): State<Admin>, headers: HeaderMap) -> Response {
         Ok(op) => {
             admin.handle.resume();
             tracing::warn!(target: "audit", operator = %op, action = "resume", "operator resumed admission");
-            snapshot_json(&admin).await
+            shared(&admin, &Control::Paused(false)).await
         }
         Err(e) => e.into_response(),
     }
@@ -143,7 +159,7 @@ async fn rate(State(admin): State<Admin>, headers: HeaderMap, body: Result<Json<
     }
     admin.handle.set_rate(input.per_sec, input.burst);
     tracing::warn!(target: "audit", operator = %op, action = "set_rate", per_sec = input.per_sec, burst = input.burst, "operator set the admission rate");
-    snapshot_json(&admin).await
+    shared(&admin, &Control::Rate { per_sec: input.per_sec, burst: input.burst }).await
 }
 
 #[derive(Deserialize)]
@@ -163,7 +179,7 @@ async fn set_message(State(admin): State<Admin>, headers: HeaderMap, body: Resul
     }
     admin.handle.set_message(Some(text.to_owned()));
     tracing::warn!(target: "audit", operator = %op, action = "set_message", chars = text.chars().count(), "operator set the waiting-room message");
-    snapshot_json(&admin).await
+    shared(&admin, &Control::Message(Some(text.to_owned()))).await
 }
 
 async fn clear_message(State(admin): State<Admin>, headers: HeaderMap) -> Response {
@@ -171,7 +187,7 @@ async fn clear_message(State(admin): State<Admin>, headers: HeaderMap) -> Respon
         Ok(op) => {
             admin.handle.set_message(None);
             tracing::warn!(target: "audit", operator = %op, action = "clear_message", "operator cleared the waiting-room message");
-            snapshot_json(&admin).await
+            shared(&admin, &Control::Message(None)).await
         }
         Err(e) => e.into_response(),
     }
@@ -204,7 +220,7 @@ async fn queue_everyone(State(admin): State<Admin>, headers: HeaderMap, body: Re
     };
     admin.handle.set_queue_everyone(input.enabled);
     tracing::warn!(target: "audit", operator = %op, action = "queue_everyone", enabled = input.enabled, "operator changed queue-everyone");
-    snapshot_json(&admin).await
+    shared(&admin, &Control::QueueEveryone(input.enabled)).await
 }
 
 /// Longest fail-open an operator can set in one call: it must end by itself the same day.
@@ -227,7 +243,7 @@ async fn fail_open(State(admin): State<Admin>, headers: HeaderMap, body: Result<
     }
     admin.handle.set_fail_open_until(until);
     tracing::warn!(target: "audit", operator = %op, action = "fail_open", until = %input.until, "operator opened the door without queuing");
-    snapshot_json(&admin).await
+    shared(&admin, &Control::FailOpenUntil(until)).await
 }
 
 async fn end_fail_open(State(admin): State<Admin>, headers: HeaderMap) -> Response {
@@ -235,7 +251,7 @@ async fn end_fail_open(State(admin): State<Admin>, headers: HeaderMap) -> Respon
         Ok(op) => {
             admin.handle.set_fail_open_until(0);
             tracing::warn!(target: "audit", operator = %op, action = "end_fail_open", "operator ended fail-open");
-            snapshot_json(&admin).await
+            shared(&admin, &Control::FailOpenUntil(0)).await
         }
         Err(e) => e.into_response(),
     }
@@ -256,7 +272,7 @@ async fn session_cap(State(admin): State<Admin>, headers: HeaderMap, body: Resul
     }
     admin.handle.set_session_cap(input.max_sessions);
     tracing::warn!(target: "audit", operator = %op, action = "set_session_cap", max_sessions = input.max_sessions, "operator set the session cap");
-    snapshot_json(&admin).await
+    shared(&admin, &Control::SessionCap(input.max_sessions)).await
 }
 
 #[derive(Deserialize)]
@@ -273,7 +289,7 @@ async fn opening(State(admin): State<Admin>, headers: HeaderMap, body: Result<Js
     match admin.handle.set_opening(opens_at).await {
         Ok(()) => {
             tracing::warn!(target: "audit", operator = %op, action = "set_opening", opens_at = %input.opens_at, "operator set the opening time");
-            snapshot_json(&admin).await
+            shared(&admin, &Control::OpensAt(opens_at)).await
         }
         Err(crate::OpeningError::AlreadyOpened(_)) => (
             StatusCode::CONFLICT,

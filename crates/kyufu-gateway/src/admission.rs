@@ -16,7 +16,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use kyufu_http::Readiness;
 
 use crate::backoff::Backoff;
-use crate::controls::Controls;
+use crate::controls::{Control, Controls};
 use crate::launch::Launch;
 use crate::liveness::Liveness;
 use crate::metrics::GatewayMetrics;
@@ -77,6 +77,8 @@ pub(crate) struct Admission {
     /// liveness record was cleared behind the cursor.
     skipped_seen: Mutex<u64>,
     pruned_to: Mutex<u64>,
+    /// Version of the shared operator controls last taken over.
+    controls_version: Mutex<u64>,
 }
 
 /// Numbers ahead of the cursor whose shared liveness the cursor's node reads each tick: the most
@@ -114,6 +116,7 @@ impl Admission {
             spent_seen: Mutex::new(None),
             skipped_seen: Mutex::new(0),
             pruned_to: Mutex::new(0),
+            controls_version: Mutex::new(0),
         }
     }
 
@@ -344,9 +347,13 @@ impl Admission {
                 Err(e) => Err(e),
             };
             // Liveness news go out (and come in, for the next walk) only while the store answers,
-            // so an outage costs one failing call per tick, as before.
+            // so an outage costs one failing call per tick, as before; likewise operator changes
+            // made on other nodes come in.
             let result = match result {
-                Ok(counters) => self.tick_liveness(counters.cursor).await.map(|()| counters),
+                Ok(counters) => match self.tick_liveness(counters.cursor).await {
+                    Ok(()) => self.sync_controls().await.map(|()| counters),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             self.readiness.set_check(QUEUE_STATE_CHECK, result.is_ok());
@@ -367,6 +374,24 @@ impl Admission {
                 Err(_) => {}
             }
         }
+    }
+
+    /// Takes over operator changes made on other nodes sharing the queue (and, on the first tick,
+    /// whatever the operators set before this node started).
+    async fn sync_controls(self: &Arc<Self>) -> Result<(), StateError> {
+        if !self.state.is_shared() {
+            return Ok(());
+        }
+        let known = *self.controls_version.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((version, fields)) = self.state.shared_controls(known).await? else { return Ok(()) };
+        let handle = GatewayHandle { admission: self.clone() };
+        for change in Control::parse(&fields) {
+            if handle.apply(&change).await {
+                tracing::info!(?change, "operator change taken over from the shared queue state");
+            }
+        }
+        *self.controls_version.lock().unwrap_or_else(|e| e.into_inner()) = version;
+        Ok(())
     }
 
     /// The liveness exchange of a shared queue, after the tick's walk: what it reads serves the
@@ -628,6 +653,43 @@ impl GatewayHandle {
         self.admission.launch.set_opening(opens_at, issued)?;
         tracing::info!(opens_at, "opening time set");
         Ok(())
+    }
+
+    /// Passes an operator change (already made on this node) to every node sharing the queue;
+    /// they take it over at their next tick. On a queue of its own there is no one to tell.
+    pub async fn share(&self, change: &Control) -> Result<(), StateError> {
+        self.admission.state.publish_controls(&change.fields()).await
+    }
+
+    /// Makes `change` on this node, unless it is already so (re-applying a rate would refill the
+    /// bucket). Returns whether anything changed.
+    pub(crate) async fn apply(&self, change: &Control) -> bool {
+        let now = crate::queue::now_secs();
+        let controls = &self.admission.controls;
+        match change {
+            Control::Paused(on) if *on != self.is_paused() => {
+                if *on {
+                    self.pause();
+                } else {
+                    self.resume();
+                }
+            }
+            Control::Rate { per_sec, burst } if (*per_sec, *burst) != self.rate() => self.set_rate(*per_sec, *burst),
+            Control::Message(text) if *text != self.message() => self.set_message(text.clone()),
+            Control::QueueEveryone(on) if *on != controls.queue_everyone() => self.set_queue_everyone(*on),
+            Control::FailOpenUntil(until) if controls.fail_open_until(now) != Some(*until).filter(|u| *u > now) => {
+                self.set_fail_open_until(*until);
+            }
+            Control::SessionCap(cap) if controls.session_cap() != Some(*cap).filter(|c| *c > 0) => self.set_session_cap(*cap),
+            Control::OpensAt(at) if self.admission.launch.opens_at() != Some(*at) => {
+                if let Err(e) = self.set_opening(*at).await {
+                    tracing::warn!(error = %e, "shared opening time not taken over");
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// The queue numbers and controls now.

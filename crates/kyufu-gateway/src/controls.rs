@@ -90,3 +90,88 @@ mod tests {
         assert_eq!(c.session_cap(), None);
     }
 }
+
+/// One operator change, as the gateway nodes sharing a queue pass it on (`QueueState::
+/// publish_controls`): field-wise, so two operators changing different things on different nodes
+/// do not undo each other; the last write of a field wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    Paused(bool),
+    Rate { per_sec: u32, burst: u32 },
+    /// `None` clears the message.
+    Message(Option<String>),
+    QueueEveryone(bool),
+    /// Unix seconds; 0 ends fail-open.
+    FailOpenUntil(u64),
+    SessionCap(u64),
+    /// Unix seconds.
+    OpensAt(u64),
+}
+
+impl Control {
+    /// The shared fields this change writes.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        let flag = |on: bool| if on { "1" } else { "0" }.to_owned();
+        match self {
+            Control::Paused(on) => vec![("paused", flag(*on))],
+            Control::Rate { per_sec, burst } => vec![("rate", format!("{per_sec}/{burst}"))],
+            Control::Message(text) => vec![("message", text.clone().unwrap_or_default())],
+            Control::QueueEveryone(on) => vec![("queue_everyone", flag(*on))],
+            Control::FailOpenUntil(until) => vec![("fail_open_until", until.to_string())],
+            Control::SessionCap(cap) => vec![("session_cap", cap.to_string())],
+            Control::OpensAt(at) => vec![("opens_at", at.to_string())],
+        }
+    }
+
+    /// The changes a set of shared fields holds; unknown or unreadable fields are ignored (a newer
+    /// node may share more).
+    pub fn parse(fields: &[(String, String)]) -> Vec<Control> {
+        let flag = |v: &str| match v {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        };
+        fields
+            .iter()
+            .filter_map(|(name, value)| match name.as_str() {
+                "paused" => flag(value).map(Control::Paused),
+                "rate" => {
+                    let (per_sec, burst) = value.split_once('/')?;
+                    Some(Control::Rate { per_sec: per_sec.parse().ok()?, burst: burst.parse().ok()? })
+                }
+                "message" => Some(Control::Message(Some(value.clone()).filter(|m| !m.is_empty()))),
+                "queue_everyone" => flag(value).map(Control::QueueEveryone),
+                "fail_open_until" => value.parse().ok().map(Control::FailOpenUntil),
+                "session_cap" => value.parse().ok().map(Control::SessionCap),
+                "opens_at" => value.parse().ok().map(Control::OpensAt),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::*;
+
+    #[test]
+    fn every_change_reads_back_as_itself() {
+        let all = [
+            Control::Paused(true),
+            Control::Paused(false),
+            Control::Rate { per_sec: 150, burst: 300 },
+            Control::Message(Some("ただいま混み合っています".into())),
+            Control::Message(None),
+            Control::QueueEveryone(true),
+            Control::FailOpenUntil(1_800_000_000),
+            Control::SessionCap(5_000),
+            Control::OpensAt(1_800_000_000),
+        ];
+        for c in all {
+            let fields: Vec<(String, String)> = c.fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            assert_eq!(Control::parse(&fields), vec![c.clone()], "{fields:?}");
+        }
+        let junk = [("rate".to_owned(), "x/1".to_owned()), ("paused".to_owned(), "yes".to_owned()), ("future".to_owned(), "1".to_owned())];
+        assert_eq!(Control::parse(&junk), Vec::new());
+    }
+}

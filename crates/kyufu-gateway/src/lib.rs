@@ -47,6 +47,7 @@ use tokio::net::TcpListener;
 
 pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
 pub use config::{ConfigError, GatewayConfig};
+pub use controls::Control;
 pub use state::{Counters, LivenessReport, LivenessShared, MemoryQueueState, QueueState, Slot, StateError};
 pub use ticket::TicketClaims;
 

@@ -103,6 +103,20 @@ pub trait QueueState: Send + Sync + 'static {
         true
     }
 
+    /// Writes operator control fields for every node of this queue (see `Control`). One node's
+    /// store has no one to tell.
+    async fn publish_controls(&self, fields: &[(&'static str, String)]) -> Result<(), StateError> {
+        let _ = fields;
+        Ok(())
+    }
+
+    /// The shared operator controls, if they changed since version `known`: the new version and
+    /// every field. The ticker asks once a tick.
+    async fn shared_controls(&self, known: u64) -> Result<Option<(u64, Vec<(String, String)>)>, StateError> {
+        let _ = known;
+        Ok(None)
+    }
+
     /// The node is shutting down: give up anything it holds for the others (the cursor lease), so
     /// another node takes over at once instead of after the lease runs out.
     async fn release(&self) {}

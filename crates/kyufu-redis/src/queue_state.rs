@@ -29,6 +29,10 @@
 //!
 //! **Spent passes**: `spent` in the queue hash counts passes spent on any node (`HINCRBY`).
 //!
+//! **Operator controls**: `{p}queue:{event}:controls` — hash of the fields operators changed
+//! (`paused`, `rate`, `message`, …) and a `version` moved on by every change; each node reads it
+//! once a tick when the version moved and takes the fields over.
+//!
 //! **Launch-day pre-queue**: the first node to open the queue fixes `pq_base` and `pq_size` (the
 //! numbers issued by then) in the queue hash, in one script; every node draws the same order. The
 //! draw's seed is `launch_seed` in the same hash, written by the first node to start (`HSETNX`).
@@ -114,6 +118,25 @@ end
 return 0
 "#;
 
+/// KEYS: controls hash. ARGV: field, value pairs. Writes them and moves the version on.
+const PUBLISH_CONTROLS: &str = r#"
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return redis.call('HINCRBY', KEYS[1], 'version', 1)
+"#;
+
+/// KEYS: controls hash. ARGV: the version known. Returns {version} when nothing changed, else
+/// {version, field, value, ...}.
+const SHARED_CONTROLS: &str = r#"
+local v = tonumber(redis.call('HGET', KEYS[1], 'version') or 0)
+if v <= tonumber(ARGV[1]) then return {tostring(v)} end
+local out = {tostring(v)}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= 'version' then out[#out + 1] = all[i]; out[#out + 1] = all[i + 1] end
+end
+return out
+"#;
+
 /// KEYS: lease. ARGV: token. Gives the lease up only if this node holds it.
 const RELEASE_LEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -192,6 +215,7 @@ struct Inner {
     lease_key: String,
     live_key: String,
     skipped_key: String,
+    controls_key: String,
     /// This node's lease token: random, so a stale writer cannot pass the fence.
     token: String,
     config: QueueStateConfig,
@@ -235,6 +259,7 @@ impl RedisQueueState {
             lease_key: format!("{queue_key}:lease"),
             live_key: format!("{queue_key}:live"),
             skipped_key: format!("{queue_key}:skipped"),
+            controls_key: format!("{queue_key}:controls"),
             queue_key,
             token: format!("{:032x}", rand::random::<u128>()),
             lease_until: Mutex::new(None),
@@ -434,6 +459,33 @@ impl QueueState for RedisQueueState {
 
     async fn refresh(&self) -> Result<Counters, StateError> {
         self.inner.read_counters().await
+    }
+
+    async fn publish_controls(&self, fields: &[(&'static str, String)]) -> Result<(), StateError> {
+        let script = Script::new(PUBLISH_CONTROLS);
+        let mut inv = script.key(&self.inner.controls_key);
+        for (name, value) in fields {
+            inv.arg(*name).arg(value);
+        }
+        let mut conn = self.inner.conn.clone();
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    async fn shared_controls(&self, known: u64) -> Result<Option<(u64, Vec<(String, String)>)>, StateError> {
+        let mut conn = self.inner.conn.clone();
+        let reply: Vec<String> = Script::new(SHARED_CONTROLS)
+            .key(&self.inner.controls_key)
+            .arg(known)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let version = reply.first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if version <= known {
+            return Ok(None);
+        }
+        let fields = reply[1..].chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+        Ok(Some((version, fields)))
     }
 
     async fn release(&self) {

@@ -411,3 +411,60 @@ async fn a_prequeue_shared_by_two_nodes_is_drawn_once_and_each_visitor_has_one_p
         assert_eq!((f["phase"].as_str(), f["prequeue_size"].as_u64()), (Some("open"), Some(EARLY as u64)), "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_change_sent_to_one_node_reaches_every_node() {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    let nodes = [start_node(&server, &prefix, &keyring, 10).await, start_node(&server, &prefix, &keyring, 10).await];
+    // The admin API of node A only.
+    let token = "admin-token-for-the-shared-controls-test";
+    let router = kyufu_gateway::admin::admin_router(nodes[0].handle.clone(), token).expect("admin router");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let staff = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let client = reqwest::Client::new();
+    let admin = |req: reqwest::RequestBuilder| async move {
+        let resp = req.bearer_auth(token).header("X-Operator", "test-operator").send().await.expect("admin");
+        assert_eq!(resp.status(), StatusCode::OK);
+    };
+    admin(client.post(format!("{staff}/admin/v1/pause"))).await;
+    admin(client.put(format!("{staff}/admin/v1/message")).json(&serde_json::json!({"message": "ただいま点検中です"}))).await;
+    admin(client.put(format!("{staff}/admin/v1/rate")).json(&serde_json::json!({"per_sec": 3, "burst": 6}))).await;
+    admin(client.put(format!("{staff}/admin/v1/session-cap")).json(&serde_json::json!({"max_sessions": 40}))).await;
+    // Node B takes every change over within a few ticks, and a visitor there sees the message.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let b = nodes[1].handle.snapshot().await.expect("snapshot");
+        if b.paused && (b.rate_per_sec, b.burst) == (3, 6) && b.session_cap == Some(40) {
+            break;
+        }
+        assert!(Instant::now() < until, "node B did not take the changes over: {b:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = send(client.post(format!("{}/queue/join", nodes[1].base))).await;
+    assert_eq!((v.body["state"].as_str(), v.body["message"].as_str()), (Some("waiting"), Some("ただいま点検中です")), "{:?}", v.body);
+    // A node started later begins with what the operators set, not with its own flags.
+    let late = start_node(&server, &prefix, &keyring, 10).await;
+    let until = Instant::now() + Duration::from_secs(5);
+    while !(late.handle.is_paused() && late.handle.rate() == (3, 6) && late.handle.message().is_some()) {
+        assert!(Instant::now() < until, "the late node did not take the operators' settings over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Resume on node A lets the visitor in through whichever node moves the cursor.
+    admin(client.post(format!("{staff}/admin/v1/resume"))).await;
+    admin(client.delete(format!("{staff}/admin/v1/message"))).await;
+    let ticket = v.body["ticket"].as_str().unwrap_or_default().to_owned();
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = poll(&client, &nodes[1], &ticket).await;
+        if r.body["state"] == "admitted" {
+            assert!(r.body["message"].is_null(), "{:?}", r.body);
+            break;
+        }
+        assert!(Instant::now() < until, "not admitted after resume on the other node: {:?}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!late.handle.is_paused() && !nodes[1].handle.is_paused());
+}

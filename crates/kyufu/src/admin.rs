@@ -9,9 +9,9 @@ use clap::{Args, Subcommand};
 
 #[derive(Args)]
 pub struct AdminArgs {
-    /// Staff address of the gateway (where `/admin/v1` is served). With several gateway nodes,
-    /// give every node (comma-separated or repeated): the change is sent to each, so pause, rate,
-    /// message and the other controls hold whichever node holds the queue cursor.
+    /// Staff address of the gateway (where `/admin/v1` is served). Nodes sharing a queue in Redis
+    /// pass a change on to each other, so one node is enough; several (comma-separated or
+    /// repeated) are each sent the change, and the command fails if any did not take it.
     #[arg(long, env = "KYUFU_ADMIN_URL", default_value = "http://127.0.0.1:8090", value_delimiter = ',', num_args = 1..)]
     url: Vec<String>,
     /// Admin token; read from the secrets file when not given.

@@ -58,7 +58,7 @@ pub struct GatewayArgs {
     #[command(flatten)]
     launch: LaunchArgs,
     /// Staff address for the operators' admin API (`kyufu admin --url`); needs KYUFU_ADMIN_TOKEN.
-    /// With several gateway nodes, pause, rate and message apply to the node they are sent to.
+    /// With several gateway nodes on a Redis queue, a change sent to one node reaches them all.
     #[arg(long, env = "KYUFU_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
     /// Secrets file (tickets and passes); environment variables take precedence.
