@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
 pub use config::{ConfigError, GatewayConfig};
 pub use controls::Control;
-pub use state::{Counters, LivenessReport, LivenessShared, MemoryQueueState, QueueState, Slot, StateError};
+pub use state::{Counters, LivenessReport, LivenessShared, MemoryQueueState, QueueState, SharedReference, Slot, StateError};
 pub use ticket::TicketClaims;
 
 /// What the handlers share.
@@ -145,7 +145,13 @@ impl Gateway {
         let join_limit = limit(config.join_limit_per_sec, config.join_limit_burst);
         let submit_limit = limit(config.submit_limit_per_sec, config.submit_limit_burst);
         let lookup_limit = limit(config.lookup_limit_per_sec, config.lookup_limit_burst);
-        let refs = refs::ReferenceBook::new(config.reference_capacity);
+        // Nodes sharing a queue hash references alike (a key from the shared ticket keys).
+        let refs = if shared {
+            let derived = config.keyring.derive_id(b"kyufu-reference-book-v1");
+            refs::ReferenceBook::with_key(config.reference_capacity, <sha2::Sha256 as sha2::Digest>::digest(derived.as_bytes()).into())
+        } else {
+            refs::ReferenceBook::new(config.reference_capacity)
+        };
         let shared = Arc::new(Shared { config, admission, metrics, proxy, join_limit, submit_limit, lookup_limit, refs });
         Ok((Gateway { shared, registry, readiness }, handle))
     }

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::config::GatewayConfig;
 use crate::launch::Place;
-use crate::state::Counters;
+use crate::state::{Counters, SharedReference};
 use crate::ticket::{self, Presented, TicketClaims, PASS_COOKIE, TICKET_COOKIE};
 use crate::Shared;
 
@@ -271,6 +271,23 @@ async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(
     };
     let Some(hash) = hash else { return Ok((state.join().await.map_err(unavailable)?, now)) };
     let epoch = state.counters().await.map_err(unavailable)?.epoch;
+    if state.is_shared() {
+        let key: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let capacity = u64::try_from(gw.refs.capacity()).unwrap_or(u64::MAX);
+        match state.reference(&key, epoch, 0, 0, capacity).await.map_err(unavailable)? {
+            SharedReference::Known { seq, jat } => return Ok((crate::state::Slot { epoch, seq }, jat)),
+            SharedReference::Unsupported => {}
+            SharedReference::Unknown | SharedReference::Full => {
+                let slot = state.join().await.map_err(unavailable)?;
+                // A concurrent join with the same reference may have been quicker: its number
+                // wins, and this one stays unused (skipped as abandoned when the cursor gets there).
+                return match state.reference(&key, slot.epoch, slot.seq, now, capacity).await.map_err(unavailable)? {
+                    SharedReference::Known { seq, jat } => Ok((crate::state::Slot { epoch: slot.epoch, seq }, jat)),
+                    _ => Ok((slot, now)),
+                };
+            }
+        }
+    }
     match gw.refs.lookup(hash, epoch) {
         crate::refs::Lookup::Known { seq, jat } => Ok((crate::state::Slot { epoch, seq }, jat)),
         crate::refs::Lookup::New(hash) => {

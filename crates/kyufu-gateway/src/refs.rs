@@ -2,11 +2,12 @@
 //! numbers, a visitor may give theirs at join; a second join with the same reference gets the same
 //! sequence number back instead of a second place in line.
 //!
-//! Only a keyed hash of the reference is kept (SHA-256 over a per-process random key and the
-//! normalised reference, 128 bits), never the reference itself, and never logged. Memory is
-//! bounded: once `capacity` references are remembered, further references join like anyone else
-//! (not deduplicated) and are counted. The book is per gateway node and lives as long as the
-//! process (a restart starts a new epoch anyway).
+//! Only a keyed hash of the reference is kept (SHA-256 over a key and the normalised reference,
+//! 128 bits), never the reference itself, and never logged. Memory is bounded: once `capacity`
+//! references are remembered, further references join like anyone else (not deduplicated). On a
+//! node of its own the book lives in the process (a restart starts a new epoch anyway) with a
+//! random key; nodes sharing a queue keep it in the queue state (`QueueState::reference`), keyed
+//! by a key derived from the shared ticket keys, so a reference gets one place on every node.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -41,7 +42,16 @@ pub(crate) struct ReferenceBook {
 
 impl ReferenceBook {
     pub(crate) fn new(capacity: usize) -> Self {
-        ReferenceBook { key: rand::random(), capacity, seen: Mutex::new(HashMap::new()) }
+        Self::with_key(capacity, rand::random())
+    }
+
+    /// A book whose hashes other nodes with the same `key` reproduce.
+    pub(crate) fn with_key(capacity: usize, key: [u8; 32]) -> Self {
+        ReferenceBook { key, capacity, seen: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Normalises (trim, ASCII upper case, hyphens dropped) and hashes a reference.

@@ -65,6 +65,19 @@ pub struct LivenessShared {
     pub skipped: Vec<u64>,
 }
 
+/// What the shared one-place-per-reference book says (`QueueState::reference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedReference {
+    /// This store keeps no book; the node keeps its own.
+    Unsupported,
+    /// Not seen in this epoch (a look-up only).
+    Unknown,
+    /// Not seen, and the book is full: join without deduplication.
+    Full,
+    /// The number (and join time) the reference holds in this epoch.
+    Known { seq: u64, jat: u64 },
+}
+
 /// The queue store could not be reached; nobody is at fault yet, the caller answers 503.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
@@ -115,6 +128,14 @@ pub trait QueueState: Send + Sync + 'static {
     async fn shared_controls(&self, known: u64) -> Result<Option<(u64, Vec<(String, String)>)>, StateError> {
         let _ = known;
         Ok(None)
+    }
+
+    /// The shared one-place-per-reference book: the number the keyed hash `key` holds in `epoch`.
+    /// With `seq` 0 it only looks; otherwise it records `(seq, jat)` unless the reference already
+    /// holds a number (which is returned instead) or `capacity` references are kept (`Full`).
+    async fn reference(&self, key: &str, epoch: u32, seq: u64, jat: u64, capacity: u64) -> Result<SharedReference, StateError> {
+        let _ = (key, epoch, seq, jat, capacity);
+        Ok(SharedReference::Unsupported)
     }
 
     /// The node is shutting down: give up anything it holds for the others (the cursor lease), so

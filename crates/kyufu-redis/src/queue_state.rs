@@ -29,6 +29,9 @@
 //!
 //! **Spent passes**: `spent` in the queue hash counts passes spent on any node (`HINCRBY`).
 //!
+//! **One place per reference**: `{p}queue:{event}:refs` — hash, keyed hash of an applicant
+//! reference → `epoch:seq:join time`, bounded by the reference capacity (`HLEN`).
+//!
 //! **Operator controls**: `{p}queue:{event}:controls` — hash of the fields operators changed
 //! (`paused`, `rate`, `message`, …) and a `version` moved on by every change; each node reads it
 //! once a tick when the version moved and takes the fields over.
@@ -47,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use kyufu_gateway::{Counters, LivenessReport, LivenessShared, QueueState, Slot, StateError};
+use kyufu_gateway::{Counters, LivenessReport, LivenessShared, QueueState, SharedReference, Slot, StateError};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, oneshot};
@@ -137,6 +140,20 @@ end
 return out
 "#;
 
+/// KEYS: references hash. ARGV: key, epoch, seq (0: look only), join time, capacity. Returns
+/// {seq, jat} held in this epoch (or just recorded), {} when unknown (look-up), {-1} when full.
+const REFERENCE: &str = r#"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v then
+  local e, s, j = string.match(v, '^(%d+):(%d+):(%d+)$')
+  if e == ARGV[2] then return {tonumber(s), tonumber(j)} end
+end
+if ARGV[3] == '0' then return {} end
+if not v and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return {-1} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3] .. ':' .. ARGV[4])
+return {tonumber(ARGV[3]), tonumber(ARGV[4])}
+"#;
+
 /// KEYS: lease. ARGV: token. Gives the lease up only if this node holds it.
 const RELEASE_LEASE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -216,6 +233,7 @@ struct Inner {
     live_key: String,
     skipped_key: String,
     controls_key: String,
+    refs_key: String,
     /// This node's lease token: random, so a stale writer cannot pass the fence.
     token: String,
     config: QueueStateConfig,
@@ -260,6 +278,7 @@ impl RedisQueueState {
             live_key: format!("{queue_key}:live"),
             skipped_key: format!("{queue_key}:skipped"),
             controls_key: format!("{queue_key}:controls"),
+            refs_key: format!("{queue_key}:refs"),
             queue_key,
             token: format!("{:032x}", rand::random::<u128>()),
             lease_until: Mutex::new(None),
@@ -486,6 +505,26 @@ impl QueueState for RedisQueueState {
         }
         let fields = reply[1..].chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect();
         Ok(Some((version, fields)))
+    }
+
+    async fn reference(&self, key: &str, epoch: u32, seq: u64, jat: u64, capacity: u64) -> Result<SharedReference, StateError> {
+        let mut conn = self.inner.conn.clone();
+        let reply: Vec<i64> = Script::new(REFERENCE)
+            .key(&self.inner.refs_key)
+            .arg(key)
+            .arg(epoch)
+            .arg(seq)
+            .arg(jat)
+            .arg(capacity)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let as_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+        Ok(match reply.as_slice() {
+            [s, j] => SharedReference::Known { seq: as_u64(*s), jat: as_u64(*j) },
+            [_] => SharedReference::Full,
+            _ => SharedReference::Unknown,
+        })
     }
 
     async fn release(&self) {

@@ -53,6 +53,15 @@ async fn start_node_with(
     Node { base, handle }
 }
 
+/// A fresh redis-server and two gateway nodes sharing one queue in it at `rate`.
+async fn two_nodes(rate: u32) -> (RedisServer, String, Keyring, [Node; 2]) {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    let nodes = [start_node(&server, &prefix, &keyring, rate).await, start_node(&server, &prefix, &keyring, rate).await];
+    (server, prefix, keyring, nodes)
+}
+
 struct Reply {
     status: StatusCode,
     retry_after: Option<String>,
@@ -174,10 +183,7 @@ async fn until_all_admitted(client: &reqwest::Client, nodes: &[Node; 2], visitor
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_admit_in_join_order_as_one_node_would() {
-    let server = RedisServer::start();
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let keyring = Keyring::random();
-    let nodes = [start_node(&server, &prefix, &keyring, 15).await, start_node(&server, &prefix, &keyring, 15).await];
+    let (_server, _prefix, keyring, nodes) = two_nodes(15).await;
     for node in &nodes {
         node.handle.pause();
     }
@@ -203,10 +209,7 @@ async fn two_nodes_admit_in_join_order_as_one_node_would() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_visitors_keep_their_place_and_nobody_is_admitted() {
-    let mut server = RedisServer::start();
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let keyring = Keyring::random();
-    let nodes = [start_node(&server, &prefix, &keyring, 10).await, start_node(&server, &prefix, &keyring, 10).await];
+    let (mut server, _prefix, keyring, nodes) = two_nodes(10).await;
     for node in &nodes {
         node.handle.pause();
     }
@@ -414,10 +417,7 @@ async fn a_prequeue_shared_by_two_nodes_is_drawn_once_and_each_visitor_has_one_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_change_sent_to_one_node_reaches_every_node() {
-    let server = RedisServer::start();
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let keyring = Keyring::random();
-    let nodes = [start_node(&server, &prefix, &keyring, 10).await, start_node(&server, &prefix, &keyring, 10).await];
+    let (server, prefix, keyring, nodes) = two_nodes(10).await;
     // The admin API of node A only.
     let token = "admin-token-for-the-shared-controls-test";
     let router = kyufu_gateway::admin::admin_router(nodes[0].handle.clone(), token).expect("admin router");
@@ -467,4 +467,30 @@ async fn an_operator_change_sent_to_one_node_reaches_every_node() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!late.handle.is_paused() && !nodes[1].handle.is_paused());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_applicant_reference_holds_one_place_across_nodes() {
+    let (_server, _prefix, keyring, nodes) = two_nodes(0).await;
+    let client = reqwest::Client::new();
+    let keyring = &keyring;
+    let join_with = |node: usize, reference: &str| {
+        let req = client.post(format!("{}/queue/join", nodes[node].base)).json(&serde_json::json!({"reference": reference}));
+        async move {
+            let r = send(req).await;
+            assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+            let claims: TicketClaims = keyring.verify(Purpose::Ticket, r.body["ticket"].as_str().unwrap_or_default()).expect("ticket");
+            (claims.seq, claims.jat)
+        }
+    };
+    let first = join_with(0, "AB-1234").await;
+    let other = join_with(1, "CD-5678").await;
+    // The same person on the other node (written differently) gets the first place back, with its
+    // join time, so the wait it shows is the whole wait.
+    assert_eq!(join_with(1, "ab1234").await, first);
+    assert_eq!(join_with(0, "AB1234").await, first);
+    assert_ne!(other.0, first.0);
+    // Numbers are cached for a tick: read them after the next one.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(nodes[0].handle.snapshot().await.expect("snapshot").counters.issued, 2, "no second place was issued");
 }
