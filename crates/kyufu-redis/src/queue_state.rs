@@ -246,6 +246,10 @@ struct Inner {
     renew: Script,
     liveness: Script,
     close_prequeue: Script,
+    publish_controls: Script,
+    shared_controls: Script,
+    reference: Script,
+    release_lease: Script,
 }
 
 #[derive(Default)]
@@ -289,6 +293,10 @@ impl RedisQueueState {
             renew: Script::new(RENEW),
             liveness: Script::new(LIVENESS),
             close_prequeue: Script::new(CLOSE_PREQUEUE),
+            publish_controls: Script::new(PUBLISH_CONTROLS),
+            shared_controls: Script::new(SHARED_CONTROLS),
+            reference: Script::new(REFERENCE),
+            release_lease: Script::new(RELEASE_LEASE),
             config,
         });
         inner.read_counters().await?;
@@ -481,8 +489,7 @@ impl QueueState for RedisQueueState {
     }
 
     async fn publish_controls(&self, fields: &[(&'static str, String)]) -> Result<(), StateError> {
-        let script = Script::new(PUBLISH_CONTROLS);
-        let mut inv = script.key(&self.inner.controls_key);
+        let mut inv = self.inner.publish_controls.key(&self.inner.controls_key);
         for (name, value) in fields {
             inv.arg(*name).arg(value);
         }
@@ -493,7 +500,9 @@ impl QueueState for RedisQueueState {
 
     async fn shared_controls(&self, known: u64) -> Result<Option<(u64, Vec<(String, String)>)>, StateError> {
         let mut conn = self.inner.conn.clone();
-        let reply: Vec<String> = Script::new(SHARED_CONTROLS)
+        let reply: Vec<String> = self
+            .inner
+            .shared_controls
             .key(&self.inner.controls_key)
             .arg(known)
             .invoke_async(&mut conn)
@@ -509,7 +518,9 @@ impl QueueState for RedisQueueState {
 
     async fn reference(&self, key: &str, epoch: u32, seq: u64, jat: u64, capacity: u64) -> Result<SharedReference, StateError> {
         let mut conn = self.inner.conn.clone();
-        let reply: Vec<i64> = Script::new(REFERENCE)
+        let reply: Vec<i64> = self
+            .inner
+            .reference
             .key(&self.inner.refs_key)
             .arg(key)
             .arg(epoch)
@@ -536,7 +547,7 @@ impl QueueState for RedisQueueState {
         *lock(&self.inner.lease_until) = None;
         let mut conn = self.inner.conn.clone();
         let released: Result<i64, _> =
-            Script::new(RELEASE_LEASE).key(&self.inner.lease_key).arg(&self.inner.token).invoke_async(&mut conn).await;
+            self.inner.release_lease.key(&self.inner.lease_key).arg(&self.inner.token).invoke_async(&mut conn).await;
         match released {
             Ok(1) => tracing::info!("queue cursor lease released for another node"),
             Ok(_) => {}
