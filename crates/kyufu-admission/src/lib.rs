@@ -100,7 +100,7 @@ impl Keyring {
             .mac_labelled(&self.current, b"kyufu-id-v1\x1e", input)
             .map(|m| m.finalize().into_bytes().to_vec())
             .unwrap_or_default();
-        tag.iter().take(16).map(|b| format!("{b:02x}")).collect()
+        hex(tag.get(..16).unwrap_or(&tag))
     }
 
     /// Signs `claims` for `purpose`.
@@ -131,6 +131,11 @@ impl Keyring {
         let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
         serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a token is for; part of the MAC, so one kind cannot be replayed as another.
@@ -185,7 +190,7 @@ impl PassClaims {
         let id: [u8; 16] = rand::random();
         PassClaims {
             ev: event.to_owned(),
-            pid: id.iter().map(|b| format!("{b:02x}")).collect(),
+            pid: hex(&id),
             seq,
             iat: now,
             exp: now.saturating_add(ttl_secs),

@@ -86,7 +86,8 @@ pub fn commitment(seed: &[u8; 32]) -> String {
     hex(&Sha256::digest(seed))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -182,22 +183,11 @@ impl Launch {
     /// Whether the queue is open at `now`; at the first call at or after the opening time, draws
     /// the pre-queue as the numbers up to `issued`.
     pub(crate) fn open_if_due(&self, now: u64, issued: u64) -> bool {
-        {
-            let s = self.read();
-            match s.opens_at {
-                None => return true,
-                Some(_) if s.shuffle.is_some() => return true,
-                Some(at) if now < at => return false,
-                Some(_) => {}
-            }
+        if self.due(now) {
+            let base = self.base();
+            self.open_with(base, issued.saturating_sub(base));
         }
-        let mut s = self.write();
-        if s.shuffle.is_none() {
-            let size = issued.saturating_sub(s.base);
-            s.shuffle = Some(Shuffle::new(s.seed, size));
-            tracing::info!(prequeue = size, "queue opened; pre-queue order drawn");
-        }
-        true
+        self.is_open()
     }
 
     /// Numbers issued before the opening was set (the pre-queue starts after them).
@@ -264,6 +254,11 @@ pub fn rfc3339(secs: u64) -> Option<String> {
 pub fn parse_rfc3339(text: &str) -> Option<u64> {
     let t = chrono::DateTime::parse_from_rfc3339(text.trim()).ok()?;
     u64::try_from(t.timestamp()).ok()
+}
+
+/// A 32-byte seed as 64 hex digits (what `parse_seed_hex` reads).
+pub fn seed_hex(seed: &[u8; 32]) -> String {
+    hex(seed)
 }
 
 /// A 32-byte seed from 64 hex digits.

@@ -272,7 +272,7 @@ async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(
     let Some(hash) = hash else { return Ok((state.join().await.map_err(unavailable)?, now)) };
     let epoch = state.counters().await.map_err(unavailable)?.epoch;
     if state.is_shared() {
-        let key: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let key = crate::launch::hex(&hash);
         let capacity = u64::try_from(gw.refs.capacity()).unwrap_or(u64::MAX);
         match state.reference(&key, epoch, 0, 0, capacity).await.map_err(unavailable)? {
             SharedReference::Known { seq, jat } => return Ok((crate::state::Slot { epoch, seq }, jat)),

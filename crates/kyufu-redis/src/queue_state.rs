@@ -556,7 +556,7 @@ impl QueueState for RedisQueueState {
     }
 
     async fn agree_launch_seed(&self, proposed: [u8; 32]) -> Result<[u8; 32], StateError> {
-        let hex: String = proposed.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = kyufu_gateway::launch::seed_hex(&proposed);
         let mut conn = self.inner.conn.clone();
         let (_, stored): (i64, String) = redis::pipe()
             .atomic()
