@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench-topology deploy-up deploy-down bench-gateway fault-run bench-launch
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench bench-topology deploy-up deploy-down bench-gateway fault-run bench-launch
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -24,6 +24,12 @@ loadtest:
 run-topology: deps
 	$(CARGO) build -j$(JOBS) --release -p kyufu
 	TARGET_DIR=$(TARGET_DIR) bash scripts/topology.sh
+
+## Capacity of the embedded all-in-one: 30,000 applications offered at 1,500/s, then 80 % of the
+## capacity found; settled/s, fsyncs and CPU per application, submit->final p50/p99, reconciliation.
+bench: deps
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
+	TARGET_DIR=$(TARGET_DIR) bash scripts/bench.sh
 
 ## Applications per second through the whole pipeline: embedded all-in-one vs the multi-process
 ## topology, same load tester and crowd, in one run. Report in bench-report/.

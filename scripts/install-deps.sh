@@ -11,6 +11,7 @@
 #   clamd                — the virus-scan test of intake starts its own clamd with a local test
 #                          signature database (no freshclam, no network); the package's postinst
 #                          may try to start a service, which fails harmlessly without systemd.
+#   curl                 — `make bench` reads the system's /metrics.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 set -euo pipefail
@@ -29,6 +30,7 @@ declare -A PROVIDER=(
   [node]=nodejs
   [npm]=npm
   [clamd]=clamav-daemon
+  [curl]=curl
 )
 
 e2e_modules() {

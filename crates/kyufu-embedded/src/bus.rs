@@ -18,7 +18,8 @@ use kyufu_ports::{AdapterError, Consumer, EventBus, Message};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::Notify;
 
-use crate::{blocking, lock, storage_err};
+use crate::writer::{Writer, Wrote};
+use crate::{lock, storage_err};
 
 /// `[topic][0][partition u32 BE][offset u64 BE]` -> `[key len u32 BE][key][payload]`
 const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bus_messages");
@@ -65,7 +66,7 @@ fn partition_for(key: &[u8], partitions: u32) -> u32 {
     u32::try_from(h % u64::from(partitions.max(1))).unwrap_or(0)
 }
 
-fn encode_message(key: &[u8], payload: &[u8]) -> Result<Vec<u8>, AdapterError> {
+pub(crate) fn encode_message(key: &[u8], payload: &[u8]) -> Result<Vec<u8>, AdapterError> {
     let klen = u32::try_from(key.len()).map_err(|_| AdapterError::Unavailable("bus: message key too long".into()))?;
     let mut value = Vec::with_capacity(4 + key.len() + payload.len());
     value.extend_from_slice(&klen.to_be_bytes());
@@ -97,6 +98,23 @@ fn ensure_topic(tx: &WriteTransaction, topic: &str, default: u32) -> Result<u32,
             Ok(default)
         }
     }
+}
+
+/// Appends `value` (an encoded message) to its partition of `topic`, taking the partition's next
+/// offset. The writer runs one operation at a time, so two publishers never take the same offset.
+pub(crate) fn publish_in(tx: &WriteTransaction, topic: &str, key: &[u8], value: &[u8], default: u32) -> Result<Wrote<()>, AdapterError> {
+    let partitions = ensure_topic(tx, topic, default)?;
+    let partition = partition_for(key, partitions);
+    let mut ends = tx.open_table(ENDS).map_err(storage_err)?;
+    let ek = end_key(topic, partition);
+    let offset = ends.get(ek.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
+    let next = offset.checked_add(1).ok_or_else(|| AdapterError::Corrupt(format!("bus: offset overflow in {ek}")))?;
+    tx.open_table(MESSAGES)
+        .map_err(storage_err)?
+        .insert(msg_key(topic, partition, offset).as_slice(), value)
+        .map_err(storage_err)?;
+    ends.insert(ek.as_str(), next).map_err(storage_err)?;
+    Ok(Wrote::yes(()))
 }
 
 /// Partitions of `topic` from a read snapshot, if the topic exists (the common case: no write).
@@ -140,22 +158,39 @@ type Groups = Arc<Mutex<HashMap<String, Group>>>;
 /// The embedded [`EventBus`]; obtain it with [`crate::EmbeddedStore::bus`].
 pub struct EmbeddedBus {
     db: Arc<Database>,
+    writer: Arc<Writer>,
     default_partitions: u32,
-    /// Woken on every publish and membership change.
-    notify: Arc<Notify>,
+    /// One per topic, woken after every commit that appended to it and on membership changes of
+    /// a group reading it; a consumer sleeps on the ones of its topics.
+    wakers: Wakers,
     groups: Groups,
     next_member: AtomicU64,
 }
 
+/// Topic -> its `Notify`, made on first use.
+#[derive(Clone, Default)]
+pub(crate) struct Wakers(Arc<Mutex<HashMap<String, Arc<Notify>>>>);
+
+impl Wakers {
+    pub(crate) fn of(&self, topic: &str) -> Arc<Notify> {
+        lock(&self.0).entry(topic.to_owned()).or_default().clone()
+    }
+}
+
 impl EmbeddedBus {
-    pub(crate) fn new(db: Arc<Database>, default_partitions: u32) -> Self {
+    pub(crate) fn new(db: Arc<Database>, writer: Arc<Writer>, default_partitions: u32) -> Self {
         EmbeddedBus {
             db,
+            writer,
             default_partitions,
-            notify: Arc::new(Notify::new()),
+            wakers: Wakers::default(),
             groups: Arc::default(),
             next_member: AtomicU64::new(1),
         }
+    }
+
+    pub(crate) fn wakers(&self) -> Wakers {
+        self.wakers.clone()
     }
 }
 
@@ -163,70 +198,57 @@ impl EmbeddedBus {
 impl EventBus for EmbeddedBus {
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), AdapterError> {
         let value = encode_message(key, payload)?;
-        let (db, topic, key, default) = (self.db.clone(), topic.to_owned(), key.to_vec(), self.default_partitions);
-        let notify = self.notify.clone();
-        blocking(move || {
-            // The offset is read and advanced inside one write transaction; redb admits one writer
-            // at a time, so two publishers never take the same offset.
-            let tx = db.begin_write().map_err(storage_err)?;
-            {
-                let partitions = ensure_topic(&tx, &topic, default)?;
-                let partition = partition_for(&key, partitions);
-                let mut ends = tx.open_table(ENDS).map_err(storage_err)?;
-                let ek = end_key(&topic, partition);
-                let offset = ends.get(ek.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
-                tx.open_table(MESSAGES)
-                    .map_err(storage_err)?
-                    .insert(msg_key(&topic, partition, offset).as_slice(), value.as_slice())
-                    .map_err(storage_err)?;
-                let next =
-                    offset.checked_add(1).ok_or_else(|| AdapterError::Corrupt(format!("bus: offset overflow in {ek}")))?;
-                ends.insert(ek.as_str(), next).map_err(storage_err)?;
-            }
-            tx.commit().map_err(storage_err)?;
-            // Woken here rather than after the await, so a cancelled publish still wakes pollers.
-            notify.notify_waiters();
-            Ok(())
-        })
-        .await
+        let (topic, key, default) = (topic.to_owned(), key.to_vec(), self.default_partitions);
+        // Woken on the writer thread right after the commit, so a cancelled publish still wakes.
+        let waker = self.wakers.of(&topic);
+        let wake: Box<dyn FnOnce(&()) + Send> = Box::new(move |()| waker.notify_waiters());
+        self.writer.write_then(move |tx| publish_in(tx, &topic, &key, &value, default), Some(wake)).await
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError> {
-        let (db, default) = (self.db.clone(), self.default_partitions);
-        let names: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
-        let subscribed = blocking(move || {
-            let mut out = BTreeMap::new();
-            let mut missing = Vec::new();
-            for topic in names {
-                match read_topic(&db, &topic)? {
-                    Some(n) => {
-                        out.insert(topic, n);
+        let default = self.default_partitions;
+        let mut subscribed = BTreeMap::new();
+        let mut missing = Vec::new();
+        for topic in topics {
+            match read_topic(&self.db, topic)? {
+                Some(n) => {
+                    subscribed.insert((*topic).to_owned(), n);
+                }
+                None => missing.push((*topic).to_owned()),
+            }
+        }
+        if !missing.is_empty() {
+            let created = self
+                .writer
+                .write(move |tx| {
+                    let mut out = Vec::new();
+                    for topic in &missing {
+                        out.push((topic.clone(), ensure_topic(tx, topic, default)?));
                     }
-                    None => missing.push(topic),
-                }
-            }
-            if !missing.is_empty() {
-                let tx = db.begin_write().map_err(storage_err)?;
-                for topic in missing {
-                    let n = ensure_topic(&tx, &topic, default)?;
-                    out.insert(topic, n);
-                }
-                tx.commit().map_err(storage_err)?;
-            }
-            Ok(out)
-        })
-        .await?;
+                    Ok(Wrote::yes(out))
+                })
+                .await?;
+            subscribed.extend(created);
+        }
+        let wakers: Vec<Arc<Notify>> = subscribed.keys().map(|t| self.wakers.of(t)).collect();
+        // Members of the group reading these topics recompute their share when woken.
         let member = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let topic_names: Vec<String> = subscribed.keys().cloned().collect();
         {
             let mut groups = lock(&self.groups);
             let g = groups.entry(group.to_owned()).or_default();
             g.members.insert(member, subscribed);
             g.generation += 1;
         }
-        self.notify.notify_waiters();
+        for waker in &wakers {
+            waker.notify_waiters();
+        }
         Ok(Box::new(EmbeddedConsumer {
             db: self.db.clone(),
-            notify: self.notify.clone(),
+            writer: self.writer.clone(),
+            wakers,
+            bus_wakers: self.wakers.clone(),
+            topics: topic_names,
             groups: self.groups.clone(),
             group: group.to_owned(),
             member,
@@ -243,7 +265,11 @@ impl EventBus for EmbeddedBus {
 
 struct EmbeddedConsumer {
     db: Arc<Database>,
-    notify: Arc<Notify>,
+    writer: Arc<Writer>,
+    /// The `Notify`s of this member's topics.
+    wakers: Vec<Arc<Notify>>,
+    bus_wakers: Wakers,
+    topics: Vec<String>,
     groups: Groups,
     group: String,
     member: u64,
@@ -266,7 +292,10 @@ impl Drop for EmbeddedConsumer {
             }
         }
         drop(groups);
-        self.notify.notify_waiters();
+        // The others of the group take over this member's partitions: wake them.
+        for topic in &self.topics {
+            self.bus_wakers.of(topic).notify_waiters();
+        }
     }
 }
 
@@ -283,18 +312,16 @@ impl EmbeddedConsumer {
         if generation == self.generation {
             return Ok(());
         }
-        let (db, group) = (self.db.clone(), self.group.clone());
-        let committed = blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
+        let committed = {
+            let tx = self.db.begin_read().map_err(storage_err)?;
             let commits = tx.open_table(COMMITS).map_err(storage_err)?;
             let mut out = BTreeMap::new();
             for (topic, p) in wanted {
-                let c = commits.get(commit_key(&group, &topic, p).as_str()).map_err(storage_err)?.map(|v| v.value());
+                let c = commits.get(commit_key(&self.group, &topic, p).as_str()).map_err(storage_err)?.map(|v| v.value());
                 out.insert((topic, p), c.unwrap_or(0));
             }
-            Ok(out)
-        })
-        .await?;
+            out
+        };
         let previous = std::mem::take(&mut self.positions);
         self.positions = committed
             .into_iter()
@@ -307,97 +334,111 @@ impl EmbeddedConsumer {
         Ok(())
     }
 
-    /// The first available message of an assigned partition, round-robin.
-    async fn try_next(&mut self) -> Result<Option<Message>, AdapterError> {
+    /// Up to `max` available messages from one read snapshot: the assigned partitions in turn
+    /// (starting one further each call, so one busy partition does not starve the others), at most
+    /// an even share of `max` from each, in offset order within a partition.
+    fn take(&mut self, max: usize) -> Result<Vec<Message>, AdapterError> {
         let n = self.positions.len();
-        if n == 0 {
-            return Ok(None);
+        if n == 0 || max == 0 {
+            return Ok(Vec::new());
         }
+        let share = max.div_ceil(n);
         let assigned: Vec<(String, u32, u64)> = self.positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect();
         let start = self.next_index % n;
-        let order: Vec<(usize, (String, u32, u64))> =
-            assigned.into_iter().enumerate().cycle().skip(start).take(n).collect();
-        let db = self.db.clone();
-        let found = blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
-            let msgs = tx.open_table(MESSAGES).map_err(storage_err)?;
-            for (i, (topic, partition, offset)) in order {
-                if let Some(v) = msgs.get(msg_key(&topic, partition, offset).as_slice()).map_err(storage_err)? {
-                    let (key, payload) = decode_message(v.value())?;
-                    return Ok(Some((i, Message { topic, partition, offset, key, payload })));
-                }
+        let tx = self.db.begin_read().map_err(storage_err)?;
+        let msgs = tx.open_table(MESSAGES).map_err(storage_err)?;
+        let mut out = Vec::new();
+        for (topic, partition, offset) in assigned.into_iter().cycle().skip(start).take(n) {
+            let room = share.min(max - out.len());
+            if room == 0 {
+                break;
             }
-            Ok(None)
-        })
-        .await?;
-        // State changes only after the await, so a poll cancelled mid-read loses nothing.
-        Ok(found.map(|(i, msg)| {
-            self.positions.insert((msg.topic.clone(), msg.partition), msg.offset.saturating_add(1));
-            self.next_index = (i + 1) % n;
-            msg
-        }))
+            let (lo, hi) = (msg_key(&topic, partition, offset), msg_key(&topic, partition, u64::MAX));
+            let mut next = offset;
+            for entry in msgs.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(storage_err)?.take(room) {
+                let (_, v) = entry.map_err(storage_err)?;
+                let (key, payload) = decode_message(v.value())?;
+                out.push(Message { topic: topic.clone(), partition, offset: next, key, payload });
+                next = next.saturating_add(1);
+            }
+            self.positions.insert((topic, partition), next);
+        }
+        self.next_index = (start + 1) % n;
+        Ok(out)
     }
+
+    /// Waits until `take` finds something or `timeout` passes.
+    async fn wait_for(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>, AdapterError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let wakers = self.wakers.clone();
+        loop {
+            // Register interest before looking, so a publish in between is not missed.
+            let mut waiting: Vec<_> = wakers.iter().map(|w| Box::pin(w.notified())).collect();
+            for w in &mut waiting {
+                w.as_mut().enable();
+            }
+            self.refresh().await?;
+            let found = self.take(max)?;
+            if !found.is_empty() {
+                return Ok(found);
+            }
+            if waiting.is_empty() || tokio::time::timeout_at(deadline, futures_select_any(waiting)).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+}
+
+/// Resolves when any of `futures` does.
+async fn futures_select_any<F: std::future::Future<Output = ()> + Unpin>(mut futures: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for f in &mut futures {
+            if std::pin::Pin::new(&mut *f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
 }
 
 #[async_trait]
 impl Consumer for EmbeddedConsumer {
     async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, AdapterError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let notify = self.notify.clone();
-        loop {
-            // Register interest before looking, so a publish in between is not missed.
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            self.refresh().await?;
-            if let Some(msg) = self.try_next().await? {
-                return Ok(Some(msg));
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Ok(None);
-            }
-        }
+        Ok(self.wait_for(1, timeout).await?.pop())
+    }
+
+    async fn poll_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>, AdapterError> {
+        self.wait_for(max.max(1), timeout).await
     }
 
     async fn commit(&mut self, msg: &Message) -> Result<(), AdapterError> {
         let key = commit_key(&self.group, &msg.topic, msg.partition);
-        let (db, next) = (self.db.clone(), msg.offset.saturating_add(1));
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            let advanced = {
+        let next = msg.offset.saturating_add(1);
+        self.writer
+            .write(move |tx| {
                 let mut commits = tx.open_table(COMMITS).map_err(storage_err)?;
                 let cur = commits.get(key.as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
                 if next > cur {
                     commits.insert(key.as_str(), next).map_err(storage_err)?;
                 }
-                next > cur
-            };
-            if advanced {
-                tx.commit().map_err(storage_err)
-            } else {
-                tx.abort().map_err(storage_err)
-            }
-        })
-        .await
+                Ok(Wrote { value: (), wrote: next > cur })
+            })
+            .await
     }
 
     async fn lag(&mut self) -> Result<Option<u64>, AdapterError> {
         self.refresh().await?;
-        let (db, group) = (self.db.clone(), self.group.clone());
-        let assigned: Vec<(String, u32)> = self.positions.keys().cloned().collect();
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
-            let ends = tx.open_table(ENDS).map_err(storage_err)?;
-            let commits = tx.open_table(COMMITS).map_err(storage_err)?;
-            let mut lag = 0u64;
-            for (t, p) in assigned {
-                let end = ends.get(end_key(&t, p).as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
-                let c = commits.get(commit_key(&group, &t, p).as_str()).map_err(storage_err)?.map(|v| v.value());
-                lag = lag.saturating_add(end.saturating_sub(c.unwrap_or(0)));
-            }
-            Ok(Some(lag))
-        })
-        .await
+        let tx = self.db.begin_read().map_err(storage_err)?;
+        let ends = tx.open_table(ENDS).map_err(storage_err)?;
+        let commits = tx.open_table(COMMITS).map_err(storage_err)?;
+        let mut lag = 0u64;
+        for (t, p) in self.positions.keys() {
+            let end = ends.get(end_key(t, *p).as_str()).map_err(storage_err)?.map(|v| v.value()).unwrap_or(0);
+            let c = commits.get(commit_key(&self.group, t, *p).as_str()).map_err(storage_err)?.map(|v| v.value());
+            lag = lag.saturating_add(end.saturating_sub(c.unwrap_or(0)));
+        }
+        Ok(Some(lag))
     }
 }
 

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use kyufu_ports::{AdapterError, Document, DocumentStore};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
-use crate::{blocking, storage_err};
+use crate::storage_err;
+use crate::writer::{Writer, Wrote};
 
 const DOCS: TableDefinition<&str, &[u8]> = TableDefinition::new("documents");
 
@@ -21,6 +22,17 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), AdapterError> {
 /// The embedded [`DocumentStore`]; obtain it with [`crate::EmbeddedStore::document_store`].
 pub struct EmbeddedDocumentStore {
     pub(crate) db: Arc<Database>,
+    pub(crate) writer: Arc<Writer>,
+}
+
+/// Stores the encoded document `raw` under `key`, refusing a taken key before writing.
+pub(crate) fn put_in(tx: &WriteTransaction, key: &str, raw: &[u8]) -> Result<Wrote<()>, AdapterError> {
+    let mut t = tx.open_table(DOCS).map_err(storage_err)?;
+    if t.get(key).map_err(storage_err)?.is_some() {
+        return Err(AdapterError::AlreadyExists);
+    }
+    t.insert(key, raw).map_err(storage_err)?;
+    Ok(Wrote::yes(()))
 }
 
 /// Tag of the current value layout: `[1][ct len u16 BE][ct][sha len u16 BE][sha][bytes]`. Values
@@ -28,7 +40,7 @@ pub struct EmbeddedDocumentStore {
 /// are `[ct len u16 BE][ct][sha 64 ascii][bytes]`.
 const FORMAT_V1: u8 = 1;
 
-fn encode(doc: &Document) -> Result<Vec<u8>, AdapterError> {
+pub(crate) fn encode(doc: &Document) -> Result<Vec<u8>, AdapterError> {
     let too_long = |what: &str| AdapterError::Unavailable(format!("document {what} longer than 65535 bytes"));
     let ct = doc.content_type.as_bytes();
     let sha = doc.sha256.as_bytes();
@@ -78,32 +90,17 @@ fn decode(raw: &[u8]) -> Result<Document, AdapterError> {
 #[async_trait]
 impl DocumentStore for EmbeddedDocumentStore {
     async fn put(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
-        let (db, key, raw) = (self.db.clone(), key.to_owned(), encode(doc)?);
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            {
-                let mut t = tx.open_table(DOCS).map_err(storage_err)?;
-                if t.get(key.as_str()).map_err(storage_err)?.is_some() {
-                    return Err(AdapterError::AlreadyExists);
-                }
-                t.insert(key.as_str(), raw.as_slice()).map_err(storage_err)?;
-            }
-            tx.commit().map_err(storage_err)
-        })
-        .await
+        let (key, raw) = (key.to_owned(), encode(doc)?);
+        self.writer.write(move |tx| put_in(tx, &key, &raw)).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Document>, AdapterError> {
-        let (db, key) = (self.db.clone(), key.to_owned());
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
-            let t = tx.open_table(DOCS).map_err(storage_err)?;
-            match t.get(key.as_str()).map_err(storage_err)? {
-                Some(v) => decode(v.value()).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await
+        let tx = self.db.begin_read().map_err(storage_err)?;
+        let t = tx.open_table(DOCS).map_err(storage_err)?;
+        match t.get(key).map_err(storage_err)? {
+            Some(v) => decode(v.value()).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -10,11 +10,17 @@
 //!   [`EmbeddedStore::document_store`] as `Arc<dyn Port>`, all on the same database. redb locks the
 //!   file, so a second open (in this or another process) fails with `Unavailable` instead of
 //!   corrupting it.
-//! - **Durable, one transaction per write.** Every method that writes commits its own redb write
-//!   transaction with the default `Durability::Immediate` before returning; redb serialises
-//!   writers, which is what makes read-modify-write methods (transition, claim, create, offset
-//!   allocation) atomic. Methods that find nothing to change abort instead of committing.
-//! - **Off the async threads.** redb is blocking, so every call runs on tokio's blocking pool.
+//! - **Durable, group-committed** (`writer.rs`). Every write is an operation handed to one writer
+//!   thread, which applies every operation waiting in one redb write transaction and commits it
+//!   once with `Durability::Immediate` before answering any of them. Operations run one after the
+//!   other, so read-modify-write methods (transition, claim, create, offset allocation) stay
+//!   atomic; a caller is answered only after the fsync that made its write durable, and one fsync
+//!   serves every caller that was waiting. A batch that wrote nothing is aborted, not committed.
+//!   `fsync`s are counted by the storage backend (`backend.rs`, [`EmbeddedStore::io_stats`]).
+//! - **Units of work** ([`UnitOfWork`]): intake's documents, record, idempotency key and bus event
+//!   are one operation, and so is a stage's transition with its publish, so each is atomic.
+//! - **Reads on the caller's thread.** Point reads (a record, a document, a claim, the next
+//!   messages) open a read snapshot directly; redb serves them from its cache.
 //! - **Bus** (`bus.rs`): topics are created on first publish or subscribe with the store's partition
 //!   count (default [`DEFAULT_PARTITIONS`], see [`EmbeddedStore::open_with_partitions`]) and keep it.
 //!   A message goes to partition `FNV-1a(key) % partitions` (stable across restarts) and gets that
@@ -24,8 +30,9 @@
 //!   or leave (dropping a consumer) bumps the group's generation, every member then re-reads its
 //!   assignment, keeps the partitions it still holds and starts each newly assigned one at the
 //!   group's committed offset, so whatever its previous owner had not committed is delivered again.
-//!   `poll` sleeps on a `Notify` woken by publishes and membership changes. `flush` is a no-op
-//!   because publish is already durable. There is no retention yet.
+//!   `poll` sleeps on its topics' `Notify`s, woken once per commit that appended to the topic and
+//!   on membership changes, and `poll_batch` reads many messages in one snapshot. `flush` is a
+//!   no-op because publish is already durable. There is no retention yet.
 //! - **Status store** (`status.rs`): records as JSON by application id, a secondary index
 //!   `(status, updated_at, id)` and per-status counts, all updated in the same transaction as the
 //!   record; idempotency keys and claims in their own tables.
@@ -34,19 +41,24 @@
 //!   `AdapterError::Corrupt`; nothing read from disk is unwrapped.
 #![forbid(unsafe_code)]
 
+mod backend;
 mod bus;
 mod docs;
 mod status;
+mod units;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use kyufu_ports::{AdapterError, DocumentStore, EventBus, StatusStore};
-use redb::Database;
+use kyufu_ports::{AdapterError, DocumentStore, EventBus, Ports, StatusStore, UnitOfWork};
 
 pub use bus::EmbeddedBus;
 pub use docs::EmbeddedDocumentStore;
 pub use status::EmbeddedStatusStore;
+pub use units::EmbeddedUnits;
+pub use writer::IoStats;
+use writer::{Writer, WriterStats};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "kyufu.redb";
@@ -59,6 +71,8 @@ pub struct EmbeddedStore {
     bus: Arc<EmbeddedBus>,
     status: Arc<EmbeddedStatusStore>,
     documents: Arc<EmbeddedDocumentStore>,
+    units: Arc<EmbeddedUnits>,
+    stats: Arc<WriterStats>,
 }
 
 impl EmbeddedStore {
@@ -73,20 +87,33 @@ impl EmbeddedStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| AdapterError::Unavailable(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(|e| {
+        let refused = |e: &dyn std::fmt::Display| {
             AdapterError::Unavailable(format!(
                 "opening {} ({e}); the embedded store allows one process at a time",
                 path.display()
             ))
-        })?;
-        let db = Arc::new(db);
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| refused(&e))?;
+        let stats = Arc::new(WriterStats::default());
+        let backend = backend::CountingBackend::new(file, stats.syncs.clone()).map_err(|e| refused(&e))?;
+        let db = Arc::new(redb::Builder::new().create_with_backend(backend).map_err(|e| refused(&e))?);
         bus::init_tables(&db)?;
         status::init_tables(&db)?;
         docs::init_tables(&db)?;
+        let writer = Writer::start(db.clone(), stats.clone())?;
+        let bus = Arc::new(EmbeddedBus::new(db.clone(), writer.clone(), partitions.max(1)));
         Ok(Arc::new(EmbeddedStore {
-            bus: Arc::new(EmbeddedBus::new(db.clone(), partitions.max(1))),
-            status: Arc::new(EmbeddedStatusStore { db: db.clone() }),
-            documents: Arc::new(EmbeddedDocumentStore { db }),
+            units: Arc::new(EmbeddedUnits { writer: writer.clone(), bus: bus.clone(), default_partitions: partitions.max(1) }),
+            bus,
+            status: Arc::new(EmbeddedStatusStore { db: db.clone(), writer: writer.clone() }),
+            documents: Arc::new(EmbeddedDocumentStore { db, writer }),
+            stats,
         }))
     }
 
@@ -103,19 +130,25 @@ impl EmbeddedStore {
     pub fn document_store(&self) -> Arc<dyn DocumentStore> {
         self.documents.clone()
     }
+
+    /// Multi-port writes as one atomic, group-committed operation.
+    pub fn units(&self) -> Arc<dyn UnitOfWork> {
+        self.units.clone()
+    }
+
+    /// All four ports on this store.
+    pub fn ports(&self) -> Ports {
+        Ports { bus: self.bus(), status: self.status_store(), documents: self.document_store(), units: self.units() }
+    }
+
+    /// Commits, operations and fsyncs so far (for metrics and benchmarks).
+    pub fn io_stats(&self) -> IoStats {
+        self.stats.snapshot()
+    }
 }
 
 fn storage_err(e: impl std::fmt::Display) -> AdapterError {
     AdapterError::Unavailable(format!("embedded storage: {e}"))
-}
-
-/// Runs blocking redb work off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AdapterError> + Send + 'static,
-) -> Result<T, AdapterError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| AdapterError::Unavailable(format!("blocking task: {e}")))?
 }
 
 /// Poison-tolerant lock: a panic elsewhere must not take the store down with it.

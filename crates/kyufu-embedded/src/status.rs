@@ -1,6 +1,7 @@
-//! Embedded status store. Records are JSON by application id; every create and transition runs in
-//! one write transaction together with the status index (status, updated_at, id) and the per-status
-//! counts, so the index never disagrees with the records.
+//! Embedded status store. Records are JSON by application id; every create and transition is one
+//! writer operation together with the status index (status, updated_at, id) and the per-status
+//! counts, so the index never disagrees with the records. The operations are functions of the write
+//! transaction (`*_in`), so a unit of work (`units.rs`) can run them inside its own.
 
 use std::sync::Arc;
 
@@ -10,11 +11,12 @@ use kyufu_domain::Status;
 use kyufu_ports::{
     AdapterError, ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusStore, Transition, TransitionOutcome,
 };
-use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{blocking, storage_err};
+use crate::storage_err;
+use crate::writer::{Writer, Wrote};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("status_records");
 const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("status_idempotency");
@@ -36,6 +38,7 @@ pub(crate) fn init_tables(db: &Database) -> Result<(), AdapterError> {
 /// The embedded [`StatusStore`]; obtain it with [`crate::EmbeddedStore::status_store`].
 pub struct EmbeddedStatusStore {
     pub(crate) db: Arc<Database>,
+    pub(crate) writer: Arc<Writer>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -76,182 +79,144 @@ fn claim_key(namespace: &str, key: &str) -> String {
     format!("{namespace}\u{1f}{key}")
 }
 
+/// Creates `record` with its idempotency key. Every refusal is decided before anything is written.
+pub(crate) fn create_in(
+    tx: &WriteTransaction,
+    record: &ApplicationRecord,
+    idem: Option<&IdempotencyClaim>,
+) -> Result<Wrote<CreateOutcome>, AdapterError> {
+    let mut idempotency = tx.open_table(IDEMPOTENCY).map_err(storage_err)?;
+    if let Some(claim) = idem {
+        if let Some(v) = idempotency.get(claim.key.as_str()).map_err(storage_err)? {
+            let e: IdemEntry = serde_json::from_slice(v.value()).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
+            return Ok(Wrote::no(CreateOutcome::Existing {
+                application_id: e.application_id,
+                same_request: e.fingerprint == claim.fingerprint,
+            }));
+        }
+    }
+    let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
+    let id = record.application_id.as_bytes().as_slice();
+    if records.get(id).map_err(storage_err)?.is_some() {
+        return Err(AdapterError::AlreadyExists);
+    }
+    let raw = encode(record)?;
+    if let Some(claim) = idem {
+        let entry = IdemEntry { application_id: record.application_id, fingerprint: claim.fingerprint.clone() };
+        let entry = serde_json::to_vec(&entry).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
+        idempotency.insert(claim.key.as_str(), entry.as_slice()).map_err(storage_err)?;
+    }
+    records.insert(id, raw.as_slice()).map_err(storage_err)?;
+    tx.open_table(BY_STATUS).map_err(storage_err)?.insert(index_key(record).as_slice(), ()).map_err(storage_err)?;
+    bump(&mut tx.open_table(COUNTS).map_err(storage_err)?, record.status, 1)?;
+    Ok(Wrote::yes(CreateOutcome::Created))
+}
+
+/// Applies `t` to record `id` (see `ApplicationRecord::apply`); writes only when it was applied.
+pub(crate) fn transition_in(tx: &WriteTransaction, id: Uuid, t: &Transition) -> Result<Wrote<TransitionOutcome>, AdapterError> {
+    let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
+    let current = match records.get(id.as_bytes().as_slice()).map_err(storage_err)? {
+        Some(v) => decode(v.value())?,
+        None => return Ok(Wrote::no(TransitionOutcome::NotFound)),
+    };
+    let outcome = current.apply(t, Utc::now());
+    let TransitionOutcome::Applied(next) = &outcome else { return Ok(Wrote::no(outcome)) };
+    let raw = encode(next)?;
+    records.insert(id.as_bytes().as_slice(), raw.as_slice()).map_err(storage_err)?;
+    let mut index = tx.open_table(BY_STATUS).map_err(storage_err)?;
+    index.remove(index_key(&current).as_slice()).map_err(storage_err)?;
+    index.insert(index_key(next).as_slice(), ()).map_err(storage_err)?;
+    let mut counts = tx.open_table(COUNTS).map_err(storage_err)?;
+    bump(&mut counts, current.status, -1)?;
+    bump(&mut counts, next.status, 1)?;
+    Ok(Wrote::yes(outcome))
+}
+
+/// Claims each of `keys` (already namespaced) for `owner`; one answer per key.
+fn claim_in(tx: &WriteTransaction, keys: &[String], owner: &str) -> Result<Wrote<Vec<Claim>>, AdapterError> {
+    let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
+    let mut wrote = false;
+    let mut out = Vec::with_capacity(keys.len());
+    for k in keys {
+        let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
+        out.push(match existing {
+            None => {
+                t.insert(k.as_str(), owner).map_err(storage_err)?;
+                wrote = true;
+                Claim::Won
+            }
+            Some(o) if o == owner => Claim::Won,
+            Some(o) => Claim::Held { owner: o },
+        });
+    }
+    Ok(Wrote { value: out, wrote })
+}
+
+impl EmbeddedStatusStore {
+    fn read<T>(&self, f: impl FnOnce(&redb::ReadTransaction) -> Result<T, AdapterError>) -> Result<T, AdapterError> {
+        let tx = self.db.begin_read().map_err(storage_err)?;
+        f(&tx)
+    }
+}
+
 #[async_trait]
 impl StatusStore for EmbeddedStatusStore {
     async fn create(&self, record: &ApplicationRecord, idem: Option<&IdempotencyClaim>) -> Result<CreateOutcome, AdapterError> {
-        let (db, record, idem) = (self.db.clone(), record.clone(), idem.cloned());
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            {
-                if let Some(claim) = &idem {
-                    let mut t = tx.open_table(IDEMPOTENCY).map_err(storage_err)?;
-                    if let Some(v) = t.get(claim.key.as_str()).map_err(storage_err)? {
-                        let e: IdemEntry =
-                            serde_json::from_slice(v.value()).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
-                        return Ok(CreateOutcome::Existing {
-                            application_id: e.application_id,
-                            same_request: e.fingerprint == claim.fingerprint,
-                        });
-                    }
-                    let entry = IdemEntry { application_id: record.application_id, fingerprint: claim.fingerprint.clone() };
-                    let raw = serde_json::to_vec(&entry).map_err(|e| AdapterError::Corrupt(e.to_string()))?;
-                    t.insert(claim.key.as_str(), raw.as_slice()).map_err(storage_err)?;
-                }
-                let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
-                let id = record.application_id.as_bytes().as_slice();
-                if records.get(id).map_err(storage_err)?.is_some() {
-                    return Err(AdapterError::AlreadyExists);
-                }
-                records.insert(id, encode(&record)?.as_slice()).map_err(storage_err)?;
-                tx.open_table(BY_STATUS).map_err(storage_err)?.insert(index_key(&record).as_slice(), ()).map_err(storage_err)?;
-                bump(&mut tx.open_table(COUNTS).map_err(storage_err)?, record.status, 1)?;
-            }
-            tx.commit().map_err(storage_err)?;
-            Ok(CreateOutcome::Created)
-        })
-        .await
+        let (record, idem) = (record.clone(), idem.cloned());
+        self.writer.write(move |tx| create_in(tx, &record, idem.as_ref())).await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ApplicationRecord>, AdapterError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
+        self.read(|tx| {
             let t = tx.open_table(RECORDS).map_err(storage_err)?;
             match t.get(id.as_bytes().as_slice()).map_err(storage_err)? {
                 Some(v) => decode(v.value()).map(Some),
                 None => Ok(None),
             }
         })
-        .await
     }
 
     async fn transition(&self, id: Uuid, t: &Transition) -> Result<TransitionOutcome, AdapterError> {
-        let (db, t) = (self.db.clone(), t.clone());
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            let outcome = {
-                let mut records = tx.open_table(RECORDS).map_err(storage_err)?;
-                let current = match records.get(id.as_bytes().as_slice()).map_err(storage_err)? {
-                    Some(v) => decode(v.value())?,
-                    None => return Ok(TransitionOutcome::NotFound),
-                };
-                let outcome = current.apply(&t, Utc::now());
-                if let TransitionOutcome::Applied(next) = &outcome {
-                    records.insert(id.as_bytes().as_slice(), encode(next)?.as_slice()).map_err(storage_err)?;
-                    let mut index = tx.open_table(BY_STATUS).map_err(storage_err)?;
-                    index.remove(index_key(&current).as_slice()).map_err(storage_err)?;
-                    index.insert(index_key(next).as_slice(), ()).map_err(storage_err)?;
-                    let mut counts = tx.open_table(COUNTS).map_err(storage_err)?;
-                    bump(&mut counts, current.status, -1)?;
-                    bump(&mut counts, next.status, 1)?;
-                }
-                outcome
-            };
-            if matches!(outcome, TransitionOutcome::Applied(_)) {
-                tx.commit().map_err(storage_err)?;
-            } else {
-                tx.abort().map_err(storage_err)?;
-            }
-            Ok(outcome)
-        })
-        .await
+        let t = t.clone();
+        self.writer.write(move |tx| transition_in(tx, id, &t)).await
     }
 
     async fn claim(&self, namespace: &str, key: &str, owner: &str) -> Result<Claim, AdapterError> {
-        let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            let existing = {
-                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
-                let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
-                if existing.is_none() {
-                    t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
-                }
-                existing
-            };
-            match existing {
-                None => {
-                    tx.commit().map_err(storage_err)?;
-                    Ok(Claim::Won)
-                }
-                Some(o) => {
-                    tx.abort().map_err(storage_err)?;
-                    Ok(if o == owner { Claim::Won } else { Claim::Held { owner: o } })
-                }
-            }
-        })
-        .await
+        let mut claims = self.claim_many(namespace, &[key.to_owned()], owner).await?;
+        claims.pop().ok_or_else(|| AdapterError::Corrupt("claim: no answer".into()))
     }
 
     async fn claimed_by(&self, namespace: &str, key: &str) -> Result<Option<String>, AdapterError> {
-        let (db, k) = (self.db.clone(), claim_key(namespace, key));
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
+        let k = claim_key(namespace, key);
+        self.read(|tx| {
             let t = tx.open_table(CLAIMS).map_err(storage_err)?;
             let owner = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
             Ok(owner)
         })
-        .await
     }
 
     async fn claim_many(&self, namespace: &str, keys: &[String], owner: &str) -> Result<Vec<Claim>, AdapterError> {
-        let (db, owner) = (self.db.clone(), owner.to_owned());
+        let owner = owner.to_owned();
         let keys: Vec<String> = keys.iter().map(|k| claim_key(namespace, k)).collect();
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            let mut wrote = false;
-            let mut out = Vec::with_capacity(keys.len());
-            {
-                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
-                for k in &keys {
-                    let existing = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
-                    out.push(match existing {
-                        None => {
-                            t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
-                            wrote = true;
-                            Claim::Won
-                        }
-                        Some(o) if o == owner => Claim::Won,
-                        Some(o) => Claim::Held { owner: o },
-                    });
-                }
-            }
-            if wrote {
-                tx.commit().map_err(storage_err)?;
-            } else {
-                tx.abort().map_err(storage_err)?;
-            }
-            Ok(out)
-        })
-        .await
+        self.writer.write(move |tx| claim_in(tx, &keys, &owner)).await
     }
 
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError> {
-        let (db, k, owner) = (self.db.clone(), claim_key(namespace, key), owner.to_owned());
-        blocking(move || {
-            let tx = db.begin_write().map_err(storage_err)?;
-            let released = {
+        let (k, owner) = (claim_key(namespace, key), owner.to_owned());
+        self.writer
+            .write(move |tx| {
                 let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
                 let mine = t.get(k.as_str()).map_err(storage_err)?.is_some_and(|v| v.value() == owner);
                 if mine {
                     t.remove(k.as_str()).map_err(storage_err)?;
                 }
-                mine
-            };
-            if released {
-                tx.commit().map_err(storage_err)?;
-            } else {
-                tx.abort().map_err(storage_err)?;
-            }
-            Ok(released)
-        })
-        .await
+                Ok(Wrote { value: mine, wrote: mine })
+            })
+            .await
     }
 
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
+        self.read(|tx| {
             let index = tx.open_table(BY_STATUS).map_err(storage_err)?;
             let records = tx.open_table(RECORDS).map_err(storage_err)?;
             let b = status_byte(status);
@@ -274,13 +239,10 @@ impl StatusStore for EmbeddedStatusStore {
             }
             Ok(out)
         })
-        .await
     }
 
     async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, AdapterError> {
-        let db = self.db.clone();
-        blocking(move || {
-            let tx = db.begin_read().map_err(storage_err)?;
+        self.read(|tx| {
             let counts = tx.open_table(COUNTS).map_err(storage_err)?;
             let mut out = Vec::new();
             for s in Status::ALL {
@@ -289,6 +251,5 @@ impl StatusStore for EmbeddedStatusStore {
             }
             Ok(out)
         })
-        .await
     }
 }

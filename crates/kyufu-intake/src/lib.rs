@@ -35,7 +35,7 @@ use kyufu_admission::Keyring;
 use kyufu_domain::identity::IdentitySecret;
 use kyufu_domain::Program;
 use kyufu_http::Readiness;
-use kyufu_ports::{DocumentStore, EventBus, StatusStore};
+
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
@@ -59,13 +59,8 @@ pub struct IntakeConfig {
     pub scanner: Option<Arc<dyn scan::DocumentScanner>>,
 }
 
-/// The ports intake writes through.
-#[derive(Clone)]
-pub struct IntakePorts {
-    pub bus: Arc<dyn EventBus>,
-    pub status: Arc<dyn StatusStore>,
-    pub documents: Arc<dyn DocumentStore>,
-}
+/// The ports intake writes through (an accepted application is one unit of work).
+pub type IntakePorts = kyufu_ports::Ports;
 
 /// Shared state of the handlers.
 #[derive(Clone)]

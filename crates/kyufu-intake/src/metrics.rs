@@ -50,7 +50,7 @@ impl IntakeMetrics {
         )
         .expect("static metric");
         let publish_seconds = Histogram::with_opts(
-            HistogramOpts::new("kyufu_intake_publish_duration_seconds", "Time to publish an application to the bus")
+            HistogramOpts::new("kyufu_intake_publish_duration_seconds", "Time to write an accepted application: documents, the record (the commit point) and its bus event (one commit on the embedded store)")
                 .buckets(exponential_buckets(0.0005, 2.0, 15).expect("static buckets")),
         )
         .expect("static metric");

@@ -17,7 +17,7 @@ use kyufu_domain::identity::child_identity_key;
 use kyufu_domain::{ErrorCode, ReasonCode, Status};
 use kyufu_http::ApiError;
 use kyufu_ports::events::{ApplicationEvent, DocumentRef};
-use kyufu_ports::{AdapterError, ApplicationRecord, Claim, CreateOutcome, Document, IdempotencyClaim};
+use kyufu_ports::{AdapterError, Acceptance, ApplicationRecord, Claim, CreateOutcome, Document, IdempotencyClaim, Publication};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -254,34 +254,38 @@ async fn submit_inner(
     };
     let ports = &intake.ports;
     let doc = Document { content_type: content_type.to_owned(), sha256: doc_sha.clone(), bytes: document };
-    ports.documents.put(&event.document.key, &doc).await.map_err(unavailable)?;
     let payload = event.to_json();
     let payload_doc = Document {
         content_type: "application/json".to_owned(),
         sha256: hex(&Sha256::digest(&payload)),
         bytes: Bytes::from(payload.clone()),
     };
-    ports.documents.put(&kyufu_ports::events::payload_key(&program.id, application_id), &payload_doc).await.map_err(unavailable)?;
-
-    // The commit point: the record (with its idempotency key) is written atomically.
-    let claim = idem.map(|key| IdempotencyClaim { key, fingerprint: fingerprint(&app_json, &doc_sha) });
-    let record = ApplicationRecord::received(application_id, &program.id, received_at);
+    // One unit: document and full event (for the relay and the review console) first, then the
+    // record with its idempotency key — the commit point — then the event on the bus. On the
+    // embedded store all of it is one durable commit.
+    let acceptance = Acceptance {
+        documents: vec![
+            (event.document.key.clone(), doc),
+            (kyufu_ports::events::payload_key(&program.id, application_id), payload_doc),
+        ],
+        record: ApplicationRecord::received(application_id, &program.id, received_at),
+        idempotency: idem.map(|key| IdempotencyClaim { key, fingerprint: fingerprint(&app_json, &doc_sha) }),
+        event: Publication { topic: intake.config.received_topic.clone(), key: event.identity_key.clone().into_bytes(), payload },
+    };
+    let started = Instant::now();
+    let accepted = ports.units.accept(&acceptance).await.map_err(unavailable)?;
     let mut replay = false;
-    match ports.status.create(&record, claim.as_ref()).await.map_err(unavailable)? {
-        CreateOutcome::Created => {
-            let started = Instant::now();
-            match ports.bus.publish(&intake.config.received_topic, event.identity_key.as_bytes(), &payload).await {
-                Ok(()) => intake.metrics.publish_seconds.observe(started.elapsed().as_secs_f64()),
-                Err(e) => {
-                    // Accepted all the same: the relay republishes records left in `received`.
-                    intake.metrics.publish_failures.with_label_values(&[adapter_kind(&e)]).inc();
-                    tracing::warn!(error = %e, "publish after commit failed; the outbox relay will retry");
-                }
+    match accepted.outcome {
+        CreateOutcome::Created => match accepted.published {
+            Ok(()) => intake.metrics.publish_seconds.observe(started.elapsed().as_secs_f64()),
+            Err(e) => {
+                // Accepted all the same: the relay republishes records left in `received`.
+                intake.metrics.publish_failures.with_label_values(&[adapter_kind(&e)]).inc();
+                tracing::warn!(error = %e, "publish after commit failed; the outbox relay will retry");
             }
-        }
+        },
         CreateOutcome::Existing { application_id: first, same_request: true } => {
-            // A retry of a request that already reached the commit point. The documents written
-            // above for this attempt are unreferenced.
+            // A retry of a request that already reached the commit point.
             application_id = first;
             replay = true;
             republish_if_received(intake, first, event.identity_key.as_bytes()).await;

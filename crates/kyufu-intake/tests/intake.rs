@@ -89,7 +89,8 @@ async fn start_with(scanner: Option<Arc<dyn DocumentScanner>>) -> Harness {
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let bus = Arc::new(FlakyBus { inner: store.bus(), down: AtomicBool::new(false), published: AtomicUsize::new(0) });
     let docs = Arc::new(CountingDocs { inner: store.document_store(), puts: AtomicUsize::new(0) });
-    let ports = IntakePorts { bus: bus.clone(), status: store.status_store(), documents: docs.clone() };
+    // Flaky bus and counting documents: the sequence the production adapters use.
+    let ports = IntakePorts::sequential(bus.clone(), store.status_store(), docs.clone());
     let keyring = Keyring::random();
     let config = IntakeConfig {
         program: Program::demo(Utc::now().date_naive()),

@@ -11,7 +11,7 @@ use kyufu_admission::{Keyring, PassClaims, Purpose};
 use kyufu_domain::identity::IdentitySecret;
 use kyufu_domain::Program;
 use kyufu_embedded::EmbeddedStore;
-use kyufu_intake::{IntakeConfig, IntakePorts, StatusTokens};
+use kyufu_intake::{IntakeConfig, StatusTokens};
 use rand::{Rng, SeedableRng};
 
 const TOTAL: u64 = 100_000;
@@ -85,7 +85,7 @@ fn malformed(rng: &mut rand::rngs::StdRng, pass: &str) -> (String, Vec<u8>, Opti
 async fn a_hundred_thousand_malformed_requests_get_4xx_and_leave_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");
-    let ports = IntakePorts { bus: store.bus(), status: store.status_store(), documents: store.document_store() };
+    let ports = store.ports();
     let keyring = Keyring::random();
     let config = IntakeConfig {
         program: Program::demo(Utc::now().date_naive()),

@@ -1,6 +1,7 @@
 //! Coupon issuance: for each approved application, a code unique across the program (claimed in
 //! the status store before it is written to the record), written with the conditional move
-//! `approved -> coupon_issued`, then the guardian is notified.
+//! `approved -> coupon_issued` together with the hand-over to the notify stage (one unit of work),
+//! then the guardian is notified.
 //!
 //! Safe to redo: a replay finds `coupon_issued` and only passes the application on to the notify
 //! stage again (which mails once). If two runs race, the loser releases the code it claimed, so
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kyufu_domain::{Program, Status};
 use kyufu_ports::events::ApplicationEvent;
-use kyufu_ports::{Claim, EventBus, Message, StatusStore, Transition, TransitionOutcome};
+use kyufu_ports::{Claim, EventBus, Message, Publication, StatusStore, Transition, TransitionOutcome, UnitOfWork};
 
 use crate::coupon_code;
 use crate::metrics::StageMetrics;
@@ -23,6 +24,8 @@ pub const NAME: &str = "coupon";
 pub struct CouponIssuer {
     pub bus: Arc<dyn EventBus>,
     pub status: Arc<dyn StatusStore>,
+    /// The issuing move and the hand-over to the notify stage as one unit.
+    pub units: Arc<dyn UnitOfWork>,
     pub program: Program,
     /// Where issued applications go for their notification.
     pub output_topic: String,
@@ -59,11 +62,11 @@ impl Stage for CouponIssuer {
         };
         let mut t = Transition::new(&[Status::Approved], Status::CouponIssued, NAME);
         t.coupon_code = Some(code.clone());
-        match self.status.transition(ev.application_id, &t).await? {
+        let then = Publication { topic: self.output_topic.clone(), key: raw.key.clone(), payload: raw.payload.clone() };
+        match self.units.transition_and_publish(ev.application_id, &t, &then).await? {
             TransitionOutcome::Applied(_) => {
                 self.metrics.coupons_issued.inc();
                 self.metrics.decisions.with_label_values(&[NAME, Status::CouponIssued.as_str()]).inc();
-                self.bus.publish(&self.output_topic, &raw.key, &raw.payload).await?;
                 Ok(Handled::Done("coupon_issued"))
             }
             TransitionOutcome::AlreadyIn(rec) | TransitionOutcome::Refused(rec) => {

@@ -3,8 +3,9 @@
 //! means `needs_review`. Nothing is rejected without a person.
 //!
 //! Safe to redo: the decision is a pure function of the event, the registry and the document; the
-//! status move is conditional, and an application already approved is forwarded to coupon issuance
-//! again (the crash may have come between the move and the publish).
+//! status move and its hand-over to coupon issuance are one unit of work (one commit on the
+//! embedded store); an application already approved is forwarded again (with separate stores the
+//! crash may have come between the move and the publish).
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use kyufu_domain::normalize::kana_key;
 use kyufu_domain::program::age_on;
 use kyufu_domain::{Program, ReasonCode, Status};
 use kyufu_ports::events::ApplicationEvent;
-use kyufu_ports::{DocumentStore, EventBus, Message, StatusStore, Transition, TransitionOutcome};
+use kyufu_ports::{DocumentStore, EventBus, Message, Publication, StatusStore, Transition, TransitionOutcome, UnitOfWork};
 use kyufu_registry::{Registry, Resident};
 
 use crate::matching::{find, Match};
@@ -30,6 +31,8 @@ const ADULT_AGE: u32 = 18;
 pub struct IdCheck {
     pub bus: Arc<dyn EventBus>,
     pub status: Arc<dyn StatusStore>,
+    /// The move and the hand-over to coupon issuance as one unit.
+    pub units: Arc<dyn UnitOfWork>,
     pub documents: Arc<dyn DocumentStore>,
     pub registry: Arc<Registry>,
     pub program: Program,
@@ -143,19 +146,27 @@ impl Stage for IdCheck {
         let to = if reasons.is_empty() { Status::Approved } else { Status::NeedsReview };
         let mut t = Transition::new(&[Status::Received], to, NAME);
         t.reasons = reasons.clone();
-        match self.status.transition(ev.application_id, &t).await? {
+        // An approval is handed on in the same unit as the move; a review needs no message.
+        let outcome = if to == Status::Approved {
+            let then = Publication { topic: self.output_topic.clone(), key: raw.key.clone(), payload: raw.payload.clone() };
+            self.units.transition_and_publish(ev.application_id, &t, &then).await?
+        } else {
+            self.status.transition(ev.application_id, &t).await?
+        };
+        match outcome {
             TransitionOutcome::Applied(_) => {
                 self.metrics.decisions.with_label_values(&[NAME, to.as_str()]).inc();
                 for r in &reasons {
                     self.metrics.reasons.with_label_values(&[r.as_str()]).inc();
                 }
             }
+            // Approved meanwhile by a racing run, whose publish may not have happened yet.
+            TransitionOutcome::AlreadyIn(_) if to == Status::Approved => {
+                self.bus.publish(&self.output_topic, &raw.key, &raw.payload).await?;
+            }
             TransitionOutcome::AlreadyIn(_) => {}
             TransitionOutcome::Refused(_) => return Ok(Handled::Skipped),
             TransitionOutcome::NotFound => return Err(StageError::Poison("no status record".into())),
-        }
-        if to == Status::Approved {
-            self.bus.publish(&self.output_topic, &raw.key, &raw.payload).await?;
         }
         Ok(Handled::Done(to.as_str()))
     }

@@ -74,6 +74,8 @@ pub struct PipelineDeps {
     pub bus: Arc<dyn EventBus>,
     pub status: Arc<dyn StatusStore>,
     pub documents: Arc<dyn DocumentStore>,
+    /// A move and its publish as one unit (atomic on the embedded store).
+    pub units: Arc<dyn kyufu_ports::UnitOfWork>,
     pub registry: Arc<Registry>,
     /// Secret of the keyed identity hashes (the same as intake's).
     pub identity_secret: kyufu_domain::identity::IdentitySecret,
@@ -96,6 +98,7 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
         StageKind::IdCheck => Arc::new(idcheck::IdCheck {
             bus: deps.bus.clone(),
             status: deps.status.clone(),
+            units: deps.units.clone(),
             documents: deps.documents.clone(),
             registry: deps.registry.clone(),
             program: deps.program.clone(),
@@ -105,6 +108,7 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
         StageKind::Coupon => Arc::new(coupon::CouponIssuer {
             bus: deps.bus.clone(),
             status: deps.status.clone(),
+            units: deps.units.clone(),
             program: deps.program.clone(),
             output_topic: topics::ISSUED.to_owned(),
             metrics: deps.metrics.clone(),

@@ -56,6 +56,7 @@ async fn world() -> World {
         bus: store.bus(),
         status: store.status_store(),
         documents: store.document_store(),
+        units: store.units(),
         registry: registry.clone(),
         identity_secret: IdentitySecret::new(b"test identity secret".to_vec()),
         program: program.clone(),

@@ -40,6 +40,22 @@ pub trait Consumer: Send {
     /// arrived in time. Within a partition, messages come in offset order.
     async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, AdapterError>;
 
+    /// Up to `max` messages (at least one unless nothing arrived within `timeout`): waits like
+    /// `poll` for the first, then takes only what is already there. Same order guarantees as
+    /// `poll`; a bus that can read many messages at once overrides it.
+    async fn poll_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>, AdapterError> {
+        let mut out = Vec::new();
+        let Some(first) = self.poll(timeout).await? else { return Ok(out) };
+        out.push(first);
+        while out.len() < max {
+            match self.poll(Duration::ZERO).await? {
+                Some(m) => out.push(m),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Records that `msg` and everything before it in its partition is processed. Call only after
     /// the effect of processing is durable (at-least-once). A message never committed is delivered
     /// again after a restart or rebalance.

@@ -137,3 +137,52 @@ pub async fn status_racing_claims(s: Arc<dyn StatusStore>, racers: usize) {
     }
     assert_eq!(winners, 1);
 }
+
+/// Units of work: an accepted application leaves its documents, record and key durable and its
+/// event published once; a reused idempotency key writes and publishes nothing; a transition
+/// publishes only when applied. `ports` may be the embedded store's or [`crate::Ports::sequential`]
+/// over production adapters; the topic and group are fresh per call.
+pub async fn units_accept_and_transition(ports: crate::Ports) {
+    use crate::{Acceptance, Document, Publication};
+    let topic = format!("contract.units.{}", Uuid::new_v4().simple());
+    let mut consumer = ports.bus.subscribe(&format!("{topic}.group"), &[topic.as_str()]).await.expect("subscribe");
+    let doc = |text: &str| Document { content_type: "application/pdf".into(), sha256: "00".repeat(32), bytes: bytes::Bytes::from(text.to_owned()) };
+    let acceptance = |id: Uuid, fingerprint: &str| Acceptance {
+        documents: vec![(format!("contract/{id}/document"), doc("document")), (format!("contract/{id}/event"), doc("event"))],
+        record: ApplicationRecord::received(id, "p", Utc::now()),
+        idempotency: Some(IdempotencyClaim { key: format!("units-{topic}"), fingerprint: fingerprint.into() }),
+        event: Publication { topic: topic.clone(), key: id.as_bytes().to_vec(), payload: id.to_string().into_bytes() },
+    };
+
+    let first = Uuid::new_v4();
+    let accepted = ports.units.accept(&acceptance(first, "f1")).await.expect("accept");
+    assert_eq!(accepted.outcome, CreateOutcome::Created);
+    assert_eq!(accepted.published, Ok(()));
+    assert_eq!(ports.status.get(first).await.expect("get").map(|r| r.status), Some(Status::Received));
+    let stored = ports.documents.get(&format!("contract/{first}/document")).await.expect("doc").expect("document stored");
+    assert_eq!(stored.bytes, bytes::Bytes::from_static(b"document"));
+    assert!(ports.documents.get(&format!("contract/{first}/event")).await.expect("doc").is_some());
+
+    // A retry with the same key (a new id, as intake mints one per attempt) writes nothing.
+    let retry = Uuid::new_v4();
+    let again = ports.units.accept(&acceptance(retry, "f1")).await.expect("accept");
+    assert_eq!(again.outcome, CreateOutcome::Existing { application_id: first, same_request: true });
+    let other = ports.units.accept(&acceptance(Uuid::new_v4(), "f2")).await.expect("accept");
+    assert_eq!(other.outcome, CreateOutcome::Existing { application_id: first, same_request: false });
+    assert!(ports.status.get(retry).await.expect("get").is_none(), "a replay creates no record");
+
+    let approve = Transition::new(&[Status::Received], Status::Approved, "contract");
+    let then = Publication { topic: topic.clone(), key: first.as_bytes().to_vec(), payload: b"approved".to_vec() };
+    assert!(matches!(ports.units.transition_and_publish(first, &approve, &then).await.expect("t"), TransitionOutcome::Applied(_)));
+    assert!(matches!(ports.units.transition_and_publish(first, &approve, &then).await.expect("t"), TransitionOutcome::AlreadyIn(_)));
+    let dup = Transition::new(&[Status::Received], Status::Duplicate, "contract");
+    assert!(matches!(ports.units.transition_and_publish(first, &dup, &then).await.expect("t"), TransitionOutcome::Refused(_)));
+    assert_eq!(ports.units.transition_and_publish(retry, &dup, &then).await.expect("t"), TransitionOutcome::NotFound);
+
+    // Exactly two messages: the accepted event, then the one applied move.
+    let mut seen = Vec::new();
+    while let Some(m) = consumer.poll(Duration::from_millis(if seen.len() < 2 { 10_000 } else { 1_000 })).await.expect("poll") {
+        seen.push(m.payload);
+    }
+    assert_eq!(seen, vec![first.to_string().into_bytes(), b"approved".to_vec()]);
+}

@@ -1,5 +1,6 @@
 //! Ports: the small traits through which intake, workers and the status lookup reach Kafka, Redis
-//! and S3 (or their embedded stand-ins), plus the messages that travel on the bus.
+//! and S3 (or their embedded stand-ins), plus the messages that travel on the bus, and the units of
+//! work (`unit`) that hand one step's writes across ports to a store that can commit them at once.
 //!
 //! Every implementation must honour the same contract, spelled out on each method; the embedded
 //! adapters and the production adapters are tested against it.
@@ -11,6 +12,7 @@ pub mod contract;
 pub mod documents;
 pub mod events;
 pub mod status;
+pub mod unit;
 
 /// An error from an adapter. `Unavailable` is transient (retry later); the others are final.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -33,3 +35,4 @@ pub use status::{
     ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusChange, StatusStore, Transition,
     TransitionOutcome,
 };
+pub use unit::{Acceptance, Accepted, Ports, Publication, Sequential, UnitOfWork};

@@ -37,7 +37,7 @@ fn redis_config(server: &RedisServer, prefix: &str) -> RedisConfig {
 async fn start_intake(server: &RedisServer, prefix: &str, keyring: &Keyring, dir: &std::path::Path) -> String {
     let store = EmbeddedStore::open(dir).expect("open the embedded store");
     let status = RedisStatusStore::connect(redis_config(server, prefix)).await.expect("connect the status store");
-    let ports = IntakePorts { bus: store.bus(), status: Arc::new(status), documents: store.document_store() };
+    let ports = IntakePorts::sequential(store.bus(), Arc::new(status), store.document_store());
     let config = IntakeConfig {
         program: Program::demo(Utc::now().date_naive()),
         pass_keyring: keyring.clone(),

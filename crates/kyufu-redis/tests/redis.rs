@@ -19,6 +19,15 @@ async fn store(server: &RedisServer) -> Arc<dyn StatusStore> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_of_work_run_in_sequence_over_redis() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let embedded = kyufu_embedded::EmbeddedStore::open(dir.path()).expect("open");
+    let ports = kyufu_ports::Ports::sequential(embedded.bus(), store(&server).await, embedded.document_store());
+    kyufu_ports::contract::units_accept_and_transition(ports).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_create_and_transition() {
     let server = RedisServer::start();
     kyufu_ports::contract::status_create_and_transition(store(&server).await).await;

@@ -39,6 +39,7 @@ async fn reviewers_decide_cases_once_and_approvals_become_coupons() {
         bus: store.bus(),
         status: store.status_store(),
         documents: store.document_store(),
+        units: store.units(),
         registry: registry.clone(),
         identity_secret: secret.clone(),
         program: program.clone(),

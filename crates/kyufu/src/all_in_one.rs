@@ -16,7 +16,7 @@ use clap::Args;
 use kyufu_domain::Program;
 use kyufu_intake::monitor::MonitorConfig;
 use kyufu_intake::relay::RelayConfig;
-use kyufu_intake::{IntakeConfig, IntakePorts};
+use kyufu_intake::IntakeConfig;
 use kyufu_pipeline::notify::OutboxNotifier;
 use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
 use kyufu_ports::events::topics;
@@ -133,13 +133,14 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("opening embedded storage in {}: {e}", args.data_dir.display()))?;
     let (bus, status, documents) = (store.bus(), store.status_store(), store.document_store());
     let metrics = kyufu_telemetry::new_registry();
+    crate::storage_metrics::register(&metrics, store.clone());
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Intake on an internal loopback port; only the gateway is public.
     let intake_listener = TcpListener::bind("127.0.0.1:0").await.context("binding intake")?;
     let intake_addr = intake_listener.local_addr()?;
-    let ports = IntakePorts { bus: bus.clone(), status: status.clone(), documents: documents.clone() };
+    let ports = store.ports();
     let scanner = args.scan.scanner();
     let scan_watcher = crate::backends::ScanArgs::watch(scanner.as_ref(), &readiness, stop_rx.clone());
     let intake_config = IntakeConfig {
@@ -202,6 +203,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         bus: bus.clone(),
         status: status.clone(),
         documents,
+        units: store.units(),
         registry: registry.clone(),
         identity_secret: secrets.identity.clone(),
         program: program.clone(),

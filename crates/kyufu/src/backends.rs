@@ -145,8 +145,22 @@ pub struct Backends {
     pub bus: Arc<dyn EventBus>,
     pub status: Arc<dyn StatusStore>,
     pub documents: Arc<dyn DocumentStore>,
+    /// One atomic commit when all three ports are embedded, else the sequence over the services.
+    pub units: Arc<dyn kyufu_ports::UnitOfWork>,
     s3: Option<kyufu_s3::S3DocumentStore>,
     kafka: Option<Arc<kyufu_kafka::KafkaBus>>,
+}
+
+impl Backends {
+    /// The ports on these backends.
+    pub fn ports(&self) -> kyufu_ports::Ports {
+        kyufu_ports::Ports {
+            bus: self.bus.clone(),
+            status: self.status.clone(),
+            documents: self.documents.clone(),
+            units: self.units.clone(),
+        }
+    }
 }
 
 impl BackendArgs {
@@ -167,6 +181,7 @@ impl BackendArgs {
         } else {
             None
         };
+        let embedded_store = embedded.clone();
         let embedded = |what: &str| embedded.clone().with_context(|| format!("embedded {what}: store not open"));
         let mut kafka = None;
         let bus: Arc<dyn EventBus> = match self.bus {
@@ -218,8 +233,14 @@ impl BackendArgs {
                 Arc::new(store)
             }
         };
+        let all_embedded =
+            self.bus == BusKind::Embedded && self.status_store == StatusKind::Embedded && self.documents == DocumentsKind::Embedded;
+        let units = match &embedded_store {
+            Some(store) if all_embedded => store.units(),
+            _ => kyufu_ports::Ports::sequential(bus.clone(), status.clone(), documents.clone()).units,
+        };
         tracing::info!(bus = ?self.bus, status_store = ?self.status_store, documents = ?self.documents, "backends open");
-        Ok(Backends { bus, status, documents, s3, kafka })
+        Ok(Backends { bus, status, documents, units, s3, kafka })
     }
 }
 

@@ -57,6 +57,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         bus: store.bus(),
         status: store.status_store(),
         documents: store.document_store(),
+        units: store.units(),
         registry,
         identity_secret: identity.clone(),
         program,

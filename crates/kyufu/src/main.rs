@@ -10,6 +10,7 @@ mod eval;
 mod mock_kafka;
 mod roles;
 mod secrets;
+mod storage_metrics;
 
 use std::path::PathBuf;
 

@@ -18,7 +18,7 @@ use anyhow::Context;
 use clap::Args;
 use kyufu_intake::monitor::MonitorConfig;
 use kyufu_intake::relay::RelayConfig;
-use kyufu_intake::{IntakeConfig, IntakePorts};
+use kyufu_intake::IntakeConfig;
 use kyufu_pipeline::{PipelineDeps, StageKind, StageMetrics};
 use kyufu_ports::events::topics;
 use kyufu_registry::Registry;
@@ -196,7 +196,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let program = args.program.program();
     let backends = args.backends.open(&args.data_dir).await?;
-    let ports = IntakePorts { bus: backends.bus.clone(), status: backends.status.clone(), documents: backends.documents.clone() };
+    let ports = backends.ports();
     let scanner = args.scan.scanner();
     let config = IntakeConfig {
         program,
@@ -256,6 +256,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         bus: backends.bus.clone(),
         status: backends.status.clone(),
         documents: backends.documents.clone(),
+        units: backends.units.clone(),
         registry: Arc::new(registry),
         identity_secret: secrets.identity,
         program,
