@@ -156,6 +156,16 @@ impl Gateway {
         Ok((Gateway { shared, registry, readiness }, handle))
     }
 
+    /// Sends everything under `/api/` to `intake` (a router) in this process instead of to the
+    /// configured upstream URL: for the all-in-one, where intake runs beside the gateway. Call it
+    /// before `router` or `serve`.
+    pub fn serve_intake_in_process(&mut self, intake: Router) -> Result<(), ConfigError> {
+        let shared = Arc::get_mut(&mut self.shared)
+            .ok_or(ConfigError { key: "upstream", reason: "set intake in process before serving".to_owned() })?;
+        shared.proxy.serve_in_process(intake);
+        Ok(())
+    }
+
     /// The HTTP routes. Serving them without `serve` admits only on joins (no ticker), so use
     /// `serve` unless you run the ticker yourself.
     pub fn router(&self) -> Router {

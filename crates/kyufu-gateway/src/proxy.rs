@@ -1,4 +1,5 @@
-//! The reverse proxy for everything under `/api/`: a pooled hyper client to intake, bodies
+//! The reverse proxy for everything under `/api/`: a pooled hyper client to intake (or, in the
+//! all-in-one, intake's router called in this process — `Gateway::serve_intake_in_process`), bodies
 //! streamed both ways (identity documents make uploads of 10 MB and more), hop-by-hop headers
 //! dropped and `X-Forwarded-For` appended. End-to-end headers (`X-Admission-Pass`,
 //! `Authorization`, `Idempotency-Key`, `Content-Type`, `Cookie`) pass untouched: the gateway does
@@ -40,7 +41,7 @@ use crate::Shared;
 const RETRY_AFTER_SECS: u64 = 5;
 
 pub(crate) struct Proxy {
-    client: Client<HttpConnector, Body>,
+    upstream: Upstream,
     authority: Authority,
     upstream_timeout: Duration,
     upload_idle_timeout: Duration,
@@ -70,7 +71,39 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(20))
             .pool_timer(TokioTimer::new())
             .build(connector);
-        Proxy { client, authority, upstream_timeout, upload_idle_timeout, max_body_bytes, metrics }
+        Proxy { upstream: Upstream::Http(client), authority, upstream_timeout, upload_idle_timeout, max_body_bytes, metrics }
+    }
+
+    /// Hands every proxied request to `router` in this process instead of over HTTP (the
+    /// all-in-one serves intake this way): the same checks, limits, deadlines and metrics, without
+    /// a loopback connection, a second HTTP parse and a copy of every upload.
+    pub(crate) fn serve_in_process(&mut self, router: axum::Router) {
+        self.upstream = Upstream::InProcess(router);
+    }
+}
+
+/// Where proxied requests go.
+enum Upstream {
+    /// Intake over HTTP (a pooled hyper client).
+    Http(Client<HttpConnector, Body>),
+    /// Intake's router in this process.
+    InProcess(axum::Router),
+}
+
+impl Upstream {
+    async fn send(&self, req: Request) -> Result<Response, Failure> {
+        match self {
+            Upstream::Http(client) => client
+                .request(req)
+                .await
+                .map(|resp| resp.map(Body::new))
+                .map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Exchange }),
+            Upstream::InProcess(router) => {
+                use tower::ServiceExt;
+                // The router's error type is `Infallible`.
+                router.clone().oneshot(req).await.map_err(|_| Failure::Exchange)
+            }
+        }
     }
 }
 
@@ -264,7 +297,7 @@ async fn forward_inner(proxy: &Proxy, backoff: &Backoff, route: &'static str, re
             proxy.metrics.proxy_requests.with_label_values(&[route, status_class(resp.status().as_u16())]).inc();
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Err(_) if progress.too_large.load(Ordering::Acquire) => {
             proxy.metrics.proxy_requests.with_label_values(&[route, "4xx"]).inc();
@@ -285,8 +318,8 @@ async fn exchange(
     proxy: &Proxy,
     req: Request,
     progress: &Progress,
-) -> Result<http::Response<hyper::body::Incoming>, Failure> {
-    let send = proxy.client.request(req);
+) -> Result<Response, Failure> {
+    let send = proxy.upstream.send(req);
     tokio::pin!(send);
     loop {
         let (deadline, failure) = match progress.finished_at() {
@@ -299,9 +332,7 @@ async fn exchange(
         tokio::select! {
             // Intake may answer before reading the whole body (a refused pass), so the response
             // is always watched, not only after the upload.
-            result = &mut send => {
-                return result.map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Exchange });
-            }
+            result = &mut send => return result,
             // Deadlines move with progress: recompute them.
             () = progress.finished.notified() => {}
             () = tokio::time::sleep_until(deadline.into()) => {}

@@ -1,7 +1,7 @@
 //! `kyufu all-in-one`: the whole system in one process on embedded storage, for `make run`, demos
 //! and tests. Built in a fixed order: data directory, secrets, registry, program, storage, intake
-//! (internal port), gateway (public port), the three pipeline stages, the outbox relay, the
-//! status-store monitor; then it runs until Ctrl-C or SIGTERM and shuts down in reverse.
+//! (in process, behind the gateway), gateway (public port), the pipeline stages, the outbox relay,
+//! the status-store monitor; then it runs until Ctrl-C or SIGTERM and shuts down in reverse.
 //!
 //! Gateway and intake share one `Readiness`, so the public `/readyz` is 503 while either the queue
 //! state or the status store is unreachable, and one `/metrics` carries every component's series.
@@ -137,9 +137,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    // Intake on an internal loopback port; only the gateway is public.
-    let intake_listener = TcpListener::bind("127.0.0.1:0").await.context("binding intake")?;
-    let intake_addr = intake_listener.local_addr()?;
+    // Intake runs in this process behind the gateway, which hands it every `/api/` request
+    // directly (no loopback hop); only the gateway is public.
     let ports = store.ports();
     let scanner = args.scan.scanner();
     let scan_watcher = crate::backends::ScanArgs::watch(scanner.as_ref(), &readiness, stop_rx.clone());
@@ -153,22 +152,17 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         received_topic: topics::RECEIVED.to_owned(),
         scanner,
     };
-    let intake_task = tokio::spawn(kyufu_intake::serve(
-        intake_listener,
-        intake_config,
-        ports.clone(),
-        metrics.clone(),
-        readiness.clone(),
-        stopped(stop_rx.clone()),
-    ));
+    let intake = kyufu_intake::router(intake_config, ports.clone(), metrics.clone(), readiness.clone());
 
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let public = listener.local_addr()?;
-    let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), format!("http://{intake_addr}"));
+    // The upstream URL is not dialled: intake is served in process.
+    let mut gateway_config = kyufu_gateway::GatewayConfig::new(&program.id, secrets.keyring.clone(), "http://127.0.0.1:9");
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
     args.launch.apply(&mut gateway_config)?;
-    let (gateway, gateway_handle) = kyufu_gateway::Gateway::with_readiness(gateway_config, metrics.clone(), readiness.clone())?;
+    let (mut gateway, gateway_handle) = kyufu_gateway::Gateway::with_readiness(gateway_config, metrics.clone(), readiness.clone())?;
+    gateway.serve_intake_in_process(intake)?;
     let gateway_task = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));
 
     // The staff port carries the review console (with reviewer accounts) and the operators' admin
@@ -226,7 +220,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.addr_file {
         std::fs::write(path, public.to_string()).with_context(|| format!("writing {}", path.display()))?;
     }
-    tracing::info!(%public, %intake_addr, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
+    tracing::info!(%public, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
         "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
         secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
@@ -248,7 +242,6 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     if let Some(t) = review_task {
         let _ = t.await;
     }
-    let _ = intake_task.await;
     if let Some(t) = scan_watcher {
         let _ = t.await;
     }
