@@ -19,10 +19,10 @@ loadtest:
 	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
 	TARGET_DIR=$(TARGET_DIR) LOADTEST_REGISTRY=$${LOADTEST_REGISTRY:-$(DATA_DIR)/registry.csv} bash scripts/loadtest.sh
 
-## Every role as its own process on real services (redis-server, s3s-fs, librdkafka's mock Kafka
-## cluster) on this machine; gateway on 127.0.0.1:8080. Ctrl-C stops it all.
+## Every role as its own process on real services (redis-server, s3s-fs, three Apache Kafka brokers)
+## on this machine; gateway on 127.0.0.1:8080. Ctrl-C stops it all.
 run-topology: deps
-	$(CARGO) build -j$(JOBS) --release -p kyufu
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p kyufu-testservers
 	TARGET_DIR=$(TARGET_DIR) bash scripts/topology.sh
 
 ## Capacity of the embedded all-in-one: 30,000 applications offered at 1,500/s, then 80 % of the
@@ -34,7 +34,7 @@ bench: deps
 ## Applications per second through the whole pipeline: embedded all-in-one vs the multi-process
 ## topology, same load tester and crowd, in one run. Report in bench-report/.
 bench-topology: deps
-	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p kyufu-testservers -p loadtest
 	TARGET_DIR=$(TARGET_DIR) bash scripts/bench-topology.sh
 
 ## The compose stack in deploy/ (Kafka, Redis, MinIO, Prometheus, Grafana and every role).
@@ -72,11 +72,15 @@ check-deploy: deps
 
 ## The long fault run (CI runs it after `make test`): 10,000 applications through the multi-process
 ## topology while every worker role and intake is killed in turn, a worker is frozen, Redis
-## restarts, S3 is away for 30 s and a Kafka broker goes down; reconciled, 0 lost or duplicated.
+## restarts, S3 is away for 30 s and real Kafka brokers are killed (the partition leader, twice) and
+## restarted; reconciled, 0 lost or duplicated.
 ## KYUFU_FAULT_RUN_APPLICATIONS sets the size, KYUFU_FAULT_RUN_REPORT keeps the report.
 fault-run: deps
 	$(CARGO) test -j$(JOBS) -p kyufu --test topology -- --ignored --nocapture ten_thousand_applications
 
+## What the tests need, only what is missing: Debian packages (redis-server, prometheus, clamd,
+## chromium, node, Java, Maven), s3s-fs, playwright-core, and the Apache Kafka broker jars from
+## Maven Central (scripts/install-kafka.sh, into ~/.cache/kyufu).
 deps:
 	bash scripts/install-deps.sh
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench-topology`: applications per second through the whole pipeline (join, admission,
 # submit with upload, dedupe, ID-check, coupon, notification; until every application settled), on
-# the embedded all-in-one and on the multi-process topology (Kafka mock cluster, Redis, s3s-fs; one
+# the embedded all-in-one and on the multi-process topology (three Kafka brokers, Redis, s3s-fs; one
 # process per role), in one run, with the same load tester, the same registry size and the same
 # crowd. Prints both figures and their ratio; each run also reconciles (lost, duplicated must be 0).
 #
@@ -45,7 +45,7 @@ for _ in $(seq 1 600); do [ -s "$work/embedded.addr" ] && break; sleep 0.2; done
 load embedded "$work/embedded/registry.csv"; rc1=$?
 stop
 
-echo "== multi-process topology (Kafka mock cluster, Redis, s3s-fs)"
+echo "== multi-process topology (three Kafka brokers, Redis, s3s-fs)"
 TOPOLOGY_DIR="$work/topology" TOPOLOGY_PORT=$PORT TOPOLOGY_HOUSEHOLDS=$HOUSEHOLDS TOPOLOGY_WORKERS=${BENCH_WORKERS:-1} \
   TOPOLOGY_RATE=5000 TOPOLOGY_BURST=5000 TARGET_DIR=$TARGET_DIR bash scripts/topology.sh >"$OUT/topology-system.log" 2>&1 &
 sys=$!

@@ -14,6 +14,9 @@
 #   curl                 — `make bench` reads the system's /metrics.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
+#   java, mvn            — the Kafka tests start real Apache Kafka brokers (KRaft) from jars that
+#                          scripts/install-kafka.sh fetches from Maven Central into ~/.cache/kyufu
+#                          (pinned version, once).
 set -euo pipefail
 
 if ! command -v s3s-fs >/dev/null 2>&1 && [[ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]]; then
@@ -31,6 +34,8 @@ declare -A PROVIDER=(
   [npm]=npm
   [clamd]=clamav-daemon
   [curl]=curl
+  [java]=default-jre-headless
+  [mvn]=maven
 )
 
 e2e_modules() {
@@ -41,37 +46,43 @@ e2e_modules() {
     (cd "$root/e2e" && npm ci --no-audit --no-fund --silent)
   fi
 }
-trap e2e_modules EXIT
 
-missing=()
-for cmd in "${!PROVIDER[@]}"; do
-  if ! command -v "$cmd" >/dev/null 2>&1; then
-    pkg=${PROVIDER[$cmd]}
-    [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+# Debian packages for the commands that are missing.
+install_packages() {
+  missing=()
+  for cmd in "${!PROVIDER[@]}"; do
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+      pkg=${PROVIDER[$cmd]}
+      [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
+    fi
+  done
+  ((${#missing[@]} == 0)) && return 0
+
+  if ((EUID == 0)); then
+    as_root=()
+  elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  else
+    echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
+    return 1
   fi
-done
-((${#missing[@]} == 0)) && exit 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-deps: no apt-get here; install these yourself: ${missing[*]}" >&2
+    return 1
+  fi
 
-if ((EUID == 0)); then
-  as_root=()
-elif command -v sudo >/dev/null 2>&1; then
-  as_root=(sudo)
-else
-  echo "install-deps: need root (or sudo) to install: ${missing[*]}" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "install-deps: no apt-get here; install these yourself: ${missing[*]}" >&2
-  exit 1
-fi
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${as_root[@]}" apt-get update -qq
+  # No recommends: prometheus would pull in node-exporter, which the tests do not use.
+  "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-"${as_root[@]}" apt-get update -qq
-# No recommends: prometheus would pull in node-exporter, which the tests do not use.
-"${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for cmd in "${!PROVIDER[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || { echo "install-deps: $cmd still missing after install" >&2; return 1; }
+  done
+  echo "install-deps: done"
+}
 
-for cmd in "${!PROVIDER[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || { echo "install-deps: $cmd still missing after install" >&2; exit 1; }
-done
-echo "install-deps: done"
+install_packages
+e2e_modules
+bash "$(dirname "${BASH_SOURCE[0]}")/install-kafka.sh"

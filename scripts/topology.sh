@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The multi-process topology on this machine, on real services: redis-server (append-only file),
-# s3s-fs as the S3 server, librdkafka's mock Kafka cluster (`kyufu mock-kafka`), then intake, one
+# s3s-fs as the S3 server, three Apache Kafka brokers (`kafka-cluster` from kyufu-testservers, the
+# jars `make deps` fetched; the roles create the topics, replication factor 3), then intake, one
 # worker per stage (TOPOLOGY_WORKERS of each), the review console and the gateway on
 # 127.0.0.1:$TOPOLOGY_PORT. Everything lives in a temporary directory; Ctrl-C (or SIGTERM) stops it
 # all. Prints the gateway's address to $TOPOLOGY_DIR/addr once everything is ready.
@@ -13,12 +14,13 @@ set -euo pipefail
 
 TARGET_DIR=${TARGET_DIR:-target}
 BIN="$TARGET_DIR/release/kyufu"
+KAFKA="$TARGET_DIR/release/kafka-cluster"
 PORT=${TOPOLOGY_PORT:-8080}
 HOUSEHOLDS=${TOPOLOGY_HOUSEHOLDS:-2000}
 WORKERS=${TOPOLOGY_WORKERS:-1}
 DIR=${TOPOLOGY_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/kyufu-topology.XXXXXX")}
 mkdir -p "$DIR"
-[ -x "$BIN" ] || { echo "topology.sh: build first: cargo build --release -p kyufu" >&2; exit 2; }
+[ -x "$BIN" ] && [ -x "$KAFKA" ] || { echo "topology.sh: build first: cargo build --release -p kyufu -p kyufu-testservers" >&2; exit 2; }
 command -v redis-server >/dev/null || { echo "topology.sh: redis-server missing: run scripts/install-deps.sh" >&2; exit 2; }
 S3S=$(command -v s3s-fs || echo "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs")
 [ -x "$S3S" ] || { echo "topology.sh: s3s-fs missing: run scripts/install-deps.sh" >&2; exit 2; }
@@ -59,13 +61,14 @@ pids+=($!); wait_port redis "$REDIS_PORT"
 mkdir -p "$DIR/s3"
 "$S3S" --host 127.0.0.1 --port "$S3_PORT" --access-key topology --secret-key topology-secret-key "$DIR/s3" >"$DIR/s3.log" 2>&1 &
 pids+=($!); wait_port s3 "$S3_PORT"
-"$BIN" mock-kafka --addr-file "$DIR/kafka" >"$DIR/kafka.log" 2>&1 &
+"$KAFKA" --brokers 3 --addr-file "$DIR/kafka" >"$DIR/kafka.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do [ -s "$DIR/kafka" ] && break; sleep 0.1; done
-[ -s "$DIR/kafka" ] || { echo "topology.sh: mock Kafka did not start; see $DIR/kafka.log" >&2; exit 2; }
+# Three JVMs on a small machine: give them two minutes.
+for _ in $(seq 1 1200); do [ -s "$DIR/kafka" ] && break; kill -0 "${pids[-1]}" 2>/dev/null || break; sleep 0.1; done
+[ -s "$DIR/kafka" ] || { echo "topology.sh: Kafka did not start; see $DIR/kafka.log" >&2; exit 2; }
 
 secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
-export KYUFU_DATA_DIR="$DIR" KYUFU_BUS=kafka KYUFU_KAFKA_BROKERS="$(cat "$DIR/kafka")" KYUFU_KAFKA_CREATE_TOPICS=false \
+export KYUFU_DATA_DIR="$DIR" KYUFU_BUS=kafka KYUFU_KAFKA_BROKERS="$(cat "$DIR/kafka")" KYUFU_KAFKA_PARTITIONS=8 KYUFU_KAFKA_REPLICATION=3 \
   KYUFU_STATUS_STORE=redis KYUFU_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/" \
   KYUFU_DOCUMENTS=s3 KYUFU_S3_ENDPOINT="http://127.0.0.1:$S3_PORT" KYUFU_S3_BUCKET=kyufu-documents KYUFU_S3_CREATE_BUCKET=true \
   AWS_ACCESS_KEY_ID=topology AWS_SECRET_ACCESS_KEY=topology-secret-key \

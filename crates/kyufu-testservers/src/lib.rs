@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clamd;
+pub mod kafka;
 pub mod redis;
 pub mod s3;
 
@@ -51,7 +52,12 @@ pub(crate) struct ServerProcess {
 impl ServerProcess {
     pub(crate) fn start(what: &str, spawn: fn(u16, &std::path::Path) -> std::process::Child) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary directory for {what}: {e}"));
-        let port = free_port();
+        Self::start_in(dir, free_port(), spawn)
+    }
+
+    /// Starts on a port and in a directory chosen (and prepared) by the caller: a server whose
+    /// configuration names other servers' ports (Kafka's quorum) is written before any starts.
+    pub(crate) fn start_in(dir: tempfile::TempDir, port: u16, spawn: fn(u16, &std::path::Path) -> std::process::Child) -> Self {
         let child = spawn(port, dir.path());
         ServerProcess { child: Some(child), port, dir, spawn }
     }
@@ -62,6 +68,16 @@ impl ServerProcess {
 
     pub(crate) fn dir(&self) -> &std::path::Path {
         self.dir.path()
+    }
+
+    /// Started and not killed since (it may still have exited by itself: see `exited`).
+    pub(crate) fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// How the process ended, if it was started and has exited by itself.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub(crate) fn kill(&mut self) {

@@ -2,9 +2,11 @@
 //! temporary directory. `restart` stops and starts it on the same port and directory, so tests can
 //! check what survives a restart.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::ServerProcess;
 
@@ -50,22 +52,32 @@ fn spawn(port: u16, dir: &Path) -> Child {
         .spawn()
         .unwrap_or_else(|e| panic!("starting redis-server on port {port}: {e}"));
     crate::wait_for_port("redis-server", port, Duration::from_secs(10));
+    // A restarted server accepts connections while it replays the append-only file and answers
+    // `-LOADING` until it is done; a test expects it ready once `restart` returns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ping(port).ok().as_deref() != Some("+PONG\r\n") {
+        assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     child
 }
 
+/// The first bytes of the answer to `PING`: `+PONG\r\n` when the server is ready.
+fn ping(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply)?;
+    Ok(String::from_utf8_lossy(&reply).into_owned())
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
-    use std::net::TcpStream;
 
     fn ping(port: u16) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        stream.write_all(b"PING\r\n").unwrap();
-        let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).unwrap();
-        String::from_utf8_lossy(&reply).into_owned()
+        super::ping(port).expect("PING exchange with redis-server")
     }
 
     #[test]

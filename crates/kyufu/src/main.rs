@@ -7,7 +7,6 @@ mod admin;
 mod all_in_one;
 mod backends;
 mod eval;
-mod mock_kafka;
 mod roles;
 mod secrets;
 mod storage_metrics;
@@ -49,8 +48,6 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Measures the automatic triage on a labelled synthetic day; prints the confusion matrix.
     EvalTriage(eval::EvalArgs),
-    /// A mock Kafka cluster (librdkafka's, in memory) for trying the multi-process topology locally.
-    MockKafka(mock_kafka::MockKafkaArgs),
     /// Health probe for containers without curl: GET the URL, exit 0 on a 2xx answer.
     Probe {
         /// e.g. `http://127.0.0.1:8081/readyz`.
@@ -123,7 +120,6 @@ fn main() -> std::process::ExitCode {
             Command::Intake(args) => roles::intake(args).await,
             Command::Worker(args) => roles::worker(args).await,
             Command::Review(args) => roles::review(args).await,
-            Command::MockKafka(args) => mock_kafka::run(args).await,
             Command::Probe { url } => {
                 let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(3)).build()?;
                 let status = client.get(&url).send().await?.status();

@@ -1,7 +1,9 @@
 //! The multi-process topology on real services: `kyufu gateway`, `kyufu intake`, `kyufu review`
 //! and one process per worker stage (dedupe, idcheck, coupon, notify), all at once, on a real
-//! `redis-server`, a real S3 server (`s3s-fs`) and librdkafka's mock Kafka cluster (real TCP, in
-//! this test process).
+//! `redis-server`, a real S3 server (`s3s-fs`) and a real three-broker Apache Kafka cluster
+//! (KRaft, replication factor 3, `min.insync.replicas=2`; the roles create the topics through the
+//! admin API as they start). The tests of this binary share one cluster, each behind its own topic
+//! and group prefix; the fault run, which kills brokers, has a cluster of its own.
 //!
 //! 1. The foundation's walk through it: coupon issued, duplicate, needs review.
 //! 2. A compressed launch day from the load tester while processes are killed (SIGKILL) and
@@ -9,19 +11,21 @@
 //!    (SIGSTOP) past its poll interval: the reconciliation finds nothing lost, nothing duplicated,
 //!    nothing settled differently from the plan.
 //! 3. (`make fault-run`, also run by CI) The same at 10,000 applications, with every worker role
-//!    and intake killed in turn, a zombie worker, a Redis restart, the S3 server away for 30 s, a
-//!    Kafka broker down and produce errors injected through the mock cluster.
+//!    and intake killed in turn, a zombie worker, a Redis restart, the S3 server away for 30 s, and
+//!    twice a Kafka broker killed (SIGKILL) and restarted: the leader of the received topic's first
+//!    partition, then the broker that took over from it.
 
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use kyufu_testservers::{free_port, redis::RedisServer, s3::S3Server};
-use rdkafka::mocking::MockCluster;
+use kyufu_ports::events::topics;
+use kyufu_testservers::{free_port, kafka::KafkaCluster, redis::RedisServer, s3::S3Server};
 use serde_json::Value;
 
 const SECRETS: [(&str, &str); 3] = [
@@ -50,10 +54,20 @@ impl Proc {
     }
 }
 
+/// The Kafka cluster of a topology: the one this test binary shares, or one of its own where the
+/// test kills brokers (behind a mutex, so a restart can wait on a blocking thread while the load
+/// goes on).
+enum Kafka {
+    Shared(&'static KafkaCluster),
+    Own(Arc<Mutex<KafkaCluster>>),
+}
+
 /// The services and the data directory (registry, secrets, outbox) every process shares.
 struct Topology {
-    kafka: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    kafka: Kafka,
     brokers: String,
+    /// Prefix of this topology's topics and consumer groups on the cluster.
+    prefix: String,
     redis: RedisServer,
     s3: S3Server,
     dir: PathBuf,
@@ -63,7 +77,7 @@ struct Topology {
 }
 
 impl Topology {
-    fn new(dir: &Path, households: usize) -> Topology {
+    fn new(dir: &Path, households: usize, kafka: Kafka, prefix: &str) -> Topology {
         let registry = dir.join("registry.csv");
         let status = Command::new(env!("CARGO_BIN_EXE_kyufu"))
             .args(["registry", "generate", "--households", &households.to_string(), "--out"])
@@ -71,15 +85,14 @@ impl Topology {
             .status()
             .expect("registry generate");
         assert!(status.success());
-        let kafka = MockCluster::new(3).expect("librdkafka mock cluster");
-        // The mock cluster has no admin API; the deployment's init job makes the topics in compose.
-        for topic in kyufu_ports::events::topics::ALL {
-            kafka.create_topic(topic, 4, 1).expect("create topic");
-        }
-        let brokers = kafka.bootstrap_servers();
+        let brokers = match &kafka {
+            Kafka::Shared(cluster) => cluster.bootstrap(),
+            Kafka::Own(cluster) => cluster.lock().expect("kafka cluster").bootstrap(),
+        };
         Topology {
             kafka,
             brokers,
+            prefix: prefix.to_owned(),
             redis: RedisServer::start(),
             s3: S3Server::start(),
             dir: dir.to_owned(),
@@ -98,7 +111,11 @@ impl Topology {
             .env("KYUFU_DATA_DIR", &self.dir)
             .env("KYUFU_BUS", "kafka")
             .env("KYUFU_KAFKA_BROKERS", &self.brokers)
-            .env("KYUFU_KAFKA_CREATE_TOPICS", "false")
+            .env("KYUFU_KAFKA_TOPIC_PREFIX", &self.prefix)
+            // Each role creates what is missing as it starts (the default); a few partitions, every
+            // one on all three brokers.
+            .env("KYUFU_KAFKA_PARTITIONS", "4")
+            .env("KYUFU_KAFKA_REPLICATION", "3")
             // A frozen or killed member is replaced within seconds, not the default 45.
             .env("KYUFU_KAFKA_SET", "session.timeout.ms=6000;heartbeat.interval.ms=1000;reconnect.backoff.max.ms=1000")
             .env("KYUFU_STATUS_STORE", "redis")
@@ -191,7 +208,7 @@ async fn wait_ready(name: &str, url: &str) {
 async fn the_walk_through_separate_processes_on_kafka_redis_and_s3() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _logs = LogsOnPanic(dir.path().to_owned());
-    let mut topo = Topology::new(dir.path(), 80);
+    let mut topo = Topology::new(dir.path(), 80, Kafka::Shared(KafkaCluster::shared(3)), "walk.");
     let _procs = topo.start_all().await;
     let base = topo.gateway_base.clone();
     let c = client();
@@ -233,6 +250,7 @@ async fn the_walk_through_separate_processes_on_kafka_redis_and_s3() {
     // on the dead-letter topic with the reason, then carries on.
     use kyufu_ports::EventBus as _;
     let mut config = kyufu_kafka::KafkaConfig::new(topo.brokers.clone());
+    config.topic_prefix.clone_from(&topo.prefix);
     config.create_topics = false;
     let bus = kyufu_kafka::KafkaBus::connect(config).await.expect("test's own Kafka client");
     let mut dead = bus.subscribe("test-dlq-reader", &[kyufu_ports::events::topics::DEAD_LETTER]).await.expect("subscribe");
@@ -262,8 +280,8 @@ async fn the_walk_through_separate_processes_on_kafka_redis_and_s3() {
 }
 
 /// The topology with a second idcheck worker (so one can be frozen while the other takes over).
-async fn fault_topology(dir: &Path, households: usize) -> (Topology, BTreeMap<String, Proc>) {
-    let mut topo = Topology::new(dir, households);
+async fn fault_topology(dir: &Path, households: usize, kafka: Kafka, prefix: &str) -> (Topology, BTreeMap<String, Proc>) {
+    let mut topo = Topology::new(dir, households, kafka, prefix);
     let mut procs = topo.start_all().await;
     let idcheck_b = topo.worker("idcheck", 1);
     wait_ready("idcheck 1", &idcheck_b.health).await;
@@ -313,7 +331,7 @@ fn assert_reconciled(outcome: &loadtest::Outcome, faults: &[String], min_accepte
 async fn a_launch_day_under_faults_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let _logs = LogsOnPanic(dir.path().to_owned());
-    let (mut topo, mut procs) = fault_topology(dir.path(), 300).await;
+    let (mut topo, mut procs) = fault_topology(dir.path(), 300, Kafka::Shared(KafkaCluster::shared(3)), "faults.").await;
     let out = dir.path().join("loadtest-report");
     // A day in twenty seconds, so the faults below land in the middle of the traffic.
     let mix = loadtest::plan::Mix { retry: 0.1, duplicate: 0.05, wrong: 0.05, bad_input: 0.05, abandon: 0.02, omit_resident_id: 0.5 };
@@ -419,17 +437,30 @@ async fn every_fault_in_turn(topo: &mut Topology, procs: &mut BTreeMap<String, P
     topo.s3.restart();
     note("S3 server back after 30 s".into());
     pause(10).await;
-    // A Kafka broker down for 10 s, then produce errors on the next requests.
-    topo.kafka.broker_down(1).expect("broker down");
-    note("Kafka broker 1 down".into());
-    pause(10).await;
-    topo.kafka.broker_up(1).expect("broker up");
-    note("Kafka broker 1 up after 10 s".into());
-    pause(5).await;
-    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-    topo.kafka.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 5]);
-    note("5 produce requests answered NOT_ENOUGH_REPLICAS".into());
-    pause(10).await;
+    // A Kafka broker killed (SIGKILL) for 10 s and restarted with its data, twice: the leader of the
+    // received topic's first partition, then the broker that led it after that (so the second
+    // failover may need the broker that just came back). The restart waits on a blocking thread;
+    // the load goes on meanwhile.
+    let Kafka::Own(kafka) = &topo.kafka else { panic!("the fault run kills brokers of its own cluster") };
+    let received = format!("{}{}", topo.prefix, topics::RECEIVED);
+    for _ in 0..2 {
+        let (cluster, topic) = (kafka.clone(), received.clone());
+        let (leader, partitions) = tokio::task::spawn_blocking(move || {
+            let mut cluster = cluster.lock().expect("kafka cluster");
+            let partitions = cluster.topic(&topic).expect("the received topic");
+            let leader = partitions[0].leader.expect("a leader of the received topic's partition 0");
+            cluster.kill(leader);
+            (leader, partitions)
+        })
+        .await
+        .expect("kill a broker");
+        note(format!("SIGKILL Kafka broker {leader}, leader of {} partition 0 (partitions: {partitions:?})", topics::RECEIVED));
+        pause(10).await;
+        let cluster = kafka.clone();
+        tokio::task::spawn_blocking(move || cluster.lock().expect("kafka cluster").restart(leader)).await.expect("restart a broker");
+        note(format!("Kafka broker {leader} restarted"));
+        pause(10).await;
+    }
     drop(procs.remove("coupon-b"));
     note("SIGKILL coupon 1".into());
     log
@@ -443,7 +474,8 @@ async fn ten_thousand_applications_through_every_fault_lose_nothing() {
     let _logs = LogsOnPanic(dir.path().to_owned());
     // About 1.8 eligible children per household; the plan needs one child per application.
     let households = usize::try_from(applications).unwrap_or(usize::MAX) / 4 * 3 + 500;
-    let (mut topo, mut procs) = fault_topology(dir.path(), households).await;
+    let kafka = Kafka::Own(Arc::new(Mutex::new(KafkaCluster::start(3))));
+    let (mut topo, mut procs) = fault_topology(dir.path(), households, kafka, "fault-run.").await;
     let out = dir.path().join("loadtest-report");
     // Arrivals spread evenly over four minutes, so every fault below lands in the middle of them.
     let mix = loadtest::plan::Mix { retry: 0.05, duplicate: 0.03, wrong: 0.03, bad_input: 0.02, abandon: 0.01, omit_resident_id: 0.5 };
