@@ -78,8 +78,8 @@ run() {
   local settled rate_s p50 p99 lost dup mis
   settled=$(sed -n 's/^applications : .* \([0-9]*\) settled$/\1/p' "$OUT/$name.txt")
   rate_s=$(sed -n 's/^throughput *: .* \([0-9.]*\)\/s settled.*/\1/p' "$OUT/$name.txt")
-  p50=$(sed -n 's/^to final *: p50 \([^ ]*\) p99 .*/\1/p' "$OUT/$name.txt")
-  p99=$(sed -n 's/^to final *: p50 [^ ]* p99 \([^ ]*\) .*/\1/p' "$OUT/$name.txt")
+  p50=$(sed -n 's/^to final *: p50 \(.*\) p99 .* (server history)$/\1/p' "$OUT/$name.txt")
+  p99=$(sed -n 's/^to final *: p50 .* p99 \(.*\) (server history)$/\1/p' "$OUT/$name.txt")
   lost=$(sed -n 's/^lost *: //p' "$OUT/$name.txt"); dup=$(sed -n 's/^duplicated *: //p' "$OUT/$name.txt"); mis=$(sed -n 's/^mismatched *: //p' "$OUT/$name.txt")
   settled=${settled:-0}
   echo "== $name: $n applications offered at $rate/s over ${secs} s"

@@ -100,8 +100,17 @@ impl Upstream {
                 .map_err(|e| if e.is_connect() { Failure::Connect } else { Failure::Exchange }),
             Upstream::InProcess(router) => {
                 use tower::ServiceExt;
+                // Intake's router matches the request afresh: it must not see this router's
+                // extensions (its own path parameters would clash with the gateway's `{*path}`),
+                // only what a connection would give it.
+                let (mut parts, body) = req.into_parts();
+                let connect_info = parts.extensions.remove::<ConnectInfo<SocketAddr>>();
+                parts.extensions = http::Extensions::new();
+                if let Some(info) = connect_info {
+                    parts.extensions.insert(info);
+                }
                 // The router's error type is `Infallible`.
-                router.clone().oneshot(req).await.map_err(|_| Failure::Exchange)
+                router.clone().oneshot(Request::from_parts(parts, body)).await.map_err(|_| Failure::Exchange)
             }
         }
     }

@@ -29,6 +29,9 @@ use crate::runner::{Handled, Stage, StageError};
 
 pub const NAME: &str = "notify";
 
+/// Owner of the `notified:` claim of an application whose email went out.
+const SENT: &str = "sent";
+
 /// One email to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -167,14 +170,17 @@ impl Stage for NotifyStage {
         let ns = format!("notified:{}", ev.program_id);
         let key = ev.application_id.to_string();
         let mail = coupon_email(&self.program, ev.application_id, &ev.application.guardian.email, &ev.application.child.given_name, code);
-        // The claim reads `sent` once the email went out; a replay stops here.
-        if matches!(self.status.claim(&ns, &key, "pending").await?, Claim::Held { ref owner } if owner == "sent") {
+        // The claim reads `sent` once the email went out; a replay stops here (a read, no write).
+        if self.status.claimed_by(&ns, &key).await?.as_deref() == Some(SENT) {
             return Ok(Handled::Skipped);
         }
         match self.notifier.send(&mail).await {
             Ok(()) => {
-                self.status.release(&ns, &key, "pending").await?;
-                self.status.claim(&ns, &key, "sent").await?;
+                // Data written before this stage looked first holds a `pending` claim: replace it.
+                if let Claim::Held { owner } = self.status.claim(&ns, &key, SENT).await? {
+                    self.status.release(&ns, &key, &owner).await?;
+                    self.status.claim(&ns, &key, SENT).await?;
+                }
                 self.metrics.notifications.with_label_values(&["sent"]).inc();
                 Ok(Handled::Done("sent"))
             }

@@ -92,8 +92,9 @@ pub struct RunnerConfig {
 }
 
 /// Lanes per stage process by default: enough to overlap the round trips of one message (status
-/// store, document store, bus) with those of others.
-pub const DEFAULT_CONCURRENCY: usize = 8;
+/// store, document store, bus) with those of others, and on the embedded store enough writes in
+/// flight that each group commit carries many of them (8 lanes left it at ~10 writes per fsync).
+pub const DEFAULT_CONCURRENCY: usize = 32;
 
 impl RunnerConfig {
     pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
