@@ -7,9 +7,7 @@
 //! handled one after the other in their order on the partition, so "first application for a child
 //! wins" keeps its meaning, while different children are checked side by side. Commits still happen
 //! in poll order: a message is committed only when it and every message polled before it are done,
-//! so a crash never skips one (at most `window` messages are handled again). Messages are polled in
-//! batches (as many as the window has room for), and the finished ones are committed together: one
-//! commit per partition for the newest finished message, which covers every one before it.
+//! so a crash never skips one (at most `window` messages are handled again).
 //!
 //! Failures are split by who must act:
 //! - `Unavailable` (a backing service is down): retried with capped backoff for as long as it takes;
@@ -92,9 +90,8 @@ pub struct RunnerConfig {
 }
 
 /// Lanes per stage process by default: enough to overlap the round trips of one message (status
-/// store, document store, bus) with those of others, and on the embedded store enough writes in
-/// flight that each group commit carries many of them (8 lanes left it at ~10 writes per fsync).
-pub const DEFAULT_CONCURRENCY: usize = 32;
+/// store, document store, bus) with those of others.
+pub const DEFAULT_CONCURRENCY: usize = 8;
 
 impl RunnerConfig {
     pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
@@ -181,54 +178,46 @@ pub async fn run_stage(
     let mut lag_timer = tokio::time::interval(config.lag_every);
     lag_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'run: while !*shutdown.borrow() {
-        let room = window.saturating_sub(in_flight.len());
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            // The oldest message is done: take it and every finished one right behind it, then
-            // commit the last of them per partition (every earlier one is then committed too).
+            // The oldest message is done: record it and commit (every earlier one is committed).
             done = async { (&mut in_flight.front_mut()?.done).await.ok() }, if !in_flight.is_empty() => {
-                let (finished, stopped) = take_finished(&mut in_flight, done);
-                for (_, outcome, spent) in &finished {
-                    metrics.processed.with_label_values(&[name, outcome]).inc();
-                    metrics.duration.with_label_values(&[name]).observe(spent.as_secs_f64());
-                }
-                // Commit; if the bus refuses, retry: the effect is durable and a redelivery is harmless.
-                for msg in last_per_partition(finished.iter().map(|(m, _, _)| m)) {
-                    let mut backoff = config.backoff;
-                    while let Err(e) = consumer.commit(msg).await {
-                        tracing::warn!(stage = name, error = %e, "commit failed");
-                        if !sleep_or_shutdown(backoff, &mut shutdown).await {
-                            break 'run;
-                        }
-                        backoff = (backoff * 2).min(config.max_backoff);
-                    }
-                }
-                if stopped {
+                let Some(front) = in_flight.pop_front() else { continue };
+                let Some((Some(outcome), spent)) = done else {
                     break; // shut down mid-message: not committed, so it is delivered again
+                };
+                metrics.processed.with_label_values(&[name, outcome]).inc();
+                metrics.duration.with_label_values(&[name]).observe(spent.as_secs_f64());
+                // Commit; if the bus refuses, retry: the effect is durable and a redelivery is harmless.
+                let mut backoff = config.backoff;
+                while let Err(e) = consumer.commit(&front.msg).await {
+                    tracing::warn!(stage = name, error = %e, "commit failed");
+                    if !sleep_or_shutdown(backoff, &mut shutdown).await {
+                        break 'run;
+                    }
+                    backoff = (backoff * 2).min(config.max_backoff);
                 }
             }
             // The lag gauge keeps moving while messages take long (a backend outage retries them for
             // as long as it takes), so the lag alert sees the outage.
             _ = lag_timer.tick() => refresh_lag(&mut *consumer, &metrics, name).await,
-            polled = consumer.poll_batch(room, config.poll_timeout), if room > 0 => {
-                let batch = match polled {
-                    Ok(batch) => batch,
+            polled = consumer.poll(config.poll_timeout), if in_flight.len() < window => {
+                let msg = match polled {
+                    Ok(Some(msg)) => Arc::new(msg),
+                    Ok(None) => continue,
                     Err(e) => {
                         tracing::warn!(stage = name, error = %e, "poll failed");
                         sleep_or_shutdown(config.backoff * 10, &mut shutdown).await;
                         continue;
                     }
                 };
-                for msg in batch {
-                    let msg = Arc::new(msg);
-                    let (done_tx, done_rx) = oneshot::channel();
-                    let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
-                    if lane.send(Job { msg: msg.clone(), done: done_tx }).await.is_err() {
-                        break 'run; // a lane ended: only on shutdown
-                    }
-                    in_flight.push_back(InFlight { msg, done: done_rx });
+                let (done_tx, done_rx) = oneshot::channel();
+                let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
+                if lane.send(Job { msg: msg.clone(), done: done_tx }).await.is_err() {
+                    break; // a lane ended: only on shutdown
                 }
+                in_flight.push_back(InFlight { msg, done: done_rx });
             }
         }
     }
@@ -244,44 +233,6 @@ pub async fn run_stage(
     .await;
     tracing::info!(stage = name, "stage stopped");
     Ok(())
-}
-
-type Finished = (Arc<Message>, &'static str, Duration);
-
-/// Pops the front (whose answer is `front`) and every message right behind it that is finished
-/// too, in poll order. `true` if one of them was cut off by shutdown: it and everything after it
-/// stay uncommitted.
-fn take_finished(
-    in_flight: &mut VecDeque<InFlight>,
-    front: Option<(Option<&'static str>, Duration)>,
-) -> (Vec<Finished>, bool) {
-    let mut out = Vec::new();
-    let mut answer = front;
-    while let Some(job) = in_flight.pop_front() {
-        match answer {
-            Some((Some(outcome), spent)) => out.push((job.msg, outcome, spent)),
-            _ => return (out, true),
-        }
-        let Some(next) = in_flight.front_mut() else { break };
-        answer = match next.done.try_recv() {
-            Ok(a) => Some(a),
-            Err(oneshot::error::TryRecvError::Empty) => break,
-            Err(oneshot::error::TryRecvError::Closed) => None,
-        };
-    }
-    (out, false)
-}
-
-/// The last message of each partition among `done` (in poll order, so the highest offset).
-fn last_per_partition<'a>(done: impl Iterator<Item = &'a Arc<Message>>) -> Vec<&'a Message> {
-    let mut last: Vec<&Message> = Vec::new();
-    for msg in done {
-        match last.iter_mut().find(|m| m.topic == msg.topic && m.partition == msg.partition) {
-            Some(slot) => *slot = msg,
-            None => last.push(msg),
-        }
-    }
-    last
 }
 
 /// Sets `kyufu_pipeline_consumer_lag_messages{stage}` from the bus, when the bus knows it.
