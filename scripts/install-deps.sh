@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine that has only the Rust toolchain.
-# Idempotent: a package is installed only when one of its commands is missing, `apt-get update`
-# runs at most once per call, and a machine that has everything hears nothing and waits for nothing.
+# Installs what the test suite and the benchmarks need on a fresh Debian machine that has only the
+# Rust toolchain. Idempotent: a package is installed only when one of its commands is missing,
+# `apt-get update` runs at most once per call, and a machine that has everything hears nothing and
+# waits for nothing.
 #
 #   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
 #                          metrics integration test scrapes a real all-in-one with prometheus.
@@ -11,6 +12,8 @@
 #   clamd                — the virus-scan test of intake starts its own clamd with a local test
 #                          signature database (no freshclam, no network); the package's postinst
 #                          may try to start a service, which fails harmlessly without systemd.
+#   wrk                  — `make bench-gateway` loads the gateway and a bare hyper server with it
+#                          from outside the measured process.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 set -euo pipefail
@@ -29,6 +32,7 @@ declare -A PROVIDER=(
   [node]=nodejs
   [npm]=npm
   [clamd]=clamav-daemon
+  [wrk]=wrk
 )
 
 e2e_modules() {
