@@ -23,7 +23,10 @@ pub const MAX_TOKEN_LEN: usize = 1024;
 #[derive(Clone)]
 pub struct Keyring {
     current: String,
-    keys: BTreeMap<String, Vec<u8>>,
+    /// Each key as an HMAC state that has already absorbed the key (both padded key blocks), so a
+    /// token costs only the hashing of its own bytes: the gateway verifies and re-signs a ticket
+    /// on every poll.
+    keys: BTreeMap<String, Hmac<Sha256>>,
 }
 
 impl std::fmt::Debug for Keyring {
@@ -53,7 +56,9 @@ impl Keyring {
             if key.len() < 32 {
                 return Err(KeyringError::ShortKey(kid));
             }
-            map.insert(kid, key);
+            // HMAC takes keys of any length; the error exists only for fixed-size MACs.
+            let Ok(keyed) = <Hmac<Sha256> as Mac>::new_from_slice(&key) else { return Err(KeyringError::ShortKey(kid)) };
+            map.insert(kid, keyed);
         }
         if !map.contains_key(current) {
             return Err(KeyringError::NoCurrent(current.to_owned()));
@@ -64,7 +69,7 @@ impl Keyring {
     /// A keyring with one random key; for tests and single-process demos.
     pub fn random() -> Self {
         let key: [u8; 32] = rand::random();
-        Keyring { current: "k1".to_owned(), keys: BTreeMap::from([("k1".to_owned(), key.to_vec())]) }
+        Keyring::new("k1", [("k1".to_owned(), key.to_vec())]).expect("a 32-byte key under a valid id is accepted")
     }
 
     /// A keyring from a spec `kid:secret[,kid:secret...]`; the first is current.
@@ -84,8 +89,7 @@ impl Keyring {
     }
 
     fn mac_labelled(&self, kid: &str, label: &[u8], data: &[u8]) -> Option<Hmac<Sha256>> {
-        let key = self.keys.get(kid)?;
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).ok()?;
+        let mut mac = self.keys.get(kid)?.clone();
         mac.update(label);
         mac.update(data);
         Some(mac)
@@ -96,22 +100,27 @@ impl Keyring {
     /// derives pass ids from the visitor's place in the queue, so every pass minted for one place
     /// has one id, and spending it covers them all. Ids change when the current key is rotated.
     pub fn derive_id(&self, input: &[u8]) -> String {
-        let tag = self
-            .mac_labelled(&self.current, b"kyufu-id-v1\x1e", input)
-            .map(|m| m.finalize().into_bytes().to_vec())
-            .unwrap_or_default();
-        hex(tag.get(..16).unwrap_or(&tag))
+        let Some(mac) = self.mac_labelled(&self.current, b"kyufu-id-v1\x1e", input) else { return String::new() };
+        hex(mac.finalize().into_bytes().get(..16).unwrap_or_default())
     }
 
     /// Signs `claims` for `purpose`.
     pub fn sign<T: Serialize>(&self, purpose: Purpose, claims: &T) -> String {
-        let json = serde_json::to_vec(claims).unwrap_or_default();
-        let signed = format!("{}.{}", self.current, URL_SAFE_NO_PAD.encode(json));
-        let tag = self
-            .mac(&self.current, purpose, signed.as_bytes())
-            .map(|m| m.finalize().into_bytes().to_vec())
-            .unwrap_or_default();
-        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+        let mut json = Vec::with_capacity(160);
+        if serde_json::to_writer(&mut json, claims).is_err() {
+            json.clear();
+        }
+        // The token is built in one buffer sized for it: `kid.payload`, signed as it stands, then `.mac`.
+        let mut token = String::with_capacity(self.current.len() + 2 + json.len().div_ceil(3) * 4 + TAG_B64_LEN);
+        token.push_str(&self.current);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&json, &mut token);
+        let tag = self.mac(&self.current, purpose, token.as_bytes()).map(|m| m.finalize().into_bytes());
+        token.push('.');
+        if let Some(tag) = tag {
+            URL_SAFE_NO_PAD.encode_string(tag, &mut token);
+        }
+        token
     }
 
     /// Verifies a token's signature for `purpose` and decodes its claims. Constant-time compare.
@@ -123,19 +132,37 @@ impl Keyring {
         let (Some(kid), Some(payload), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
         };
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+        // A part decodes to fewer bytes than the token has characters, so these stack buffers
+        // always fit and nothing is allocated before the signature is known to be good.
+        let mut tag_buf = [0u8; MAX_TOKEN_LEN];
+        let tag = decode_into(tag, &mut tag_buf)?;
         let signed_len = kid.len() + 1 + payload.len();
         let mac = self.mac(kid, purpose, &token.as_bytes()[..signed_len]).ok_or(TokenError::UnknownKey)?;
         // verify_slice compares in constant time.
-        mac.verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
-        let json = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
-        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+        mac.verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
+        let mut json_buf = [0u8; MAX_TOKEN_LEN];
+        serde_json::from_slice(decode_into(payload, &mut json_buf)?).map_err(|_| TokenError::Malformed)
     }
+}
+
+/// Length of an HMAC-SHA256 tag in unpadded base64url.
+const TAG_B64_LEN: usize = 43;
+
+/// Decodes base64url `part` into `buf`, returning the decoded bytes.
+fn decode_into<'b>(part: &str, buf: &'b mut [u8; MAX_TOKEN_LEN]) -> Result<&'b [u8], TokenError> {
+    let n = URL_SAFE_NO_PAD.decode_slice(part, buf).map_err(|_| TokenError::Malformed)?;
+    buf.get(..n).ok_or(TokenError::Malformed)
 }
 
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 /// What a token is for; part of the MAC, so one kind cannot be replayed as another.
@@ -235,6 +262,21 @@ mod tests {
         for junk in ["", "a", "a.b", "a.b.c.d", "k1.!!.??", &"x".repeat(5000)] {
             assert!(verify_pass(&kr, junk, "rice", 1_001).is_err(), "{junk}");
         }
+    }
+
+    #[test]
+    fn tokens_and_ids_keep_their_exact_format() {
+        // Expected values computed outside Rust (Python's hmac, hashlib, base64 and compact json),
+        // so a faster signer can only pass by producing the same bytes.
+        let kr = Keyring::from_spec("a:0123456789abcdef0123456789abcdef").expect("keyring");
+        let claims = PassClaims { ev: "rice".into(), pid: "00112233445566778899aabbccddeeff".into(), seq: 7, iat: 1_000, exp: 1_600 };
+        let token = kr.sign(Purpose::Pass, &claims);
+        assert_eq!(
+            token,
+            "a.eyJldiI6InJpY2UiLCJwaWQiOiIwMDExMjIzMzQ0NTU2Njc3ODg5OWFhYmJjY2RkZWVmZiIsInNlcSI6NywiaWF0IjoxMDAwLCJleHAiOjE2MDB9.E8Jw7nyG4jC2WPqddwKyu_YTOrRv2xgvS6s5RxitDOM"
+        );
+        assert_eq!(verify_pass(&kr, &token, "rice", 1_001), Ok(claims));
+        assert_eq!(kr.derive_id(b"rice\x1f1\x1f42"), "c7ed0972254e7a439952145ad773704a");
     }
 
     #[test]
