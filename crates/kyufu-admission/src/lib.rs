@@ -7,10 +7,11 @@
 //! gateway.
 #![forbid(unsafe_code)]
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64::{DecodeSliceError, Engine};
 use hmac::{Hmac, Mac};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -132,26 +133,30 @@ impl Keyring {
         let (Some(kid), Some(payload), Some(tag), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
             return Err(TokenError::Malformed);
         };
-        // A part decodes to fewer bytes than the token has characters, so these stack buffers
-        // always fit and nothing is allocated before the signature is known to be good.
-        let mut tag_buf = [0u8; MAX_TOKEN_LEN];
-        let tag = decode_into(tag, &mut tag_buf)?;
+        let mut tag_buf = [0u8; 64];
+        let tag = decode(tag, &mut tag_buf)?;
         let signed_len = kid.len() + 1 + payload.len();
         let mac = self.mac(kid, purpose, &token.as_bytes()[..signed_len]).ok_or(TokenError::UnknownKey)?;
         // verify_slice compares in constant time.
-        mac.verify_slice(tag).map_err(|_| TokenError::BadSignature)?;
-        let mut json_buf = [0u8; MAX_TOKEN_LEN];
-        serde_json::from_slice(decode_into(payload, &mut json_buf)?).map_err(|_| TokenError::Malformed)
+        mac.verify_slice(&tag).map_err(|_| TokenError::BadSignature)?;
+        let mut json_buf = [0u8; 384];
+        serde_json::from_slice(&decode(payload, &mut json_buf)?).map_err(|_| TokenError::Malformed)
     }
 }
 
 /// Length of an HMAC-SHA256 tag in unpadded base64url.
 const TAG_B64_LEN: usize = 43;
 
-/// Decodes base64url `part` into `buf`, returning the decoded bytes.
-fn decode_into<'b>(part: &str, buf: &'b mut [u8; MAX_TOKEN_LEN]) -> Result<&'b [u8], TokenError> {
-    let n = URL_SAFE_NO_PAD.decode_slice(part, buf).map_err(|_| TokenError::Malformed)?;
-    buf.get(..n).ok_or(TokenError::Malformed)
+/// Decodes base64url `part` into `buf` when it fits, as the parts of the tokens a keyring signs do,
+/// so checking a token allocates nothing; anything longer is decoded onto the heap.
+fn decode<'b>(part: &str, buf: &'b mut [u8]) -> Result<Cow<'b, [u8]>, TokenError> {
+    match URL_SAFE_NO_PAD.decode_slice(part, buf) {
+        Ok(n) => buf.get(..n).map(Cow::Borrowed).ok_or(TokenError::Malformed),
+        Err(DecodeSliceError::OutputSliceTooSmall) => {
+            URL_SAFE_NO_PAD.decode(part).map(Cow::Owned).map_err(|_| TokenError::Malformed)
+        }
+        Err(DecodeSliceError::DecodeError(_)) => Err(TokenError::Malformed),
+    }
 }
 
 /// Lower-case hex of `bytes`.
@@ -277,6 +282,22 @@ mod tests {
         );
         assert_eq!(verify_pass(&kr, &token, "rice", 1_001), Ok(claims));
         assert_eq!(kr.derive_id(b"rice\x1f1\x1f42"), "c7ed0972254e7a439952145ad773704a");
+    }
+
+    #[test]
+    fn parts_too_long_for_the_stack_buffers_are_still_judged() {
+        let kr = Keyring::random();
+        // Claims longer than any ticket: decoded on the heap, verified all the same.
+        let long = PassClaims { ev: "e".repeat(400), ..PassClaims::new("x", 1, 0, 100) };
+        let token = kr.sign(Purpose::Pass, &long);
+        assert!(token.len() < MAX_TOKEN_LEN);
+        assert_eq!(kr.verify::<PassClaims>(Purpose::Pass, &token), Ok(long));
+        // A tag of another length is a bad signature, not a malformed token, as before, however long.
+        let (signed, tag) = token.rsplit_once('.').unwrap_or_default();
+        for other in ["A".repeat(64), "A".repeat(100)] {
+            assert_eq!(kr.verify::<PassClaims>(Purpose::Pass, &format!("{signed}.{other}")), Err(TokenError::BadSignature));
+        }
+        assert_eq!(kr.verify::<PassClaims>(Purpose::Pass, &format!("{signed}.{tag}!")), Err(TokenError::Malformed));
     }
 
     #[test]
