@@ -4,7 +4,7 @@
 //! ticket, and — once the visitor was admitted — when that happened. The gateway stores nothing per
 //! visitor, so an admitted ticket fixes the pass: the same ticket always yields the same pass.
 
-use http::{header, HeaderMap, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use kyufu_admission::{Keyring, PassClaims, Purpose};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,8 @@ pub const TICKET_COOKIE: &str = "kyufu_ticket";
 pub const PASS_COOKIE: &str = "kyufu_pass";
 /// Header a client sends its ticket in.
 pub const TICKET_HEADER: &str = "x-queue-ticket";
+/// The same as a header name, so looking it up on every poll does not parse the name again.
+const TICKET_HEADER_NAME: HeaderName = HeaderName::from_static(TICKET_HEADER);
 
 /// Claims of a ticket. Short names keep the token small: it travels on every poll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,7 +90,7 @@ pub(crate) enum Presented<'a> {
 /// The ticket from `X-Queue-Ticket`, else from the `kyufu_ticket` cookie. An empty header counts as
 /// absent, so a client that always sends the header still falls back to its cookie.
 pub(crate) fn presented(headers: &HeaderMap) -> Presented<'_> {
-    if let Some(value) = headers.get(TICKET_HEADER) {
+    if let Some(value) = headers.get(&TICKET_HEADER_NAME) {
         match value.to_str().map(str::trim) {
             Ok("") => {}
             Ok(token) => return Presented::Token(token),
@@ -114,10 +116,20 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 }
 
 /// `name=value; Path=/; HttpOnly; SameSite=Lax[; Secure]`. A session cookie: the ticket and pass
-/// carry their own expiry, so the browser needs none.
+/// carry their own expiry, so the browser needs none. Built in one buffer that becomes the header
+/// value without a copy: every poll that refreshes a ticket sets it.
 pub(crate) fn set_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax{secure}")).ok()
+    const ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
+    const SECURE: &str = "; Secure";
+    let mut cookie = String::with_capacity(name.len() + 1 + value.len() + ATTRIBUTES.len() + SECURE.len());
+    cookie.push_str(name);
+    cookie.push('=');
+    cookie.push_str(value);
+    cookie.push_str(ATTRIBUTES);
+    if secure {
+        cookie.push_str(SECURE);
+    }
+    HeaderValue::try_from(cookie).ok()
 }
 
 /// A cookie that removes `name` from the browser.
