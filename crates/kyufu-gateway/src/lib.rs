@@ -23,6 +23,7 @@ mod backoff;
 mod config;
 mod client_limit;
 mod controls;
+mod front;
 pub mod launch;
 mod liveness;
 mod metrics;
@@ -161,7 +162,7 @@ impl Gateway {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/queue/join", post(queue::join))
-            .route("/queue/status", get(queue::status))
+            .route(front::STATUS_PATH, get(queue::status))
             .route("/queue/fairness", get(launch::fairness))
             .route("/api/{*path}", any(proxy::forward))
             .merge(pages::routes())
@@ -186,7 +187,9 @@ impl Gateway {
             upstream = %self.shared.config.upstream,
             "gateway listening"
         );
-        let served = kyufu_http::serve(listener, router, shutdown).await;
+        // As `kyufu_http::serve`, with the poll taken before the router (`front`).
+        let front = front::MakeFront::new(self.shared.clone(), router);
+        let served = axum::serve(listener, front).with_graceful_shutdown(shutdown).await;
         drop(ticker);
         // A graceful stop hands the cursor to another node now, not when the lease runs out.
         self.shared.admission.state.release().await;
