@@ -24,6 +24,7 @@ mod config;
 mod client_limit;
 mod controls;
 mod front;
+mod json;
 pub mod launch;
 mod liveness;
 mod metrics;

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use kyufu_admission::Purpose;
 use kyufu_domain::ErrorCode;
 use kyufu_http::ApiError;
 
 use crate::config::GatewayConfig;
+use crate::json;
 use crate::launch::Place;
 use crate::state::{Counters, SharedReference};
 use crate::ticket::{self, Presented, TicketClaims, PASS_COOKIE, TICKET_COOKIE};
@@ -305,8 +305,7 @@ pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Ans
     };
     // Any verification failure (garbage, forged, unknown key, a pass sent as a ticket) is the
     // same answer to the visitor: join again.
-    let claims: TicketClaims =
-        gw.config.keyring.verify(Purpose::Ticket, token).map_err(|_| ApiError::new(ErrorCode::TicketInvalid))?;
+    let claims = TicketClaims::verify(&gw.config.keyring, token).map_err(|_| ApiError::new(ErrorCode::TicketInvalid))?;
     if claims.ev != gw.config.event_id {
         return Err(ApiError::new(ErrorCode::TicketInvalid));
     }
@@ -370,53 +369,32 @@ fn render(gw: &Shared, answer: &Answer) -> Response {
 /// `refresh_after_seconds`, and when they apply `pass`, `message` and `opens_at` (in the
 /// pre-queue: when the place is drawn, RFC 3339; `position` is 0 until then).
 ///
-/// Written by hand into one buffer sized for it, because every poll sends it: byte for byte what
-/// serde_json writes for these fields (the tests compare the two), without serde_json's
-/// character-by-character escaping of the tokens, which never need it.
+/// Written by hand (`json`) into one buffer sized for it, because every poll sends it: byte for
+/// byte what serde_json writes for these fields (the tests compare the two).
 fn view_json(answer: &Answer, message: Option<&str>, opens_at: Option<&str>) -> Vec<u8> {
     let pass = answer.pass.as_deref();
     let strings = answer.ticket.len() + pass.map_or(0, str::len) + message.map_or(0, str::len);
     let mut out = Vec::with_capacity(strings + 192);
     out.extend_from_slice(b"{\"ticket\":");
-    json_str(&mut out, &answer.ticket);
+    json::push_str(&mut out, &answer.ticket);
     out.extend_from_slice(if pass.is_some() { b",\"state\":\"admitted\"" } else { b",\"state\":\"waiting\"" });
     out.extend_from_slice(b",\"position\":");
-    json_u64(&mut out, answer.position);
+    json::push_u64(&mut out, answer.position);
     out.extend_from_slice(b",\"eta_seconds\":");
     match answer.eta {
-        Some(eta) => json_u64(&mut out, eta),
+        Some(eta) => json::push_u64(&mut out, eta),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"refresh_after_seconds\":");
-    json_u64(&mut out, answer.refresh_after);
+    json::push_u64(&mut out, answer.refresh_after);
     for (key, value) in [(&b",\"pass\":"[..], pass), (b",\"message\":", message), (b",\"opens_at\":", opens_at)] {
         if let Some(value) = value {
             out.extend_from_slice(key);
-            json_str(&mut out, value);
+            json::push_str(&mut out, value);
         }
     }
     out.push(b'}');
     out
-}
-
-/// `s` as a JSON string. Tokens (base64url and dots) are copied as they are; anything else, such
-/// as the operator's message, goes through serde_json's escaping.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Every byte is checked (no early exit), which the compiler turns into a few wide compares.
-    let plain = s.bytes().fold(true, |plain, b| plain & (b.is_ascii_alphanumeric() | (b == b'-') | (b == b'_') | (b == b'.')));
-    if plain {
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    } else {
-        // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
-    }
-}
-
-fn json_u64(out: &mut Vec<u8>, n: u64) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &n);
 }
 
 /// The ticket and pass cookies of an answer, and `no-store`: tickets and passes are personal, no
@@ -439,7 +417,7 @@ pub(crate) fn set_cookies(gw: &Shared, answer: &Answer, headers: &mut HeaderMap)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kyufu_admission::Keyring;
+    use kyufu_admission::{Keyring, Purpose};
 
     fn config() -> GatewayConfig {
         GatewayConfig::new("rice", Keyring::random(), "http://127.0.0.1:1")
