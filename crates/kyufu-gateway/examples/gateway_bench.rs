@@ -43,25 +43,27 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU seconds this process (both servers; wrk is another process) has used so far.
-fn cpu_secs() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, counted after the parenthesised command name, in
-    // USER_HZ (100 on Linux) ticks.
+/// CPU seconds used so far by this process (both servers) and by its finished children (the wrk
+/// runs): fields 14-15 and 16-17 of /proc/self/stat, counted after the parenthesised command
+/// name, in USER_HZ (100 on Linux) ticks.
+fn cpu_secs() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let ticks: u64 = after_name.split_whitespace().skip(11).take(2).filter_map(|v| v.parse::<u64>().ok()).sum();
-    ticks as f64 / 100.0
+    let ticks: Vec<u64> = after_name.split_whitespace().skip(11).take(4).filter_map(|v| v.parse().ok()).collect();
+    let secs = |range: std::ops::Range<usize>| ticks.get(range).map_or(0, |t| t.iter().sum::<u64>()) as f64 / 100.0;
+    (secs(0..2), secs(2..4))
 }
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// What one wrk run reported, and the CPU this process spent serving it.
+/// What one wrk run reported, the CPU this process spent serving it and the CPU wrk spent.
 #[derive(Debug, Default, Clone, Copy)]
 struct Run {
     requests: u64,
     per_sec: f64,
     errors: u64,
     cpu_secs: f64,
+    wrk_cpu_secs: f64,
 }
 
 impl Run {
@@ -71,11 +73,16 @@ impl Run {
             per_sec: self.per_sec + other.per_sec,
             errors: self.errors + other.errors,
             cpu_secs: self.cpu_secs + other.cpu_secs,
+            wrk_cpu_secs: self.wrk_cpu_secs + other.wrk_cpu_secs,
         }
     }
 
     fn cpu_micros_per_request(&self) -> f64 {
         self.cpu_secs * 1e6 / self.requests.max(1) as f64
+    }
+
+    fn wrk_micros_per_request(&self) -> f64 {
+        self.wrk_cpu_secs * 1e6 / self.requests.max(1) as f64
     }
 }
 
@@ -97,12 +104,13 @@ async fn wrk(url: &str, header: Option<String>, conns: u64, secs: u64) -> anyhow
         }
         Err(e) => return Err(e).context("running wrk"),
     };
-    let cpu = cpu_secs() - cpu_before;
+    let cpu_after = cpu_secs();
+    let (cpu, wrk_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk(&text).map(|run| Run { cpu_secs: cpu, ..run }).with_context(|| format!("unexpected wrk output:\n{text}"))
+    parse_wrk(&text).map(|run| Run { cpu_secs: cpu, wrk_cpu_secs: wrk_cpu, ..run }).with_context(|| format!("unexpected wrk output:\n{text}"))
 }
 
 /// The figures from wrk's summary: `N requests in ...`, `Requests/sec: R`, and the error lines
@@ -216,8 +224,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let counted = waiting_polls(&registry) - counted_before;
     let n = rounds as f64;
-    println!("    bare hyper hello:       {:>10.0} req/s  ({:.1} µs CPU per request)", bare.per_sec / n, bare.cpu_micros_per_request());
-    println!("    GET /queue/status:      {:>10.0} req/s  ({:.1} µs CPU per request)", polls.per_sec / n, polls.cpu_micros_per_request());
+    for (name, run) in [("bare hyper hello:  ", bare), ("GET /queue/status: ", polls)] {
+        println!(
+            "    {name}     {:>10.0} req/s  (CPU per request: server {:.1} µs, wrk {:.1} µs)",
+            run.per_sec / n,
+            run.cpu_micros_per_request(),
+            run.wrk_micros_per_request()
+        );
+    }
     ratios.sort_by(f64::total_cmp);
     let mid = ratios.len() / 2;
     let median = if ratios.len() % 2 == 1 { ratios[mid] } else { (ratios[mid - 1] + ratios[mid]) / 2.0 };
