@@ -1,60 +1,98 @@
-//! The public port's front door: `GET /queue/status` goes straight to its handler, every other
-//! request through the router. On launch morning every waiting visitor polls every few seconds, so
-//! the poll is nearly all of the traffic, and the router's work per request (matching the path,
-//! cloning the boxed route, recording the matched path and parameters, boxing the handler's
-//! future) cost about as much as the poll's own work. The router keeps the route too, so
-//! `Gateway::router` answers the same, and anything the front door does not recognise exactly
-//! (another method, another path) gets the router's answer.
+//! The public port's server: hyper's HTTP/1 connections, where `GET /queue/status` goes straight
+//! to its handler and every other request through the router. On launch morning every waiting
+//! visitor polls every few seconds, so the poll is nearly all of the traffic, and what a general
+//! server does around each request (axum's `serve` wrapping every connection and request, the
+//! router matching the path, cloning the boxed route, recording the matched path and parameters,
+//! boxing the request body and the handler's future) cost about as much as the poll's own work.
+//! The router keeps the route too, so `Gateway::router` answers the same, and anything the front
+//! door does not recognise exactly (another method, another path) gets the router's answer.
 //!
-//! The client's address is handed to the router's handlers as `ConnectInfo`, as
-//! `into_make_service_with_connect_info` would; the poll does not need it, so it is not recorded
-//! for the poll.
+//! Otherwise it serves as `kyufu_http::serve` (axum's `serve`) does: HTTP/1 with keep-alive, the
+//! client's address handed to the router's handlers as `ConnectInfo`, a failed accept retried
+//! (after a second unless the error only concerned that connection), and on shutdown no new
+//! connections while the open ones finish the request they are on.
 
 use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::Method;
 use axum::response::Response;
-use axum::serve::IncomingStream;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tower::Service;
+use tokio::sync::watch;
+use tower::ServiceExt;
 
 use crate::Shared;
 
 /// The path that skips the router.
 pub(crate) const STATUS_PATH: &str = "/queue/status";
 
-/// Makes one `Front` per connection, knowing the client's address.
-#[derive(Clone)]
-pub(crate) struct MakeFront {
+/// Serves `router`, with the poll in front of it, on `listener` until `shutdown` resolves; then
+/// accepts nothing more and returns once every open connection has finished.
+pub(crate) async fn serve(
+    listener: TcpListener,
     shared: Arc<Shared>,
     router: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    // `stopping` tells the connections to finish; each holds an `open` receiver, so `open_tx`
+    // closes once the last one is gone.
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let (open_tx, open_rx) = watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                accept_failed(e).await;
+                continue;
+            }
+        };
+        let front = Front { shared: shared.clone(), router: router.clone(), peer };
+        let (mut stopping, open) = (stopping_rx.clone(), open_rx.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), front);
+            let mut conn = std::pin::pin!(conn);
+            let stop = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stop => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stopping_tx.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
 }
 
-impl MakeFront {
-    pub(crate) fn new(shared: Arc<Shared>, router: Router) -> Self {
-        MakeFront { shared, router }
+/// A failed accept: one connection's trouble is passed over; anything else (out of file
+/// descriptors, say) is logged and retried after a second, so the loop does not spin on it.
+async fn accept_failed(e: io::Error) {
+    if matches!(e.kind(), io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset) {
+        return;
     }
-}
-
-impl Service<IncomingStream<'_, TcpListener>> for MakeFront {
-    type Response = Front;
-    type Error = Infallible;
-    type Future = Ready<Result<Front, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, stream: IncomingStream<'_, TcpListener>) -> Self::Future {
-        ready(Ok(Front { shared: self.shared.clone(), router: self.router.clone(), peer: *stream.remote_addr() }))
-    }
+    tracing::error!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// One connection's service.
@@ -65,32 +103,39 @@ pub(crate) struct Front {
     peer: SocketAddr,
 }
 
-impl Service<Request> for Front {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Neither the poll handler nor the router ever waits for capacity.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
+impl Front {
+    fn answer<B>(&self, request: axum::http::Request<B>) -> Answer
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         if request.method() == Method::GET && request.uri().path() == STATUS_PATH {
             let shared = self.shared.clone();
-            return Box::pin(async move { Ok(crate::queue::status(State(shared), request).await) });
+            return Box::pin(async move { Ok(crate::queue::poll(&shared, request.headers()).await) });
         }
+        let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        Box::pin(self.router.call(request))
+        Box::pin(self.router.clone().oneshot(request))
+    }
+}
+
+impl hyper::service::Service<axum::http::Request<Incoming>> for Front {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: axum::http::Request<Incoming>) -> Answer {
+        self.answer(request)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use axum::body::Body;
+    use axum::extract::Request;
     use axum::http::StatusCode;
     use kyufu_admission::Keyring;
-    use tower::ServiceExt;
 
     use super::*;
     use crate::{Gateway, GatewayConfig};
@@ -103,29 +148,33 @@ mod tests {
         builder.body(Body::empty()).expect("request")
     }
 
-    async fn answer(service: impl Service<Request, Response = Response, Error = Infallible>, req: Request) -> (StatusCode, Vec<u8>) {
-        let Ok(resp) = service.oneshot(req).await;
+    async fn read(answer: impl Future<Output = Result<Response, Infallible>>) -> (StatusCode, Vec<u8>) {
+        let Ok(resp) = answer.await;
         let status = resp.status();
         (status, axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body").to_vec())
     }
 
-    #[tokio::test]
-    async fn the_front_door_answers_as_the_router_and_passes_the_client_address_on() {
+    fn gateway() -> Gateway {
         let mut config = GatewayConfig::new("rice", Keyring::random(), "http://127.0.0.1:9");
         config.rate_per_sec = 0;
         config.join_limit_per_sec = 1;
         config.join_limit_burst = 2;
-        let (gateway, _handle) = Gateway::new(config, prometheus::Registry::new()).expect("gateway");
+        Gateway::new(config, prometheus::Registry::new()).expect("gateway").0
+    }
+
+    #[tokio::test]
+    async fn the_front_door_answers_as_the_router_and_passes_the_client_address_on() {
+        let gateway = gateway();
         let router = gateway.router();
         let peer: SocketAddr = "203.0.113.7:4000".parse().expect("addr");
         let front = Front { shared: gateway.shared.clone(), router: router.clone(), peer };
 
         // The client address reaches the join handler: its limit counts this address.
-        let join = |s: Front| answer(s, request(Method::POST, "/queue/join", None));
-        let (first, body) = join(front.clone()).await;
+        let join = || read(front.answer(request(Method::POST, "/queue/join", None)));
+        let (first, body) = join().await;
         assert_eq!(first, StatusCode::OK);
-        assert_eq!(join(front.clone()).await.0, StatusCode::OK);
-        assert_eq!(join(front.clone()).await.0, StatusCode::TOO_MANY_REQUESTS, "burst of 2 spent by 203.0.113.7");
+        assert_eq!(join().await.0, StatusCode::OK);
+        assert_eq!(join().await.0, StatusCode::TOO_MANY_REQUESTS, "burst of 2 spent by 203.0.113.7");
         let joined: serde_json::Value = serde_json::from_slice(&body).expect("json");
         let ticket = joined["ticket"].as_str().expect("ticket");
 
@@ -140,12 +189,30 @@ mod tests {
             (Method::GET, "/queue/status/", Some(ticket)),
             (Method::GET, "/queue/STATUS", Some(ticket)),
         ] {
-            let by_front = answer(front.clone(), request(method.clone(), uri, ticket)).await;
-            let by_router = answer(router.clone(), request(method.clone(), uri, ticket)).await;
+            let by_front = read(front.answer(request(method.clone(), uri, ticket))).await;
+            let by_router = read(router.clone().oneshot(request(method.clone(), uri, ticket))).await;
             assert_eq!(by_front, by_router, "{method} {uri}");
         }
-        let (status, body) = answer(front, request(Method::GET, "/queue/status", Some(ticket))).await;
+        let (status, body) = read(front.answer(request(Method::GET, "/queue/status", Some(ticket)))).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&body).expect("json")["state"], "waiting");
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_the_door_and_ends_once_connections_are_done() {
+        let gateway = gateway();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(serve(listener, gateway.shared.clone(), gateway.router(), async {
+            let _ = stopped.await;
+        }));
+        // A keep-alive client that stays connected after its answer.
+        let client = reqwest::Client::new();
+        let answer = client.get(format!("http://{addr}/healthz")).send().await.expect("answer");
+        assert_eq!(answer.status(), StatusCode::OK);
+        let _ = stop.send(());
+        tokio::time::timeout(Duration::from_secs(5), served).await.expect("serve ended").expect("no panic");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing listens any more");
     }
 }

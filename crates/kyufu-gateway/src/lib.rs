@@ -189,12 +189,10 @@ impl Gateway {
             "gateway listening"
         );
         // As `kyufu_http::serve`, with the poll taken before the router (`front`).
-        let front = front::MakeFront::new(self.shared.clone(), router);
-        let served = axum::serve(listener, front).with_graceful_shutdown(shutdown).await;
+        front::serve(listener, self.shared.clone(), router, shutdown).await;
         drop(ticker);
         // A graceful stop hands the cursor to another node now, not when the lease runs out.
         self.shared.admission.state.release().await;
-        served?;
         Ok(())
     }
 }

@@ -279,9 +279,15 @@ async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(
     }
 }
 
-/// `GET /queue/status`. Takes the whole request, not a `HeaderMap`, which axum would copy.
+/// `GET /queue/status`. Takes the whole request, not a `HeaderMap`, which axum would copy. The
+/// public port's server calls `poll` itself (`front`).
 pub(crate) async fn status(State(gw): State<Arc<Shared>>, request: Request) -> Response {
-    let result = status_inner(&gw, request.headers()).await;
+    poll(&gw, request.headers()).await
+}
+
+/// The answer to a poll presenting `headers`, counted by outcome.
+pub(crate) async fn poll(gw: &Shared, headers: &HeaderMap) -> Response {
+    let result = status_inner(gw, headers).await;
     let polls = &gw.metrics.polls;
     let outcome = match &result {
         Ok(a) if a.pass.is_some() => &polls.admitted,
@@ -292,7 +298,7 @@ pub(crate) async fn status(State(gw): State<Arc<Shared>>, request: Request) -> R
     };
     outcome.inc();
     match result {
-        Ok(answer) => render(&gw, &answer),
+        Ok(answer) => render(gw, &answer),
         Err(e) => e.into_response(),
     }
 }

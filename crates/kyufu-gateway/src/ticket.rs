@@ -178,7 +178,9 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 pub(crate) fn set_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValue> {
     const ATTRIBUTES: &str = "; Path=/; HttpOnly; SameSite=Lax";
     const SECURE: &str = "; Secure";
-    let mut cookie = String::with_capacity(name.len() + 1 + value.len() + ATTRIBUTES.len() + SECURE.len());
+    // Exactly the length, so the header value takes the buffer over without another allocation.
+    let secure_len = if secure { SECURE.len() } else { 0 };
+    let mut cookie = String::with_capacity(name.len() + 1 + value.len() + ATTRIBUTES.len() + secure_len);
     cookie.push_str(name);
     cookie.push('=');
     cookie.push_str(value);
