@@ -23,14 +23,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Method;
-use axum::response::Response;
 use axum::Router;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::queue::PollResponse;
 use crate::Shared;
 
 /// The path that skips the router.
@@ -69,7 +70,9 @@ pub(crate) async fn serve(
             let stop = async move {
                 let _ = stopping.wait_for(|stop| *stop).await;
             };
+            // Biased: the connection first, with no coin toss on every wake-up.
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => {}
                 () = stop => {
                     conn.as_mut().graceful_shutdown();
@@ -103,7 +106,7 @@ pub(crate) struct Front {
     peer: SocketAddr,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Result<PollResponse, Infallible>> + Send>>;
 
 impl Front {
     fn answer<B>(&self, request: axum::http::Request<B>) -> Answer
@@ -117,12 +120,13 @@ impl Front {
         }
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        Box::pin(self.router.clone().oneshot(request))
+        let routed = self.router.clone().oneshot(request);
+        Box::pin(async move { Ok(routed.await.map_or_else(|never| match never {}, |r| r.map(Either::Right))) })
     }
 }
 
 impl hyper::service::Service<axum::http::Request<Incoming>> for Front {
-    type Response = Response;
+    type Response = PollResponse;
     type Error = Infallible;
     type Future = Answer;
 
@@ -148,10 +152,15 @@ mod tests {
         builder.body(Body::empty()).expect("request")
     }
 
-    async fn read(answer: impl Future<Output = Result<Response, Infallible>>) -> (StatusCode, Vec<u8>) {
+    async fn read<B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static>(
+        answer: impl Future<Output = Result<axum::http::Response<B>, Infallible>>,
+    ) -> (StatusCode, Vec<u8>)
+    where
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let Ok(resp) = answer.await;
         let status = resp.status();
-        (status, axum::body::to_bytes(resp.into_body(), 1 << 16).await.expect("body").to_vec())
+        (status, axum::body::to_bytes(Body::new(resp.into_body()), 1 << 16).await.expect("body").to_vec())
     }
 
     fn gateway() -> Gateway {

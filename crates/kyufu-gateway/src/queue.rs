@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use kyufu_domain::ErrorCode;
 use kyufu_http::ApiError;
 
@@ -282,11 +285,15 @@ async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(
 /// `GET /queue/status`. Takes the whole request, not a `HeaderMap`, which axum would copy. The
 /// public port's server calls `poll` itself (`front`).
 pub(crate) async fn status(State(gw): State<Arc<Shared>>, request: Request) -> Response {
-    poll(&gw, request.headers()).await
+    poll(&gw, request.headers()).await.map(Body::new)
 }
 
+/// A poll's answer: the queue answer's own body, or an error's axum body. The public port's server
+/// sends it as it is, without boxing the body as an axum `Response` would.
+pub(crate) type PollResponse = http::Response<Either<Full<Bytes>, Body>>;
+
 /// The answer to a poll presenting `headers`, counted by outcome.
-pub(crate) async fn poll(gw: &Shared, headers: &HeaderMap) -> Response {
+pub(crate) async fn poll(gw: &Shared, headers: &HeaderMap) -> PollResponse {
     let result = status_inner(gw, headers).await;
     let polls = &gw.metrics.polls;
     let outcome = match &result {
@@ -298,8 +305,8 @@ pub(crate) async fn poll(gw: &Shared, headers: &HeaderMap) -> Response {
     };
     outcome.inc();
     match result {
-        Ok(answer) => render(gw, &answer),
-        Err(e) => e.into_response(),
+        Ok(answer) => answer_response(gw, &answer).map(Either::Left),
+        Err(e) => e.into_response().map(Either::Right),
     }
 }
 
@@ -362,10 +369,16 @@ pub(crate) fn visitor_message(gw: &Shared) -> Option<String> {
 }
 
 fn render(gw: &Shared, answer: &Answer) -> Response {
+    answer_response(gw, answer).map(Body::new)
+}
+
+/// The answer with its headers, its body not boxed (see `PollResponse`).
+fn answer_response(gw: &Shared, answer: &Answer) -> http::Response<Full<Bytes>> {
     let message = if answer.pass.is_some() { None } else { visitor_message(gw) };
     let opens_at = answer.opens_at.and_then(crate::launch::rfc3339);
     let body = view_json(answer, message.as_deref(), opens_at.as_deref());
-    let mut resp = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     set_cookies(gw, answer, resp.headers_mut());
     resp
 }
