@@ -47,8 +47,9 @@ deploy-down:
 	@command -v docker >/dev/null && docker compose version >/dev/null 2>&1 || { echo "deploy-down: needs docker with the compose plugin" >&2; exit 1; }
 	docker compose -f deploy/compose.yaml down
 
-## Gateway figures: status-poll throughput vs a bare hyper server, memory for 1,000,000 tickets.
-bench-gateway:
+## Gateway figures: status-poll throughput vs a bare hyper server (both loaded by wrk in one run),
+## memory for 1,000,000 tickets.
+bench-gateway: deps
 	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
 
 ## Simulated launch: 1,000,000 visitors within 60 s at 200 admissions/s on virtual time; order and

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine that has only the Rust toolchain.
-# Idempotent: a package is installed only when one of its commands is missing, `apt-get update`
-# runs at most once per call, and a machine that has everything hears nothing and waits for nothing.
+# Installs what the test suite and the benchmarks need on a fresh Debian machine that has only the
+# Rust toolchain. Idempotent: a package is installed only when one of its commands is missing,
+# `apt-get update` runs at most once per call, and a machine that has everything hears nothing and
+# waits for nothing.
 #
 #   prometheus, promtool — `make check-deploy` validates deploy/prometheus/ with promtool, and the
 #                          metrics integration test scrapes a real all-in-one with prometheus.
@@ -12,6 +13,8 @@
 #                          signature database (no freshclam, no network); the package's postinst
 #                          may try to start a service, which fails harmlessly without systemd.
 #   curl                 — `make bench` reads the system's /metrics.
+#   wrk                  — `make bench-gateway` loads the gateway and a bare hyper server with it
+#                          from outside the measured process.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 #   java, mvn            — the Kafka tests start real Apache Kafka brokers (KRaft) from jars that
@@ -36,6 +39,7 @@ declare -A PROVIDER=(
   [curl]=curl
   [java]=default-jre-headless
   [mvn]=maven
+  [wrk]=wrk
 )
 
 e2e_modules() {

@@ -275,9 +275,11 @@ impl Admission {
         self.paused.load(Ordering::Relaxed)
     }
 
-    /// Whether the cursor can move at all right now.
+    /// Whether the cursor can move at all right now. Asked on every waiting poll (for its ETA), so
+    /// it looks at the bucket without taking a reference to it.
     fn admitting(&self) -> bool {
-        !self.is_paused() && self.bucket().is_some() && self.launch.is_open()
+        let has_bucket = || self.rate.read().unwrap_or_else(|e| e.into_inner()).bucket.is_some();
+        !self.is_paused() && has_bucket() && self.launch.is_open()
     }
 
     /// Takes what the bucket holds, up to the number waiting, and advances the cursor by it.

@@ -23,6 +23,8 @@ mod backoff;
 mod config;
 mod client_limit;
 mod controls;
+mod front;
+mod json;
 pub mod launch;
 mod liveness;
 mod metrics;
@@ -171,7 +173,7 @@ impl Gateway {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/queue/join", post(queue::join))
-            .route("/queue/status", get(queue::status))
+            .route(front::STATUS_PATH, get(queue::status))
             .route("/queue/fairness", get(launch::fairness))
             .route("/api/{*path}", any(proxy::forward))
             .merge(pages::routes())
@@ -196,11 +198,11 @@ impl Gateway {
             upstream = %self.shared.config.upstream,
             "gateway listening"
         );
-        let served = kyufu_http::serve(listener, router, shutdown).await;
+        // As `kyufu_http::serve`, with the poll taken before the router (`front`).
+        front::serve(listener, self.shared.clone(), router, shutdown).await;
         drop(ticker);
         // A graceful stop hands the cursor to another node now, not when the lease runs out.
         self.shared.admission.state.release().await;
-        served?;
         Ok(())
     }
 }

@@ -23,7 +23,7 @@ pub(crate) struct GatewayMetrics {
     pub queue_length: IntGauge,
     pub admitted: IntCounter,
     pub joins: IntCounter,
-    pub polls: IntCounterVec,
+    pub polls: PollOutcomes,
     pub passes: IntCounter,
     pub passes_spent: IntCounter,
     pub passes_rejected: IntCounter,
@@ -44,6 +44,8 @@ impl GatewayMetrics {
     pub fn new(registry: &Registry) -> Self {
         use kyufu_telemetry::register;
         // Metric definitions are static, so construction can only fail on a programming error.
+        let polls = IntCounterVec::new(Opts::new("kyufu_gateway_status_polls_total", "Status polls by outcome"), &["outcome"])
+            .expect("static metric");
         let m = GatewayMetrics {
             queue_length: IntGauge::new("kyufu_gateway_queue_length", "Visitors waiting: issued minus cursor")
                 .expect("static metric"),
@@ -53,11 +55,7 @@ impl GatewayMetrics {
             )
             .expect("static metric"),
             joins: IntCounter::new("kyufu_gateway_joins_total", "Visitors who joined the queue").expect("static metric"),
-            polls: IntCounterVec::new(
-                Opts::new("kyufu_gateway_status_polls_total", "Status polls by outcome"),
-                &["outcome"],
-            )
-            .expect("static metric"),
+            polls: PollOutcomes::new(&polls),
             passes: IntCounter::new(
                 "kyufu_gateway_passes_issued_total",
                 "Admission passes issued (once per admitted ticket; re-serving the same pass is not counted)",
@@ -137,9 +135,6 @@ impl GatewayMetrics {
         };
         // Every value of the fixed label sets exists from the start at zero, so `increase()` sees
         // the first event and dashboards show the series before anything happened.
-        for outcome in ["admitted", "waiting", "expired", "unavailable", "invalid"] {
-            m.polls.with_label_values(&[outcome]);
-        }
         for kind in crate::proxy::FAILURE_KINDS {
             m.proxy_errors.with_label_values(&[kind]);
         }
@@ -150,7 +145,11 @@ impl GatewayMetrics {
             queue_length: register(registry, m.queue_length),
             admitted: register(registry, m.admitted),
             joins: register(registry, m.joins),
-            polls: register(registry, m.polls),
+            // The outcome counters are series of the registered family.
+            polls: {
+                register(registry, polls);
+                m.polls
+            },
             passes: register(registry, m.passes),
             passes_spent: register(registry, m.passes_spent),
             passes_rejected: register(registry, m.passes_rejected),
@@ -165,6 +164,30 @@ impl GatewayMetrics {
             effective_rate: register(registry, m.effective_rate),
             joins_limited: register(registry, m.joins_limited),
             requests_limited: register(registry, m.requests_limited),
+        }
+    }
+}
+
+/// `kyufu_gateway_status_polls_total` by outcome, each series looked up once: a poll counts itself
+/// without hashing a label value. Creating them here also makes every outcome exist at zero.
+#[derive(Clone)]
+pub(crate) struct PollOutcomes {
+    pub admitted: IntCounter,
+    pub waiting: IntCounter,
+    pub expired: IntCounter,
+    pub unavailable: IntCounter,
+    pub invalid: IntCounter,
+}
+
+impl PollOutcomes {
+    fn new(polls: &IntCounterVec) -> Self {
+        let outcome = |name: &str| polls.with_label_values(&[name]);
+        PollOutcomes {
+            admitted: outcome("admitted"),
+            waiting: outcome("waiting"),
+            expired: outcome("expired"),
+            unavailable: outcome("unavailable"),
+            invalid: outcome("invalid"),
         }
     }
 }

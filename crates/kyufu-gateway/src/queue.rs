@@ -5,38 +5,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use kyufu_admission::Purpose;
+use bytes::Bytes;
+use http_body_util::{Either, Full};
 use kyufu_domain::ErrorCode;
 use kyufu_http::ApiError;
-use serde::Serialize;
 
 use crate::config::GatewayConfig;
+use crate::json;
 use crate::launch::Place;
 use crate::state::{Counters, SharedReference};
 use crate::ticket::{self, Presented, TicketClaims, PASS_COOKIE, TICKET_COOKIE};
 use crate::Shared;
-
-/// The answer to a join or a poll.
-#[derive(Debug, Serialize)]
-struct QueueView<'a> {
-    ticket: &'a str,
-    state: &'static str,
-    /// Visitors ahead, counting this one; 0 once admitted.
-    position: u64,
-    eta_seconds: Option<u64>,
-    refresh_after_seconds: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pass: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<String>,
-    /// In the pre-queue: the place is drawn at this time (RFC 3339); `position` is 0 until then.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    opens_at: Option<String>,
-}
 
 /// What a ticket amounts to right now.
 #[derive(Debug)]
@@ -299,20 +282,31 @@ async fn take_number(gw: &Shared, reference: Option<&str>, now: u64) -> Result<(
     }
 }
 
-/// `GET /queue/status`.
-pub(crate) async fn status(State(gw): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let result = status_inner(&gw, &headers).await;
+/// `GET /queue/status`. Takes the whole request, not a `HeaderMap`, which axum would copy. The
+/// public port's server calls `poll` itself (`front`).
+pub(crate) async fn status(State(gw): State<Arc<Shared>>, request: Request) -> Response {
+    poll(&gw, request.headers()).await.map(Body::new)
+}
+
+/// A poll's answer: the queue answer's own body, or an error's axum body. The public port's server
+/// sends it as it is, without boxing the body as an axum `Response` would.
+pub(crate) type PollResponse = http::Response<Either<Full<Bytes>, Body>>;
+
+/// The answer to a poll presenting `headers`, counted by outcome.
+pub(crate) async fn poll(gw: &Shared, headers: &HeaderMap) -> PollResponse {
+    let result = status_inner(gw, headers).await;
+    let polls = &gw.metrics.polls;
     let outcome = match &result {
-        Ok(a) if a.pass.is_some() => "admitted",
-        Ok(_) => "waiting",
-        Err(e) if e.code == ErrorCode::TicketExpired => "expired",
-        Err(e) if e.code == ErrorCode::ServiceUnavailable => "unavailable",
-        Err(_) => "invalid",
+        Ok(a) if a.pass.is_some() => &polls.admitted,
+        Ok(_) => &polls.waiting,
+        Err(e) if e.code == ErrorCode::TicketExpired => &polls.expired,
+        Err(e) if e.code == ErrorCode::ServiceUnavailable => &polls.unavailable,
+        Err(_) => &polls.invalid,
     };
-    gw.metrics.polls.with_label_values(&[outcome]).inc();
+    outcome.inc();
     match result {
-        Ok(answer) => render(&gw, &answer),
-        Err(e) => e.into_response(),
+        Ok(answer) => answer_response(gw, &answer).map(Either::Left),
+        Err(e) => e.into_response().map(Either::Right),
     }
 }
 
@@ -324,8 +318,7 @@ pub(crate) async fn status_inner(gw: &Shared, headers: &HeaderMap) -> Result<Ans
     };
     // Any verification failure (garbage, forged, unknown key, a pass sent as a ticket) is the
     // same answer to the visitor: join again.
-    let claims: TicketClaims =
-        gw.config.keyring.verify(Purpose::Ticket, token).map_err(|_| ApiError::new(ErrorCode::TicketInvalid))?;
+    let claims = TicketClaims::verify(&gw.config.keyring, token).map_err(|_| ApiError::new(ErrorCode::TicketInvalid))?;
     if claims.ev != gw.config.event_id {
         return Err(ApiError::new(ErrorCode::TicketInvalid));
     }
@@ -376,21 +369,51 @@ pub(crate) fn visitor_message(gw: &Shared) -> Option<String> {
 }
 
 fn render(gw: &Shared, answer: &Answer) -> Response {
-    let admitted = answer.pass.is_some();
-    let message = if admitted { None } else { visitor_message(gw) };
-    let view = QueueView {
-        ticket: &answer.ticket,
-        state: if admitted { "admitted" } else { "waiting" },
-        position: answer.position,
-        eta_seconds: answer.eta,
-        refresh_after_seconds: answer.refresh_after,
-        pass: answer.pass.as_deref(),
-        message,
-        opens_at: answer.opens_at.and_then(crate::launch::rfc3339),
-    };
-    let mut resp = Json(view).into_response();
+    answer_response(gw, answer).map(Body::new)
+}
+
+/// The answer with its headers, its body not boxed (see `PollResponse`).
+fn answer_response(gw: &Shared, answer: &Answer) -> http::Response<Full<Bytes>> {
+    let message = if answer.pass.is_some() { None } else { visitor_message(gw) };
+    let opens_at = answer.opens_at.and_then(crate::launch::rfc3339);
+    let body = view_json(answer, message.as_deref(), opens_at.as_deref());
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     set_cookies(gw, answer, resp.headers_mut());
     resp
+}
+
+/// The answer to a join or a poll as JSON: `ticket`, `state` (`waiting` or `admitted`),
+/// `position` (visitors ahead, counting this one; 0 once admitted), `eta_seconds` (or null),
+/// `refresh_after_seconds`, and when they apply `pass`, `message` and `opens_at` (in the
+/// pre-queue: when the place is drawn, RFC 3339; `position` is 0 until then).
+///
+/// Written by hand (`json`) into one buffer sized for it, because every poll sends it: byte for
+/// byte what serde_json writes for these fields (the tests compare the two).
+fn view_json(answer: &Answer, message: Option<&str>, opens_at: Option<&str>) -> Vec<u8> {
+    let pass = answer.pass.as_deref();
+    let strings = answer.ticket.len() + pass.map_or(0, str::len) + message.map_or(0, str::len);
+    let mut out = Vec::with_capacity(strings + 192);
+    out.extend_from_slice(b"{\"ticket\":");
+    json::push_str(&mut out, &answer.ticket);
+    out.extend_from_slice(if pass.is_some() { b",\"state\":\"admitted\"" } else { b",\"state\":\"waiting\"" });
+    out.extend_from_slice(b",\"position\":");
+    json::push_u64(&mut out, answer.position);
+    out.extend_from_slice(b",\"eta_seconds\":");
+    match answer.eta {
+        Some(eta) => json::push_u64(&mut out, eta),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"refresh_after_seconds\":");
+    json::push_u64(&mut out, answer.refresh_after);
+    for (key, value) in [(&b",\"pass\":"[..], pass), (b",\"message\":", message), (b",\"opens_at\":", opens_at)] {
+        if let Some(value) = value {
+            out.extend_from_slice(key);
+            json::push_str(&mut out, value);
+        }
+    }
+    out.push(b'}');
+    out
 }
 
 /// The ticket and pass cookies of an answer, and `no-store`: tickets and passes are personal, no
@@ -413,7 +436,7 @@ pub(crate) fn set_cookies(gw: &Shared, answer: &Answer, headers: &mut HeaderMap)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kyufu_admission::Keyring;
+    use kyufu_admission::{Keyring, Purpose};
 
     fn config() -> GatewayConfig {
         GatewayConfig::new("rice", Keyring::random(), "http://127.0.0.1:1")
@@ -424,6 +447,53 @@ mod tests {
     }
 
     const COUNTERS: Counters = Counters { epoch: 9, issued: 10, cursor: 4, spent: 0 };
+
+    /// The answer's JSON as serde_json writes it: the reference `view_json` must match.
+    #[derive(serde::Serialize)]
+    struct QueueView<'a> {
+        ticket: &'a str,
+        state: &'static str,
+        position: u64,
+        eta_seconds: Option<u64>,
+        refresh_after_seconds: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pass: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        opens_at: Option<&'a str>,
+    }
+
+    #[test]
+    fn answers_are_written_as_serde_json_writes_them() {
+        let cfg = config();
+        let c = claims(7, 1_000, 1_005, None);
+        let waiting = decide(&cfg, c.clone(), None, COUNTERS, Place::At(7), 1_002, |p| Some(p * 2)).expect("answer");
+        let no_eta = decide(&cfg, c.clone(), None, COUNTERS, Place::At(7), 1_002, |_| None).expect("answer");
+        let pending = decide(&cfg, c.clone(), None, COUNTERS, Place::Pending { opens_at: 1_796_083_200 }, 1_002, |_| None)
+            .expect("answer");
+        let admitted = decide(&cfg, claims(3, 1_000, 1_005, None), None, COUNTERS, Place::At(3), 1_010, |_| None).expect("answer");
+        let odd_ticket = Answer { ticket: "not \"a\" token\n".into(), ..decide(&cfg, c, None, COUNTERS, Place::At(7), 1_002, |_| None).expect("answer") };
+        let messages = [None, Some("Back at 10:00 — お待ちください \"soon\" \\ </script>\u{1}\t")];
+        for answer in [&waiting, &no_eta, &pending, &admitted, &odd_ticket] {
+            for message in messages {
+                let opens_at = answer.opens_at.and_then(crate::launch::rfc3339);
+                let view = QueueView {
+                    ticket: &answer.ticket,
+                    state: if answer.pass.is_some() { "admitted" } else { "waiting" },
+                    position: answer.position,
+                    eta_seconds: answer.eta,
+                    refresh_after_seconds: answer.refresh_after,
+                    pass: answer.pass.as_deref(),
+                    message,
+                    opens_at: opens_at.as_deref(),
+                };
+                let expected = serde_json::to_string(&view).expect("json");
+                let written = String::from_utf8(view_json(answer, message, opens_at.as_deref())).expect("utf-8");
+                assert_eq!(written, expected);
+            }
+        }
+    }
 
     #[test]
     fn waiting_ticket_is_reused_before_nxt_and_refreshed_after() {
