@@ -181,6 +181,16 @@ async fn lag_counts_what_is_not_committed() {
     }
 }
 
+/// The stage runner drops a poll that is not ready when something else is: a batch poll must not
+/// take messages and then wait (the default batch used to, and lost them at every such drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_polls_lose_no_message() {
+    let mut cfg = shared("cancel", "t.cancel");
+    cfg.partitions = 4;
+    let bus: std::sync::Arc<dyn kyufu_ports::EventBus> = std::sync::Arc::new(connect(cfg).await);
+    kyufu_ports::contract::consumer_polls_are_cancel_safe(bus, "t.cancel", 300).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_creates_the_topics_with_their_partitions_and_a_second_start_changes_nothing() {
     let cluster = KafkaCluster::shared(1);

@@ -9,7 +9,10 @@ use chrono::Utc;
 use kyufu_domain::Status;
 use uuid::Uuid;
 
-use crate::{AdapterError, ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusStore, Transition, TransitionOutcome};
+use crate::{
+    AdapterError, ApplicationRecord, Claim, CreateOutcome, EventBus, IdempotencyClaim, StatusStore, Transition,
+    TransitionOutcome,
+};
 
 /// Create is idempotent by key (same request, different request), never overwrites an id;
 /// transitions are conditional, replays change nothing, and nothing moves backwards.
@@ -185,4 +188,36 @@ pub async fn units_accept_and_transition(ports: crate::Ports) {
         seen.push(m.payload);
     }
     assert_eq!(seen, vec![first.to_string().into_bytes(), b"approved".to_vec()]);
+}
+
+/// A consumer's polls may be dropped half-way (the stage runner polls inside `select!`): every
+/// message published still comes out of some completed poll, none is taken and lost. Publishes
+/// `n` messages to `topic` and reads them with polls that are abandoned whenever they are not
+/// ready at once.
+pub async fn consumer_polls_are_cancel_safe(bus: Arc<dyn EventBus>, topic: &str, n: usize) {
+    for i in 0..n {
+        bus.publish(topic, format!("k{}", i % 7).as_bytes(), format!("m{i}").as_bytes()).await.expect("publish");
+    }
+    let mut c = bus.subscribe("cancel-safe", &[topic]).await.expect("subscribe");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut abandoned = 0u32;
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        let polled = tokio::select! {
+            biased;
+            batch = c.poll_batch(64, Duration::from_millis(100)) => Some(batch.expect("poll")),
+            () = std::future::ready(()) => None,
+        };
+        match polled {
+            Some(batch) => {
+                for m in batch {
+                    c.commit(&m).await.expect("commit");
+                    seen.insert(String::from_utf8_lossy(&m.payload).into_owned());
+                }
+            }
+            None => abandoned += 1,
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen.len(), n, "messages taken by abandoned polls were lost ({abandoned} polls abandoned)");
 }
