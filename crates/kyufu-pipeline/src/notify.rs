@@ -173,8 +173,7 @@ impl Stage for NotifyStage {
         }
         match self.notifier.send(&mail).await {
             Ok(()) => {
-                self.status.release(&ns, &key, "pending").await?;
-                self.status.claim(&ns, &key, "sent").await?;
+                self.status.reassign(&ns, &key, "pending", "sent").await?;
                 self.metrics.notifications.with_label_values(&["sent"]).inc();
                 Ok(Handled::Done("sent"))
             }

@@ -79,8 +79,9 @@ pub async fn status_racing_transitions(s: Arc<dyn StatusStore>, racers: usize) {
     }
 }
 
-/// Claims (one owner per key, per namespace, released only by the owner), `claim_many`, the
-/// status listing (oldest move first, limited) and the per-status counts.
+/// Claims (one owner per key, per namespace, released only by the owner), `claim_many`, a claim
+/// handed on (`reassign`), the status listing (oldest move first, limited) and the per-status
+/// counts.
 pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
     assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won);
     assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won, "same owner again");
@@ -104,6 +105,14 @@ pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
         Claim::Held { owner: "x".into() }
     );
     assert_eq!(s.claimed_by("spent", "p1").await.expect("claimed_by"), Some("x".into()));
+    // Handing a claim on: only from its owner (or a free key), never from someone else's.
+    assert_eq!(s.claim("sent", "a1", "pending").await.expect("claim"), Claim::Won);
+    assert_eq!(s.reassign("sent", "a1", "pending", "sent").await.expect("reassign"), Claim::Won);
+    assert_eq!(s.claimed_by("sent", "a1").await.expect("claimed_by"), Some("sent".into()));
+    assert_eq!(s.reassign("sent", "a1", "pending", "other").await.expect("reassign"), Claim::Held { owner: "sent".into() });
+    assert_eq!(s.reassign("sent", "a1", "sent", "sent").await.expect("reassign"), Claim::Won, "to itself");
+    assert_eq!(s.reassign("sent", "free", "pending", "sent").await.expect("reassign"), Claim::Won, "a free key is taken");
+    assert_eq!(s.claimed_by("sent", "free").await.expect("claimed_by"), Some("sent".into()));
 
     let mut ids = Vec::new();
     for _ in 0..5 {
