@@ -91,9 +91,15 @@ pub struct RunnerConfig {
     pub window: usize,
 }
 
-/// Lanes per stage process by default: enough to overlap the round trips of one message (status
-/// store, document store, bus) with those of others.
+/// Lanes per stage by default: enough to overlap the round trips of one message (status store,
+/// document store, bus) with those of others.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Lanes of a stage worker on the production services by default (`kyufu worker --lanes`). A
+/// message there spends most of its time waiting on round trips (a publish waits for every
+/// in-sync replica), so a stage keeps about rate × round-trip time messages in hand: 500/s at
+/// 30 ms each is 15. Each lane is a task, not a connection, so spare lanes cost nothing.
+pub const WORKER_CONCURRENCY: usize = 32;
 
 impl RunnerConfig {
     pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
@@ -116,6 +122,8 @@ impl RunnerConfig {
 /// before it finished) and the time the stage spent on it.
 struct Job {
     msg: Arc<Message>,
+    /// When it was polled: the wait for its lane is `kyufu_pipeline_queue_wait_seconds`.
+    polled: Instant,
     done: oneshot::Sender<(Option<&'static str>, Duration)>,
 }
 
@@ -142,8 +150,10 @@ async fn run_lane(
     mut jobs: mpsc::Receiver<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let name = stage.name();
     while let Some(job) = jobs.recv().await {
         let started = Instant::now();
+        metrics.queue_wait.with_label_values(&[name]).observe(started.duration_since(job.polled).as_secs_f64());
         let outcome = process(&*stage, &config, &*bus, &*status, &metrics, &job.msg, &mut shutdown).await;
         let _ = job.done.send((outcome, started.elapsed()));
     }
@@ -166,6 +176,7 @@ pub async fn run_stage(
     metrics.retries.with_label_values(&[name]);
     metrics.dead_letters.with_label_values(&[name]);
     metrics.duration.with_label_values(&[name]);
+    metrics.queue_wait.with_label_values(&[name]);
     refresh_lag(&mut *consumer, &metrics, name).await;
     let config = Arc::new(config);
     let lanes: Vec<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>)> = (0..config.concurrency.max(1))
@@ -219,11 +230,12 @@ pub async fn run_stage(
                         continue;
                     }
                 };
+                let polled = Instant::now();
                 for msg in batch {
                     let msg = Arc::new(msg);
                     let (done_tx, done_rx) = oneshot::channel();
                     let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
-                    if lane.send(Job { msg: msg.clone(), done: done_tx }).await.is_err() {
+                    if lane.send(Job { msg: msg.clone(), polled, done: done_tx }).await.is_err() {
                         break 'run; // a lane ended: only on shutdown
                     }
                     in_flight.push_back(InFlight { msg, done: done_rx });
@@ -404,7 +416,12 @@ async fn dead_letter(
         t.reasons = vec![ReasonCode::ProcessingFailed];
         loop {
             match status.transition(ev.application_id, &t).await {
-                Ok(_) => break,
+                Ok(outcome) => {
+                    if let kyufu_ports::TransitionOutcome::Applied(record) = &outcome {
+                        metrics.observe_final(record);
+                    }
+                    break;
+                }
                 Err(AdapterError::Unavailable(e)) => {
                     tracing::warn!(stage = name, error = %e, "status store unavailable while dead-lettering");
                     if !sleep_or_shutdown(backoff, shutdown).await {
