@@ -136,6 +136,12 @@ pub struct WorkerArgs {
     secrets_file: Option<PathBuf>,
     #[command(flatten)]
     mail: crate::all_in_one::MailArgs,
+    /// Messages handled at once (lanes by key): about arrival rate × time per message.
+    #[arg(long, env = "KYUFU_WORKER_LANES", default_value_t = kyufu_pipeline::runner::WORKER_CONCURRENCY)]
+    lanes: usize,
+    /// Messages polled and not yet committed, at most (what a crash may redo); at least `lanes`.
+    #[arg(long, env = "KYUFU_WORKER_WINDOW", default_value_t = kyufu_pipeline::runner::WORKER_CONCURRENCY * 8)]
+    window: usize,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -195,7 +201,8 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let program = args.program.program();
-    let backends = args.backends.open(&args.data_dir).await?;
+    let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let ports = backends.ports();
     let scanner = args.scan.scanner();
     let config = IntakeConfig {
@@ -208,7 +215,6 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         received_topic: topics::RECEIVED.to_owned(),
         scanner: scanner.clone(),
     };
-    let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = backends.watch(&readiness, stop_rx.clone());
@@ -241,6 +247,11 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let kind = StageKind::parse(&args.stage)
         .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon or notify", args.stage))?;
+    anyhow::ensure!((1..=1024).contains(&args.lanes), "--lanes / KYUFU_WORKER_LANES: 1-1024");
+    anyhow::ensure!(
+        (args.lanes..=65_536).contains(&args.window),
+        "--window / KYUFU_WORKER_WINDOW: at least --lanes, at most 65536"
+    );
     let program = args.program.program();
     let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
@@ -250,8 +261,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     } else {
         Registry::default()
     };
-    let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let deps = PipelineDeps {
         bus: backends.bus.clone(),
         status: backends.status.clone(),
@@ -264,7 +275,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         metrics: StageMetrics::new(&metrics),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stage = kyufu_pipeline::spawn_stage(kind, &deps, stop_rx.clone());
+    let stage = kyufu_pipeline::spawn_stage_with(kind, &deps, args.lanes, args.window, stop_rx.clone());
     let readiness = kyufu_http::Readiness::ready();
     let watcher = backends.watch(&readiness, stop_rx.clone());
     let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
@@ -320,8 +331,8 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?;
     let registry =
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?;
-    let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = backends.watch(&readiness, stop_rx.clone());
