@@ -12,6 +12,8 @@
 #                          signature database (no freshclam, no network); the package's postinst
 #                          may try to start a service, which fails harmlessly without systemd.
 #   curl                 — `make bench` reads the system's /metrics.
+#   jq, redis-cli        — `make bench-topology` reads the load tester's summary.json and Redis's
+#                          INFO commandstats.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 #   java, mvn            — the Kafka tests start real Apache Kafka brokers (KRaft) from jars that
@@ -34,6 +36,8 @@ declare -A PROVIDER=(
   [npm]=npm
   [clamd]=clamav-daemon
   [curl]=curl
+  [jq]=jq
+  [redis-cli]=redis-tools
   [java]=default-jre-headless
   [mvn]=maven
 )

@@ -46,6 +46,26 @@ const JVM_OPTIONS: &[&str] = &[
     "-Djava.awt.headless=true",
 ];
 
+/// Instead of the client compiler alone, the full JIT and a fixed heap, when the environment says
+/// `KYUFU_KAFKA_JVM=server`: for runs that measure throughput (`make bench-topology`), where the
+/// brokers' CPU per message counts and start-up time does not. Tests keep the quick start.
+const SERVER_JVM_OPTIONS: &[&str] = &[
+    "-Xms512m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+];
+
+fn jvm_options() -> &'static [&'static str] {
+    if std::env::var("KYUFU_KAFKA_JVM").is_ok_and(|v| v == "server") {
+        SERVER_JVM_OPTIONS
+    } else {
+        JVM_OPTIONS
+    }
+}
+
 /// Where the jars are: `$KAFKA_LIBS`, else the cache `scripts/install-kafka.sh` fills. Panics, with
 /// how to fill it, when the fetch has not completed.
 pub fn libs() -> PathBuf {
@@ -327,7 +347,7 @@ fn write(path: &Path, text: &str) {
 fn java(libs: &Path, dir: &Path) -> Command {
     let mut command = Command::new(crate::require_command("java"));
     command
-        .args(JVM_OPTIONS)
+        .args(jvm_options())
         .arg(format!("-Dlog4j2.configurationFile={}", dir.join("log4j2.properties").display()))
         .arg("-cp")
         // The JVM expands `dir/*` to every jar in it.

@@ -3,7 +3,8 @@
 //! (`scripts/topology.sh`, `make run-topology`, `make bench-topology`). Prints the bootstrap
 //! servers, writes them to `--addr-file` once every broker answers, then runs until it is killed;
 //! the brokers go with it (the harness's watchdog kills them and removes their directories), so
-//! nothing survives it. Not for production.
+//! nothing survives it. Not for production. `KYUFU_KAFKA_JVM=server` in its environment starts the
+//! brokers with the full JIT instead of the tests' quick-start settings (for benchmarks).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
