@@ -46,7 +46,7 @@ tck=$(getconf CLK_TCK)
 # CPU seconds (user + system) a process has used so far.
 cpu_of() { awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # Children of a process (the broker JVMs of kafka-cluster).
-children_of() { awk -v p="$1" '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); if (f[2] == p) print FILENAME }' /proc/[0-9]*/stat 2>/dev/null | cut -d/ -f3; }
+children_of() { ps -o pid= --ppid "$1" 2>/dev/null; }
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 start_topology() { # name
