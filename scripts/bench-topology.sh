@@ -51,6 +51,8 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 start_topology() { # name
   local dir="$work/$1"
+  # Warm brokers, as they are in production: 30,000 messages through a scratch topic first.
+  TOPOLOGY_KAFKA_WARM_UP=${TOPOLOGY_KAFKA_WARM_UP:-30000} \
   TOPOLOGY_DIR="$dir" TOPOLOGY_PORT=$PORT TOPOLOGY_HOUSEHOLDS=$HOUSEHOLDS TOPOLOGY_WORKERS=${BENCH_WORKERS:-1} \
     TOPOLOGY_RATE=100000 TOPOLOGY_BURST=100000 TARGET_DIR=$TARGET_DIR bash scripts/topology.sh >"$OUT/$1-system.log" 2>&1 &
   sys=$!
