@@ -31,8 +31,10 @@ bench: deps
 	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
 	TARGET_DIR=$(TARGET_DIR) bash scripts/bench.sh
 
-## Applications per second through the whole pipeline: embedded all-in-one vs the multi-process
-## topology, same load tester and crowd, in one run. Report in bench-report/.
+## Capacity of the multi-process topology (gateway, intake, a worker per stage on redis-server,
+## s3s-fs and three Kafka brokers): more offered than it settles, then 80 % of what it settled;
+## settled/s, submit->final p50/p99, round trips and CPU per application per process, reconciliation.
+## BENCH_WORKERS=2 for two workers per stage. Report in bench-report/.
 bench-topology: deps
 	$(CARGO) build -j$(JOBS) --release -p kyufu -p kyufu-testservers -p loadtest
 	TARGET_DIR=$(TARGET_DIR) bash scripts/bench-topology.sh

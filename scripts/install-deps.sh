@@ -15,6 +15,8 @@
 #   curl                 — `make bench` reads the system's /metrics.
 #   wrk                  — `make bench-gateway` loads the gateway and a bare hyper server with it
 #                          from outside the measured process.
+#   jq, redis-cli        — `make bench-topology` reads the load tester's summary.json and Redis's
+#                          INFO commandstats.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
 #   java, mvn            — the Kafka tests start real Apache Kafka brokers (KRaft) from jars that
@@ -37,6 +39,8 @@ declare -A PROVIDER=(
   [npm]=npm
   [clamd]=clamav-daemon
   [curl]=curl
+  [jq]=jq
+  [redis-cli]=redis-tools
   [java]=default-jre-headless
   [mvn]=maven
   [wrk]=wrk

@@ -17,7 +17,10 @@ use kyufu_intake::relay::{self, RelayConfig};
 use kyufu_intake::scan::{Clamd, DocumentScanner, ScanError, Verdict};
 use kyufu_intake::{IntakeConfig, IntakePorts, StatusTokens};
 use kyufu_ports::events::ApplicationEvent;
-use kyufu_ports::{AdapterError, Consumer, Document, DocumentStore, EventBus};
+use kyufu_ports::{
+    AdapterError, ApplicationRecord, Claim, Consumer, CreateOutcome, Document, DocumentStore, EventBus, IdempotencyClaim,
+    StatusStore, Transition, TransitionOutcome,
+};
 use serde_json::{json, Value};
 
 /// A bus that can be switched off, to fail publishes after the commit point.
@@ -61,12 +64,53 @@ impl DocumentStore for CountingDocs {
     }
 }
 
+/// A status store whose reads can be made to fail (a store still busy after a timeout).
+struct BlindReads {
+    inner: Arc<dyn StatusStore>,
+    blind: AtomicBool,
+}
+
+#[async_trait]
+impl StatusStore for BlindReads {
+    async fn create(&self, r: &ApplicationRecord, i: Option<&IdempotencyClaim>) -> Result<CreateOutcome, AdapterError> {
+        self.inner.create(r, i).await
+    }
+    async fn get(&self, id: uuid::Uuid) -> Result<Option<ApplicationRecord>, AdapterError> {
+        if self.blind.load(Ordering::SeqCst) {
+            return Err(AdapterError::Unavailable("reads switched off".into()));
+        }
+        self.inner.get(id).await
+    }
+    async fn transition(&self, id: uuid::Uuid, t: &Transition) -> Result<TransitionOutcome, AdapterError> {
+        self.inner.transition(id, t).await
+    }
+    async fn claim(&self, ns: &str, key: &str, owner: &str) -> Result<Claim, AdapterError> {
+        self.inner.claim(ns, key, owner).await
+    }
+    async fn claim_expiring(&self, ns: &str, key: &str, owner: &str, ttl: Duration) -> Result<Claim, AdapterError> {
+        self.inner.claim_expiring(ns, key, owner, ttl).await
+    }
+    async fn claimed_by(&self, ns: &str, key: &str) -> Result<Option<String>, AdapterError> {
+        self.inner.claimed_by(ns, key).await
+    }
+    async fn release(&self, ns: &str, key: &str, owner: &str) -> Result<bool, AdapterError> {
+        self.inner.release(ns, key, owner).await
+    }
+    async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
+        self.inner.list_by_status(status, limit).await
+    }
+    async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, AdapterError> {
+        self.inner.count_by_status().await
+    }
+}
+
 struct Harness {
     base: String,
     keyring: Keyring,
     ports: IntakePorts,
     bus: Arc<FlakyBus>,
     docs: Arc<CountingDocs>,
+    status: Arc<BlindReads>,
     readiness: kyufu_http::Readiness,
     _dir: tempfile::TempDir,
 }
@@ -89,8 +133,9 @@ async fn start_with(scanner: Option<Arc<dyn DocumentScanner>>) -> Harness {
     let store = EmbeddedStore::open(dir.path()).expect("open");
     let bus = Arc::new(FlakyBus { inner: store.bus(), down: AtomicBool::new(false), published: AtomicUsize::new(0) });
     let docs = Arc::new(CountingDocs { inner: store.document_store(), puts: AtomicUsize::new(0) });
-    // Flaky bus and counting documents: the sequence the production adapters use.
-    let ports = IntakePorts::sequential(bus.clone(), store.status_store(), docs.clone());
+    let status = Arc::new(BlindReads { inner: store.status_store(), blind: AtomicBool::new(false) });
+    // Flaky bus, counting documents, reads that can fail: the sequence the production adapters use.
+    let ports = IntakePorts::sequential(bus.clone(), status.clone(), docs.clone());
     let keyring = Keyring::random();
     let config = IntakeConfig {
         program: Program::demo(Utc::now().date_naive()),
@@ -107,7 +152,7 @@ async fn start_with(scanner: Option<Arc<dyn DocumentScanner>>) -> Harness {
     let registry = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     tokio::spawn(kyufu_intake::serve(listener, config, ports.clone(), registry, readiness.clone(), std::future::pending()));
-    Harness { base, keyring, ports, bus, docs, readiness, _dir: dir }
+    Harness { base, keyring, ports, bus, docs, status, readiness, _dir: dir }
 }
 
 /// A real image of `w` × `h` pixels in `format`.
@@ -390,6 +435,14 @@ async fn a_retry_publishes_again_an_application_still_waiting_to_be_checked() {
     let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("published by the retry");
     let ev = ApplicationEvent::from_json(&m.payload).expect("event");
     assert_eq!(ev.application_id.to_string(), first["application_id"].as_str().expect("id"));
+
+    // A retry that cannot read the status (the store still busy) publishes again to be sure,
+    // rather than leaving the application to the relay for minutes.
+    h.status.blind.store(true, Ordering::SeqCst);
+    assert_eq!(send().await.expect("send").status().as_u16(), 202);
+    h.status.blind.store(false, Ordering::SeqCst);
+    let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("published again without a status");
+    assert_eq!(ApplicationEvent::from_json(&m.payload).expect("event").application_id, ev.application_id);
 
     // Once a stage has moved it on, a further retry publishes nothing more.
     let id = ev.application_id;

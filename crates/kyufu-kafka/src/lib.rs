@@ -5,7 +5,12 @@
 //! duplicates across retries). `publish` resolves only when the broker has acknowledged the
 //! message (the delivery report), so intake answers 202 only for a durable message; a delivery
 //! that does not succeed within `delivery_timeout` answers `Unavailable` and intake answers 503.
-//! `flush` drains the queue before shutdown.
+//! `flush` drains the queue before shutdown. Publishes are batched: every lane of every stage and
+//! every intake request publishes and waits, so many messages are waiting at once; `linger` (a
+//! few milliseconds) lets them share one produce request per partition leader, which is one
+//! replication round trip instead of one per message (with `acks=all` each round trip waits for
+//! the followers). Compression (`compression`, `lz4` by default) is per batch, so it pays once
+//! batches hold several messages.
 //!
 //! **Topics.** The names of `kyufu_ports::events::topics` behind an optional prefix, created at
 //! connect with `partitions` and `replication_factor` when missing ("already exists" is fine).
@@ -25,11 +30,28 @@
 //! **Dead letters** are the stage runner's job (`kyufu_pipeline::runner`): after bounded retries it
 //! publishes the message with the reason to the dead-letter topic, durably, and only then commits.
 //!
+//! **Fetch waits.** A fetch that finds nothing new waits at the broker up to `fetch_wait`
+//! (`fetch.wait.max.ms`, 500 ms) and is answered as soon as a message is replicated, so the wait
+//! adds no latency to a hop (measured: publish to consumer in ~5 ms with the 500 ms wait); a
+//! shorter wait only makes idle consumers ask more often (at 100 ms, five times the fetch requests
+//! on an idle pipeline, CPU on every broker). What the long poll does delay is anything else sent
+//! on the same connection, since the broker answers a connection's requests in order: hence the
+//! separate client for lag lookups below.
+//!
 //! **Lag** of a member: the high watermark minus the committed offset, summed over its assigned
-//! partitions (exported by the runner as `kyufu_pipeline_consumer_lag_messages{stage}`).
+//! partitions (exported by the runner as `kyufu_pipeline_consumer_lag_messages{stage}`). It is
+//! looked up off the hot path: a thread per consumer refreshes it every `lag_interval` through a
+//! client of its own, and `Consumer::lag` answers the last value at once. It used to be looked up
+//! inline, through the consumer's own connections, where each watermark query waited behind the
+//! pending long-poll fetch (up to 500 ms each, one per partition): the stage's loop stood still
+//! for seconds at every refresh, and when a refresh took longer than its interval the loop did
+//! nothing else (the bursts-then-silence pattern of the first topology benchmark).
+//!
+//! **Metrics** (`KafkaMetrics`, when given a registry): requests by kind from librdkafka's
+//! statistics, publish latency, and the delay from a message's creation to its consumer.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use kyufu_ports::{AdapterError, Consumer, EventBus, Message};
@@ -39,8 +61,14 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Message as _, TopicPartitionList};
+
+mod lag;
+mod metrics;
+pub use metrics::KafkaMetrics;
+use metrics::RequestCounter;
 
 /// How to reach Kafka and what the topics look like.
 #[derive(Debug, Clone)]
@@ -65,6 +93,22 @@ pub struct KafkaConfig {
     pub overrides: Vec<(String, String)>,
     /// Extra librdkafka settings for consumers only (e.g. `session.timeout.ms`).
     pub consumer_overrides: Vec<(String, String)>,
+    /// How long the producer waits for more messages to batch with (`linger.ms`).
+    pub linger: Duration,
+    /// Batch compression (`compression.type`): `none`, `lz4`, `zstd`, `gzip`, `snappy`.
+    pub compression: String,
+    /// Longest wait of a fetch that finds nothing new (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
+    /// How often each consumer's lag is looked up (in the background).
+    pub lag_interval: Duration,
+    /// Where the clients' metrics go; none when `None`.
+    pub metrics: Option<KafkaMetrics>,
+}
+
+impl std::fmt::Debug for KafkaMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KafkaMetrics")
+    }
 }
 
 impl KafkaConfig {
@@ -79,6 +123,11 @@ impl KafkaConfig {
             delivery_timeout: Duration::from_secs(15),
             overrides: Vec::new(),
             consumer_overrides: Vec::new(),
+            linger: Duration::from_millis(5),
+            compression: "lz4".to_owned(),
+            fetch_wait: Duration::from_millis(500),
+            lag_interval: Duration::from_secs(5),
+            metrics: None,
         }
     }
 
@@ -101,6 +150,10 @@ impl KafkaConfig {
         // librdkafka's own log lines go through `tracing` at the matching level; they carry
         // broker addresses and error codes, never message contents.
         c.set("log_level", "4");
+        if self.metrics.is_some() {
+            // Request counts for `kyufu_kafka_requests_total`; librdkafka keeps them anyway.
+            c.set("statistics.interval.ms", "2000");
+        }
         for (k, v) in &self.overrides {
             c.set(k, v);
         }
@@ -115,8 +168,30 @@ fn unavailable(what: &str, e: &KafkaError) -> AdapterError {
 /// The Kafka [`EventBus`].
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: FutureProducer<StatsContext>,
 }
+
+/// Counts a client's requests from its statistics (when metrics are on).
+pub(crate) struct StatsContext {
+    requests: Option<RequestCounter>,
+}
+
+impl StatsContext {
+    pub(crate) fn new(client: &'static str, metrics: Option<&KafkaMetrics>) -> Self {
+        StatsContext { requests: metrics.map(|m| RequestCounter::new(client, m.clone())) }
+    }
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(r) = &self.requests {
+            r.record(&statistics);
+        }
+    }
+}
+
+/// The lag client never joins a group: nothing to react to.
+impl ConsumerContext for StatsContext {}
 
 impl KafkaBus {
     /// Creates the producer and the topics that are missing. Fails with `Unavailable` when no
@@ -126,14 +201,17 @@ impl KafkaBus {
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
             .set("max.in.flight.requests.per.connection", "5")
-            // Stages publish one message and wait for it: a linger would add its length to every
-            // message's trip through the pipeline. Concurrent publishes (intake) still batch.
-            .set("linger.ms", "0")
+            // Each message waits this long at most for others to share its produce request (and
+            // its replication round trip). Every hop pays it once, so it stays a few ms.
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set("compression.type", &config.compression)
             .set("message.timeout.ms", config.delivery_timeout.as_millis().to_string());
         for (k, v) in &config.overrides {
             pc.set(k, v);
         }
-        let producer: FutureProducer = pc.create().map_err(|e| unavailable("producer", &e))?;
+        let producer: FutureProducer<StatsContext> = pc
+            .create_with_context(StatsContext::new(metrics::PRODUCER, config.metrics.as_ref()))
+            .map_err(|e| unavailable("producer", &e))?;
         let bus = KafkaBus { config, producer };
         if bus.config.create_topics {
             bus.create_topics().await?;
@@ -191,11 +269,12 @@ impl EventBus for KafkaBus {
     async fn publish(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), AdapterError> {
         let topic = self.full(topic);
         let record = FutureRecord::to(&topic).key(key).payload(payload);
-        self.producer
-            .send(record, Timeout::After(self.config.delivery_timeout))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| unavailable("publish", &e))
+        let started = Instant::now();
+        self.producer.send(record, Timeout::After(self.config.delivery_timeout)).await.map_err(|(e, _)| unavailable("publish", &e))?;
+        if let Some(m) = &self.config.metrics {
+            m.published(started.elapsed());
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Box<dyn Consumer>, AdapterError> {
@@ -205,16 +284,31 @@ impl EventBus for KafkaBus {
             .set("auto.commit.interval.ms", "500")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", self.config.fetch_wait.as_millis().to_string());
         for (k, v) in &self.config.consumer_overrides {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer<GroupContext> =
-            cc.create_with_context(GroupContext { group: group.to_owned() }).map_err(|e| unavailable("consumer", &e))?;
+        let context = GroupContext { group: group.to_owned(), stats: StatsContext::new(metrics::CONSUMER, self.config.metrics.as_ref()) };
+        let consumer: StreamConsumer<GroupContext> = cc.create_with_context(context).map_err(|e| unavailable("consumer", &e))?;
         let full: Vec<String> = topics.iter().map(|t| self.full(t)).collect();
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         consumer.subscribe(&refs).map_err(|e| unavailable("subscribe", &e))?;
-        Ok(Box::new(KafkaConsumer { consumer: Arc::new(consumer), prefix: self.config.topic_prefix.clone() }))
+        let consumer = Arc::new(consumer);
+        // The lag client has no group membership and no fetches: its queries never wait behind
+        // the consumer's long poll.
+        let lag_client: BaseConsumer<StatsContext> = self
+            .config
+            .client()
+            .create_with_context(StatsContext::new(metrics::LAG, self.config.metrics.as_ref()))
+            .map_err(|e| unavailable("lag client", &e))?;
+        let lag = lag::LagWatch::start(consumer.clone(), lag_client, self.config.lag_interval);
+        Ok(Box::new(KafkaConsumer {
+            consumer,
+            lag: Some(lag),
+            prefix: self.config.topic_prefix.clone(),
+            metrics: self.config.metrics.clone(),
+        }))
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), AdapterError> {
@@ -226,12 +320,17 @@ impl EventBus for KafkaBus {
     }
 }
 
-/// Logs the group's assignments and revocations (partition numbers only).
-struct GroupContext {
+/// Logs the group's assignments and revocations (partition numbers only); counts requests.
+pub(crate) struct GroupContext {
     group: String,
+    stats: StatsContext,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        self.stats.stats(statistics);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -261,7 +360,10 @@ impl ConsumerContext for GroupContext {
 
 struct KafkaConsumer {
     consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Stopped (and its hold on the consumer released) before the consumer closes.
+    lag: Option<lag::LagWatch>,
     prefix: String,
+    metrics: Option<KafkaMetrics>,
 }
 
 impl Drop for KafkaConsumer {
@@ -270,6 +372,7 @@ impl Drop for KafkaConsumer {
     /// runs on a thread of its own and the owner waits at most ten seconds for it, so a process
     /// always stops; when the cluster is there, the close is complete before the owner goes on.
     fn drop(&mut self) {
+        drop(self.lag.take());
         let consumer = self.consumer.clone();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let spawned = std::thread::Builder::new().name("kafka-consumer-close".into()).spawn(move || {
@@ -290,6 +393,12 @@ impl Consumer for KafkaConsumer {
             Ok(Err(e)) => Err(unavailable("poll", &e)),
             Ok(Ok(m)) => {
                 let topic = m.topic().strip_prefix(self.prefix.as_str()).unwrap_or(m.topic()).to_owned();
+                if let (Some(metrics), Some(created)) = (&self.metrics, m.timestamp().to_millis()) {
+                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    if let Some(delay) = now.checked_sub(Duration::from_millis(u64::try_from(created).unwrap_or(0))) {
+                        metrics.consumed(&topic, delay);
+                    }
+                }
                 Ok(Some(Message {
                     topic,
                     partition: u32::try_from(m.partition()).unwrap_or(0),
@@ -317,28 +426,8 @@ impl Consumer for KafkaConsumer {
         }
     }
 
+    /// The last value the background lookup found (`None` before the first one).
     async fn lag(&mut self) -> Result<Option<u64>, AdapterError> {
-        let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || -> Result<Option<u64>, AdapterError> {
-            let assignment = consumer.assignment().map_err(|e| unavailable("assignment", &e))?;
-            if assignment.count() == 0 {
-                return Ok(Some(0));
-            }
-            let timeout = Duration::from_secs(2);
-            let committed = consumer.committed_offsets(assignment, timeout).map_err(|e| unavailable("committed", &e))?;
-            let mut lag = 0u64;
-            for e in committed.elements() {
-                let (low, high) =
-                    consumer.fetch_watermarks(e.topic(), e.partition(), timeout).map_err(|err| unavailable("watermarks", &err))?;
-                let from = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => low,
-                };
-                lag += u64::try_from(high.saturating_sub(from)).unwrap_or(0);
-            }
-            Ok(Some(lag))
-        })
-        .await
-        .map_err(|e| AdapterError::Unavailable(format!("kafka lag: {e}")))?
+        Ok(self.lag.as_ref().and_then(lag::LagWatch::last))
     }
 }

@@ -147,37 +147,94 @@ async fn two_members_split_partitions_and_a_leaver_loses_nothing() {
     assert!(!from_b.is_empty() && !from_a.is_empty(), "both members got partitions: a {from_a:?} b {from_b:?}");
 }
 
+/// Lag counts what is not committed. It used to be looked up through the consumer's own
+/// connections, where every watermark query waited behind the pending long-poll fetch: with nothing
+/// new to fetch, one lookup over eight partitions took seconds, and the stage's loop stood still
+/// for it. Now `lag` answers at once (a background lookup on a client of its own), idle or not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lag_counts_what_is_not_committed() {
+async fn lag_counts_what_is_not_committed_and_answers_at_once() {
     let mut cfg = shared("lag", "t.lag");
-    cfg.partitions = 2;
+    cfg.partitions = 8;
+    cfg.lag_interval = Duration::from_millis(200);
+    // librdkafka's default long poll, behind which a lookup on the fetch connections would wait.
+    cfg.fetch_wait = Duration::from_millis(500);
     let bus = connect(cfg).await;
-    for i in 0..10u32 {
+    for i in 0..16u32 {
         bus.publish("t.lag", format!("k{i}").as_bytes(), b"x").await.expect("publish");
     }
     let mut c = bus.subscribe("stage", &["t.lag"]).await.expect("subscribe");
-    let got = drain(&mut *c, 10, Duration::from_secs(30), false).await;
-    assert_eq!(got.len(), 10);
-    // Commit the first 2 messages of each partition.
+    let got = drain(&mut *c, 16, Duration::from_secs(30), false).await;
+    assert_eq!(got.len(), 16);
+    // Commit the first message of each partition.
     let mut per_partition: BTreeMap<u32, Vec<&Message>> = BTreeMap::new();
     for m in &got {
         per_partition.entry(m.partition).or_default().push(m);
     }
     let mut committed = 0;
     for ms in per_partition.values() {
-        for m in ms.iter().take(2) {
-            c.commit(m).await.expect("commit");
-            committed += 1;
-        }
+        c.commit(ms[0]).await.expect("commit");
+        committed += 1;
     }
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut slowest = Duration::ZERO;
     loop {
+        let asked = Instant::now();
         let lag = c.lag().await.expect("lag");
-        if lag == Some(10 - committed) {
+        slowest = slowest.max(asked.elapsed());
+        if lag == Some(16 - committed) {
             break;
         }
-        assert!(Instant::now() < deadline, "lag {lag:?}, expected {}", 10 - committed);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(Instant::now() < deadline, "lag {lag:?}, expected {}", 16 - committed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing new to fetch now: each of these would have waited behind long polls before.
+    for _ in 0..20 {
+        let asked = Instant::now();
+        assert_eq!(c.lag().await.expect("lag"), Some(16 - committed));
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(slowest < Duration::from_millis(50), "a lag lookup held its caller for {slowest:?}");
+}
+
+/// The stage runner drops a poll that is not ready when something else is: a batch poll must not
+/// take messages and then wait (the default batch used to, and lost them at every such drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_polls_lose_no_message() {
+    let mut cfg = shared("cancel", "t.cancel");
+    cfg.partitions = 4;
+    let bus: std::sync::Arc<dyn kyufu_ports::EventBus> = std::sync::Arc::new(connect(cfg).await);
+    kyufu_ports::contract::consumer_polls_are_cancel_safe(bus, "t.cancel", 300).await;
+}
+
+/// With a registry, the clients count their requests by kind, time their publishes and the delay
+/// from a message's creation to its consumer, under fixed labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_and_time_publishes_and_deliveries() {
+    let registry = prometheus::Registry::new();
+    let mut cfg = shared("metrics", kyufu_ports::events::topics::RECEIVED);
+    cfg.metrics = Some(kyufu_kafka::KafkaMetrics::new(&registry));
+    let bus = connect(cfg).await;
+    let mut c = bus.subscribe("stage", &[kyufu_ports::events::topics::RECEIVED]).await.expect("subscribe");
+    for i in 0..5u32 {
+        bus.publish(kyufu_ports::events::topics::RECEIVED, format!("k{i}").as_bytes(), b"x").await.expect("publish");
+    }
+    assert_eq!(drain(&mut *c, 5, Duration::from_secs(30), true).await.len(), 5);
+    let value = |series: &str| -> f64 {
+        let text = kyufu_telemetry::encode(&registry);
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    };
+    assert_eq!(value("kyufu_kafka_publish_duration_seconds_count"), 5.0);
+    assert_eq!(value("kyufu_kafka_consume_delay_seconds_count{topic=\"applications.received\"}"), 5.0);
+    // Request counts arrive with librdkafka's statistics, every two seconds (a consumer's while it
+    // polls, as a stage always does).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while value("kyufu_kafka_requests_total{client=\"producer\",request=\"produce\"}") < 1.0
+        || value("kyufu_kafka_requests_total{client=\"consumer\",request=\"fetch\"}") < 1.0
+        || value("kyufu_kafka_requests_total{client=\"lag\",request=\"list_offsets\"}") < 1.0
+    {
+        assert!(Instant::now() < deadline, "{}", kyufu_telemetry::encode(&registry));
+        let _ = c.poll(Duration::from_millis(200)).await;
     }
 }
 

@@ -64,7 +64,8 @@ impl Stage for CouponIssuer {
         t.coupon_code = Some(code.clone());
         let then = Publication { topic: self.output_topic.clone(), key: raw.key.clone(), payload: raw.payload.clone() };
         match self.units.transition_and_publish(ev.application_id, &t, &then).await? {
-            TransitionOutcome::Applied(_) => {
+            TransitionOutcome::Applied(record) => {
+                self.metrics.observe_final(&record);
                 self.metrics.coupons_issued.inc();
                 self.metrics.decisions.with_label_values(&[NAME, Status::CouponIssued.as_str()]).inc();
                 Ok(Handled::Done("coupon_issued"))

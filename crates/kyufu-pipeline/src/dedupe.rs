@@ -86,7 +86,8 @@ impl Dedupe {
         t.reasons = vec![reason];
         t.duplicate_of = Some(first);
         match self.status.transition(id, &t).await? {
-            TransitionOutcome::Applied(_) => {
+            TransitionOutcome::Applied(record) => {
+                self.metrics.observe_final(&record);
                 self.metrics.decisions.with_label_values(&[NAME, to.as_str()]).inc();
                 if to == Status::NeedsReview {
                     self.metrics.reasons.with_label_values(&[reason.as_str()]).inc();

@@ -154,7 +154,8 @@ impl Stage for IdCheck {
             self.status.transition(ev.application_id, &t).await?
         };
         match outcome {
-            TransitionOutcome::Applied(_) => {
+            TransitionOutcome::Applied(record) => {
+                self.metrics.observe_final(&record);
                 self.metrics.decisions.with_label_values(&[NAME, to.as_str()]).inc();
                 for r in &reasons {
                     self.metrics.reasons.with_label_values(&[r.as_str()]).inc();

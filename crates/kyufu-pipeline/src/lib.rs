@@ -129,8 +129,22 @@ pub fn group_name(program_id: &str, kind: StageKind) -> String {
 
 /// Starts one consumer for `kind`; it stops when `shutdown` turns true.
 pub fn spawn_stage(kind: StageKind, deps: &PipelineDeps, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    spawn_stage_with(kind, deps, runner::DEFAULT_CONCURRENCY, runner::DEFAULT_CONCURRENCY * 4, shutdown)
+}
+
+/// `spawn_stage` with `lanes` messages handled at once and at most `window` polled and not yet
+/// committed (at least `lanes`).
+pub fn spawn_stage_with(
+    kind: StageKind,
+    deps: &PipelineDeps,
+    lanes: usize,
+    window: usize,
+    shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
     let stage = build_stage(kind, deps);
-    let config = RunnerConfig::new(&group_name(&deps.program.id, kind), kind.input_topic(), topics::DEAD_LETTER);
+    let mut config = RunnerConfig::new(&group_name(&deps.program.id, kind), kind.input_topic(), topics::DEAD_LETTER);
+    config.concurrency = lanes.max(1);
+    config.window = window.max(config.concurrency);
     let (bus, status, metrics) = (deps.bus.clone(), deps.status.clone(), deps.metrics.clone());
     tokio::spawn(async move {
         if let Err(e) = run_stage(stage, config, bus, status, metrics, shutdown).await {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use kyufu_domain::{Program, Status};
 use kyufu_ports::events::ApplicationEvent;
-use kyufu_ports::{Claim, Message, StatusStore};
+use kyufu_ports::{Message, StatusStore};
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -176,11 +176,8 @@ impl Stage for NotifyStage {
         }
         match self.notifier.send(&mail).await {
             Ok(()) => {
-                // Data written before this stage looked first holds a `pending` claim: replace it.
-                if let Claim::Held { owner } = self.status.claim(&ns, &key, SENT).await? {
-                    self.status.release(&ns, &key, &owner).await?;
-                    self.status.claim(&ns, &key, SENT).await?;
-                }
+                // Data written before this stage looked first may hold a `pending` claim: handed on.
+                self.status.reassign(&ns, &key, "pending", SENT).await?;
                 self.metrics.notifications.with_label_values(&["sent"]).inc();
                 Ok(Handled::Done("sent"))
             }

@@ -7,7 +7,9 @@
 //! handled one after the other in their order on the partition, so "first application for a child
 //! wins" keeps its meaning, while different children are checked side by side. Commits still happen
 //! in poll order: a message is committed only when it and every message polled before it are done,
-//! so a crash never skips one (at most `window` messages are handled again).
+//! so a crash never skips one (at most `window` messages are handled again). Messages are polled in
+//! batches (as many as the window has room for), and the finished ones are committed together: one
+//! commit per partition for the newest finished message, which covers every one before it.
 //!
 //! Failures are split by who must act:
 //! - `Unavailable` (a backing service is down): retried with capped backoff for as long as it takes;
@@ -89,9 +91,15 @@ pub struct RunnerConfig {
     pub window: usize,
 }
 
-/// Lanes per stage process by default: enough to overlap the round trips of one message (status
-/// store, document store, bus) with those of others.
+/// Lanes per stage by default: enough to overlap the round trips of one message (status store,
+/// document store, bus) with those of others.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+
+/// Lanes of a stage worker on the production services by default (`kyufu worker --lanes`). A
+/// message there spends most of its time waiting on round trips (a publish waits for every
+/// in-sync replica), so a stage keeps about rate × round-trip time messages in hand: 500/s at
+/// 30 ms each is 15. Each lane is a task, not a connection, so spare lanes cost nothing.
+pub const WORKER_CONCURRENCY: usize = 32;
 
 impl RunnerConfig {
     pub fn new(group: &str, input_topic: &str, dead_letter_topic: &str) -> Self {
@@ -114,6 +122,8 @@ impl RunnerConfig {
 /// before it finished) and the time the stage spent on it.
 struct Job {
     msg: Arc<Message>,
+    /// When it was polled: the wait for its lane is `kyufu_pipeline_queue_wait_seconds`.
+    polled: Instant,
     done: oneshot::Sender<(Option<&'static str>, Duration)>,
 }
 
@@ -140,8 +150,10 @@ async fn run_lane(
     mut jobs: mpsc::Receiver<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let name = stage.name();
     while let Some(job) = jobs.recv().await {
         let started = Instant::now();
+        metrics.queue_wait.with_label_values(&[name]).observe(started.duration_since(job.polled).as_secs_f64());
         let outcome = process(&*stage, &config, &*bus, &*status, &metrics, &job.msg, &mut shutdown).await;
         let _ = job.done.send((outcome, started.elapsed()));
     }
@@ -164,6 +176,7 @@ pub async fn run_stage(
     metrics.retries.with_label_values(&[name]);
     metrics.dead_letters.with_label_values(&[name]);
     metrics.duration.with_label_values(&[name]);
+    metrics.queue_wait.with_label_values(&[name]);
     refresh_lag(&mut *consumer, &metrics, name).await;
     let config = Arc::new(config);
     let lanes: Vec<(mpsc::Sender<Job>, tokio::task::JoinHandle<()>)> = (0..config.concurrency.max(1))
@@ -178,46 +191,55 @@ pub async fn run_stage(
     let mut lag_timer = tokio::time::interval(config.lag_every);
     lag_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'run: while !*shutdown.borrow() {
+        let room = window.saturating_sub(in_flight.len());
         tokio::select! {
             biased;
             _ = shutdown.changed() => break,
-            // The oldest message is done: record it and commit (every earlier one is committed).
+            // The oldest message is done: take it and every finished one right behind it, then
+            // commit the last of them per partition (every earlier one is then committed too).
             done = async { (&mut in_flight.front_mut()?.done).await.ok() }, if !in_flight.is_empty() => {
-                let Some(front) = in_flight.pop_front() else { continue };
-                let Some((Some(outcome), spent)) = done else {
-                    break; // shut down mid-message: not committed, so it is delivered again
-                };
-                metrics.processed.with_label_values(&[name, outcome]).inc();
-                metrics.duration.with_label_values(&[name]).observe(spent.as_secs_f64());
+                let (finished, stopped) = take_finished(&mut in_flight, done);
+                for (_, outcome, spent) in &finished {
+                    metrics.processed.with_label_values(&[name, outcome]).inc();
+                    metrics.duration.with_label_values(&[name]).observe(spent.as_secs_f64());
+                }
                 // Commit; if the bus refuses, retry: the effect is durable and a redelivery is harmless.
-                let mut backoff = config.backoff;
-                while let Err(e) = consumer.commit(&front.msg).await {
-                    tracing::warn!(stage = name, error = %e, "commit failed");
-                    if !sleep_or_shutdown(backoff, &mut shutdown).await {
-                        break 'run;
+                for msg in last_per_partition(finished.iter().map(|(m, _, _)| m)) {
+                    let mut backoff = config.backoff;
+                    while let Err(e) = consumer.commit(msg).await {
+                        tracing::warn!(stage = name, error = %e, "commit failed");
+                        if !sleep_or_shutdown(backoff, &mut shutdown).await {
+                            break 'run;
+                        }
+                        backoff = (backoff * 2).min(config.max_backoff);
                     }
-                    backoff = (backoff * 2).min(config.max_backoff);
+                }
+                if stopped {
+                    break; // shut down mid-message: not committed, so it is delivered again
                 }
             }
             // The lag gauge keeps moving while messages take long (a backend outage retries them for
             // as long as it takes), so the lag alert sees the outage.
             _ = lag_timer.tick() => refresh_lag(&mut *consumer, &metrics, name).await,
-            polled = consumer.poll(config.poll_timeout), if in_flight.len() < window => {
-                let msg = match polled {
-                    Ok(Some(msg)) => Arc::new(msg),
-                    Ok(None) => continue,
+            polled = consumer.poll_batch(room, config.poll_timeout), if room > 0 => {
+                let batch = match polled {
+                    Ok(batch) => batch,
                     Err(e) => {
                         tracing::warn!(stage = name, error = %e, "poll failed");
                         sleep_or_shutdown(config.backoff * 10, &mut shutdown).await;
                         continue;
                     }
                 };
-                let (done_tx, done_rx) = oneshot::channel();
-                let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
-                if lane.send(Job { msg: msg.clone(), done: done_tx }).await.is_err() {
-                    break; // a lane ended: only on shutdown
+                let polled = Instant::now();
+                for msg in batch {
+                    let msg = Arc::new(msg);
+                    let (done_tx, done_rx) = oneshot::channel();
+                    let lane = &lanes[lane_of(&msg.key, lanes.len())].0;
+                    if lane.send(Job { msg: msg.clone(), polled, done: done_tx }).await.is_err() {
+                        break 'run; // a lane ended: only on shutdown
+                    }
+                    in_flight.push_back(InFlight { msg, done: done_rx });
                 }
-                in_flight.push_back(InFlight { msg, done: done_rx });
             }
         }
     }
@@ -233,6 +255,44 @@ pub async fn run_stage(
     .await;
     tracing::info!(stage = name, "stage stopped");
     Ok(())
+}
+
+type Finished = (Arc<Message>, &'static str, Duration);
+
+/// Pops the front (whose answer is `front`) and every message right behind it that is finished
+/// too, in poll order. `true` if one of them was cut off by shutdown: it and everything after it
+/// stay uncommitted.
+fn take_finished(
+    in_flight: &mut VecDeque<InFlight>,
+    front: Option<(Option<&'static str>, Duration)>,
+) -> (Vec<Finished>, bool) {
+    let mut out = Vec::new();
+    let mut answer = front;
+    while let Some(job) = in_flight.pop_front() {
+        match answer {
+            Some((Some(outcome), spent)) => out.push((job.msg, outcome, spent)),
+            _ => return (out, true),
+        }
+        let Some(next) = in_flight.front_mut() else { break };
+        answer = match next.done.try_recv() {
+            Ok(a) => Some(a),
+            Err(oneshot::error::TryRecvError::Empty) => break,
+            Err(oneshot::error::TryRecvError::Closed) => None,
+        };
+    }
+    (out, false)
+}
+
+/// The last message of each partition among `done` (in poll order, so the highest offset).
+fn last_per_partition<'a>(done: impl Iterator<Item = &'a Arc<Message>>) -> Vec<&'a Message> {
+    let mut last: Vec<&Message> = Vec::new();
+    for msg in done {
+        match last.iter_mut().find(|m| m.topic == msg.topic && m.partition == msg.partition) {
+            Some(slot) => *slot = msg,
+            None => last.push(msg),
+        }
+    }
+    last
 }
 
 /// Sets `kyufu_pipeline_consumer_lag_messages{stage}` from the bus, when the bus knows it.
@@ -356,7 +416,12 @@ async fn dead_letter(
         t.reasons = vec![ReasonCode::ProcessingFailed];
         loop {
             match status.transition(ev.application_id, &t).await {
-                Ok(_) => break,
+                Ok(outcome) => {
+                    if let kyufu_ports::TransitionOutcome::Applied(record) = &outcome {
+                        metrics.observe_final(record);
+                    }
+                    break;
+                }
                 Err(AdapterError::Unavailable(e)) => {
                     tracing::warn!(stage = name, error = %e, "status store unavailable while dead-lettering");
                     if !sleep_or_shutdown(backoff, shutdown).await {

@@ -34,23 +34,35 @@ pub trait EventBus: Send + Sync + 'static {
     async fn flush(&self, timeout: Duration) -> Result<(), AdapterError>;
 }
 
+/// Both polls must be **cancel-safe**: the stage runner polls inside `select!` and drops the poll
+/// future whenever another branch (a finished message, the lag timer) is ready first. A message
+/// the consumer took from the bus must therefore be returned by the same call, never held across
+/// an await the caller may abandon: a message taken and dropped is skipped, and committing the
+/// messages after it commits it too.
 #[async_trait]
 pub trait Consumer: Send {
     /// The next message of an assigned partition, waiting up to `timeout`; `None` when nothing
-    /// arrived in time. Within a partition, messages come in offset order.
+    /// arrived in time. Within a partition, messages come in offset order. Cancel-safe.
     async fn poll(&mut self, timeout: Duration) -> Result<Option<Message>, AdapterError>;
 
     /// Up to `max` messages (at least one unless nothing arrived within `timeout`): waits like
-    /// `poll` for the first, then takes only what is already there. Same order guarantees as
-    /// `poll`; a bus that can read many messages at once overrides it.
+    /// `poll` for the first, then takes only what is already there, without waiting again. Same
+    /// order guarantees as `poll`; cancel-safe; a bus that can read many messages at once
+    /// overrides it.
     async fn poll_batch(&mut self, max: usize, timeout: Duration) -> Result<Vec<Message>, AdapterError> {
+        use futures::FutureExt as _;
         let mut out = Vec::new();
         let Some(first) = self.poll(timeout).await? else { return Ok(out) };
         out.push(first);
+        // Once a message is taken, nothing here awaits: a zero-timeout poll that is not ready at
+        // its first poll (its timer needs the runtime) would otherwise be an await at which the
+        // caller can drop this future, and the messages taken so far with it. Each further poll
+        // gets one chance to answer at once; the first that cannot ends the batch.
         while out.len() < max {
-            match self.poll(Duration::ZERO).await? {
-                Some(m) => out.push(m),
-                None => break,
+            match self.poll(Duration::ZERO).now_or_never() {
+                Some(Ok(Some(m))) => out.push(m),
+                // Nothing there now, or an error the next call will meet again.
+                _ => break,
             }
         }
         Ok(out)

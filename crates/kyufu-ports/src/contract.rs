@@ -9,7 +9,10 @@ use chrono::Utc;
 use kyufu_domain::Status;
 use uuid::Uuid;
 
-use crate::{AdapterError, ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusStore, Transition, TransitionOutcome};
+use crate::{
+    AdapterError, ApplicationRecord, Claim, CreateOutcome, EventBus, IdempotencyClaim, StatusStore, Transition,
+    TransitionOutcome,
+};
 
 /// Create is idempotent by key (same request, different request), never overwrites an id;
 /// transitions are conditional, replays change nothing, and nothing moves backwards.
@@ -76,8 +79,9 @@ pub async fn status_racing_transitions(s: Arc<dyn StatusStore>, racers: usize) {
     }
 }
 
-/// Claims (one owner per key, per namespace, released only by the owner), `claim_many`, the
-/// status listing (oldest move first, limited) and the per-status counts.
+/// Claims (one owner per key, per namespace, released only by the owner), `claim_many`, a claim
+/// handed on (`reassign`), the status listing (oldest move first, limited) and the per-status
+/// counts.
 pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
     assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won);
     assert_eq!(s.claim("ns", "k", "a").await.expect("claim"), Claim::Won, "same owner again");
@@ -101,6 +105,14 @@ pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
         Claim::Held { owner: "x".into() }
     );
     assert_eq!(s.claimed_by("spent", "p1").await.expect("claimed_by"), Some("x".into()));
+    // Handing a claim on: only from its owner (or a free key), never from someone else's.
+    assert_eq!(s.claim("sent", "a1", "pending").await.expect("claim"), Claim::Won);
+    assert_eq!(s.reassign("sent", "a1", "pending", "sent").await.expect("reassign"), Claim::Won);
+    assert_eq!(s.claimed_by("sent", "a1").await.expect("claimed_by"), Some("sent".into()));
+    assert_eq!(s.reassign("sent", "a1", "pending", "other").await.expect("reassign"), Claim::Held { owner: "sent".into() });
+    assert_eq!(s.reassign("sent", "a1", "sent", "sent").await.expect("reassign"), Claim::Won, "to itself");
+    assert_eq!(s.reassign("sent", "free", "pending", "sent").await.expect("reassign"), Claim::Won, "a free key is taken");
+    assert_eq!(s.claimed_by("sent", "free").await.expect("claimed_by"), Some("sent".into()));
 
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -185,4 +197,36 @@ pub async fn units_accept_and_transition(ports: crate::Ports) {
         seen.push(m.payload);
     }
     assert_eq!(seen, vec![first.to_string().into_bytes(), b"approved".to_vec()]);
+}
+
+/// A consumer's polls may be dropped half-way (the stage runner polls inside `select!`): every
+/// message published still comes out of some completed poll, none is taken and lost. Publishes
+/// `n` messages to `topic` and reads them with polls that are abandoned whenever they are not
+/// ready at once.
+pub async fn consumer_polls_are_cancel_safe(bus: Arc<dyn EventBus>, topic: &str, n: usize) {
+    for i in 0..n {
+        bus.publish(topic, format!("k{}", i % 7).as_bytes(), format!("m{i}").as_bytes()).await.expect("publish");
+    }
+    let mut c = bus.subscribe("cancel-safe", &[topic]).await.expect("subscribe");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut abandoned = 0u32;
+    while seen.len() < n && tokio::time::Instant::now() < deadline {
+        let polled = tokio::select! {
+            biased;
+            batch = c.poll_batch(64, Duration::from_millis(100)) => Some(batch.expect("poll")),
+            () = std::future::ready(()) => None,
+        };
+        match polled {
+            Some(batch) => {
+                for m in batch {
+                    c.commit(&m).await.expect("commit");
+                    seen.insert(String::from_utf8_lossy(&m.payload).into_owned());
+                }
+            }
+            None => abandoned += 1,
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen.len(), n, "messages taken by abandoned polls were lost ({abandoned} polls abandoned)");
 }

@@ -179,6 +179,14 @@ pub trait StatusStore: Send + Sync + 'static {
     /// Releases `key` if `owner` holds it; returns whether it did.
     async fn release(&self, namespace: &str, key: &str, owner: &str) -> Result<bool, AdapterError>;
 
+    /// Hands `key` from owner `from` to owner `to` (takes it for `to` when it is free): `Won` when
+    /// `to` holds it afterwards, `Held` with the owner otherwise (someone else's claim is never
+    /// taken). One atomic step where the store allows it; the default releases, then claims.
+    async fn reassign(&self, namespace: &str, key: &str, from: &str, to: &str) -> Result<Claim, AdapterError> {
+        self.release(namespace, key, from).await?;
+        self.claim(namespace, key, to).await
+    }
+
     /// Up to `limit` records in `status`, oldest `updated_at` first (review queue, reconciliation).
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError>;
 

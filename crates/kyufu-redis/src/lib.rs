@@ -17,6 +17,14 @@
 //! adapter then reads again and re-applies, so a race has exactly one winner and a replay finds the
 //! record already moved (`AlreadyIn`): nothing can move backwards or be applied twice.
 //!
+//! **No re-read before a move.** A stage reads the record, decides, then moves it: `get` keeps
+//! the record and its revision for a moment (`RecentReads`, a few thousand, oldest dropped), and
+//! the move's first attempt applies the transition to that copy and sends the revision-checked
+//! write at once: one round trip instead of a read and a write. The revision check makes the copy
+//! safe to use: if anything moved the record since, the write is refused and the adapter reads
+//! afresh as before. The copy is used only when the transition applies to it; any other answer
+//! (`AlreadyIn`, `Refused`) comes from a fresh read, so no answer is ever taken from a stale copy.
+//!
 //! **Durability.** Production Redis runs with the append-only file (`deploy/redis/redis.conf`:
 //! `appendonly yes`, `appendfsync everysec`). With `everysec` a crash of the Redis host can lose up
 //! to a second of writes; the pipeline tolerates that because every stage's effect is re-derived
@@ -58,6 +66,8 @@ pub struct RedisConfig {
     pub response_timeout: Duration,
     /// Bound on (re)connecting.
     pub connect_timeout: Duration,
+    /// Where the round-trip counts go (`kyufu_redis_requests_total{operation}`); none when `None`.
+    pub metrics: Option<prometheus::Registry>,
 }
 
 impl RedisConfig {
@@ -68,6 +78,7 @@ impl RedisConfig {
             idempotency_ttl: Duration::from_secs(7 * 24 * 3600),
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(2),
+            metrics: None,
         }
     }
 }
@@ -79,6 +90,39 @@ pub struct RedisStatusStore {
     prefix: String,
     idempotency_ttl_ms: u64,
     scripts: std::sync::Arc<Scripts>,
+    recent: std::sync::Arc<std::sync::Mutex<RecentReads>>,
+    requests: Option<prometheus::IntCounterVec>,
+}
+
+/// The round trips counted in `kyufu_redis_requests_total`, by what they do.
+const OPERATIONS: [&str; 11] =
+    ["ping", "read", "create", "transition", "claim", "claim_expiring", "claimed_by", "release", "reassign", "list", "counts"];
+
+/// Records `get` read lately, with their revisions, for the move that usually follows.
+struct RecentReads {
+    by_id: std::collections::HashMap<Uuid, (ApplicationRecord, String)>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+/// How many recent reads are kept: a stage holds at most its window of messages at once.
+const RECENT_READS: usize = 4096;
+
+impl RecentReads {
+    fn keep(&mut self, record: &ApplicationRecord, rev: &str) {
+        if self.by_id.insert(record.application_id, (record.clone(), rev.to_owned())).is_none() {
+            self.order.push_back(record.application_id);
+        }
+        while self.order.len() > RECENT_READS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    fn take(&mut self, id: Uuid) -> Option<(ApplicationRecord, String)> {
+        // The id stays in `order` until it comes round; removing it there would cost a scan.
+        self.by_id.remove(&id)
+    }
 }
 
 struct Scripts {
@@ -86,6 +130,7 @@ struct Scripts {
     cas: Script,
     claim_many: Script,
     release: Script,
+    reassign: Script,
 }
 
 /// KEYS: app, idx(status), counts, [idem]. ARGV: json, status, score, [idem value, ttl ms].
@@ -140,6 +185,17 @@ end
 return 0
 "#;
 
+/// KEYS: claim key. ARGV: from, to. Hands the claim from `from` to `to`; takes a free key too.
+/// Returns the owner after the call.
+const REASSIGN: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return ARGV[2]
+end
+return cur
+"#;
+
 /// How often a transition re-reads after losing a race before giving up as `Unavailable`.
 const CAS_ATTEMPTS: usize = 32;
 
@@ -186,6 +242,28 @@ impl RedisStatusStore {
                 cas: Script::new(CAS),
                 claim_many: Script::new(CLAIM_MANY),
                 release: Script::new(RELEASE),
+                reassign: Script::new(REASSIGN),
+            }),
+            recent: std::sync::Arc::new(std::sync::Mutex::new(RecentReads {
+                by_id: std::collections::HashMap::new(),
+                order: std::collections::VecDeque::new(),
+            })),
+            requests: config.metrics.as_ref().map(|registry| {
+                let c = kyufu_telemetry::register(
+                    registry,
+                    prometheus::IntCounterVec::new(
+                        prometheus::Opts::new(
+                            "kyufu_redis_requests_total",
+                            "Round trips to Redis for the status store, by operation (a script or a pipeline is one)",
+                        ),
+                        &["operation"],
+                    )
+                    .expect("static metric"),
+                );
+                for op in OPERATIONS {
+                    c.with_label_values(&[op]);
+                }
+                c
             }),
         };
         store.ping().await?;
@@ -195,8 +273,16 @@ impl RedisStatusStore {
     /// One round trip; `Unavailable` when Redis does not answer.
     pub async fn ping(&self) -> Result<(), AdapterError> {
         let mut conn = self.conn.clone();
+        self.sent("ping");
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Counts one round trip.
+    fn sent(&self, operation: &'static str) {
+        if let Some(c) = &self.requests {
+            c.with_label_values(&[operation]).inc();
+        }
     }
 
     fn app_key(&self, id: Uuid) -> String {
@@ -217,6 +303,7 @@ impl RedisStatusStore {
 
     async fn read(&self, id: Uuid) -> Result<Option<(ApplicationRecord, String)>, AdapterError> {
         let mut conn = self.conn.clone();
+        self.sent("read");
         let (json, rev): (Option<String>, Option<String>) =
             redis::cmd("HMGET").arg(self.app_key(id)).arg("json").arg("rev").query_async(&mut conn).await.map_err(unavailable)?;
         match (json, rev) {
@@ -240,6 +327,7 @@ impl StatusStore for RedisStatusStore {
         let idem_value = idem.map(|c| format!("{} {}", record.application_id, c.fingerprint));
         inv.arg(idem_value.as_deref().unwrap_or("")).arg(self.idempotency_ttl_ms).arg(record.application_id.to_string());
         let mut conn = self.conn.clone();
+        self.sent("create");
         let reply: Vec<String> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         match reply.first().map(String::as_str) {
             Some("created") => Ok(CreateOutcome::Created),
@@ -256,15 +344,31 @@ impl StatusStore for RedisStatusStore {
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<ApplicationRecord>, AdapterError> {
-        Ok(self.read(id).await?.map(|(r, _)| r))
+        let Some((record, rev)) = self.read(id).await? else { return Ok(None) };
+        if let Ok(mut recent) = self.recent.lock() {
+            recent.keep(&record, &rev);
+        }
+        Ok(Some(record))
     }
 
     async fn transition(&self, id: Uuid, t: &Transition) -> Result<TransitionOutcome, AdapterError> {
+        // First attempt on the copy a `get` just read, if the move applies to it (see the module).
+        let mut held = self.recent.lock().ok().and_then(|mut recent| recent.take(id));
         for _ in 0..CAS_ATTEMPTS {
-            let Some((current, rev)) = self.read(id).await? else {
-                return Ok(TransitionOutcome::NotFound);
+            let from_copy = held.take().and_then(|(current, rev)| match current.apply(t, Utc::now()) {
+                applied @ TransitionOutcome::Applied(_) => Some((current, rev, applied)),
+                _ => None,
+            });
+            let (current, rev, outcome) = match from_copy {
+                Some(attempt) => attempt,
+                None => {
+                    let Some((current, rev)) = self.read(id).await? else {
+                        return Ok(TransitionOutcome::NotFound);
+                    };
+                    let outcome = current.apply(t, Utc::now());
+                    (current, rev, outcome)
+                }
             };
-            let outcome = current.apply(t, Utc::now());
             let TransitionOutcome::Applied(next) = &outcome else {
                 return Ok(outcome);
             };
@@ -273,6 +377,7 @@ impl StatusStore for RedisStatusStore {
             inv.key(self.app_key(id)).key(self.idx_key(current.status)).key(self.idx_key(next.status)).key(self.counts_key());
             inv.arg(&rev).arg(json).arg(current.status.as_str()).arg(next.status.as_str()).arg(score(next)).arg(id.to_string());
             let mut conn = self.conn.clone();
+            self.sent("transition");
             let written: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
             match written {
                 1 => return Ok(outcome),
@@ -281,6 +386,15 @@ impl StatusStore for RedisStatusStore {
             }
         }
         Err(AdapterError::Unavailable("status record too contended; retry".into()))
+    }
+
+    async fn reassign(&self, namespace: &str, key: &str, from: &str, to: &str) -> Result<Claim, AdapterError> {
+        let mut inv = self.scripts.reassign.prepare_invoke();
+        inv.key(self.claim_key(namespace, key)).arg(from).arg(to);
+        let mut conn = self.conn.clone();
+        self.sent("reassign");
+        let owner: String = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(if owner == to { Claim::Won } else { Claim::Held { owner } })
     }
 
     async fn claim(&self, namespace: &str, key: &str, owner: &str) -> Result<Claim, AdapterError> {
@@ -298,6 +412,7 @@ impl StatusStore for RedisStatusStore {
         }
         inv.arg(owner);
         let mut conn = self.conn.clone();
+        self.sent("claim");
         let owners: Vec<String> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         if owners.len() != keys.len() {
             return Err(AdapterError::Corrupt("claim script answered for a different number of keys".into()));
@@ -310,6 +425,7 @@ impl StatusStore for RedisStatusStore {
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let mut conn = self.conn.clone();
         // SET NX PX with GET: one round trip, the current owner back when the key was taken.
+        self.sent("claim_expiring");
         let previous: Option<String> = redis::cmd("SET")
             .arg(&k)
             .arg(owner)
@@ -329,6 +445,7 @@ impl StatusStore for RedisStatusStore {
 
     async fn claimed_by(&self, namespace: &str, key: &str) -> Result<Option<String>, AdapterError> {
         let mut conn = self.conn.clone();
+        self.sent("claimed_by");
         conn.get(self.claim_key(namespace, key)).await.map_err(unavailable)
     }
 
@@ -336,6 +453,7 @@ impl StatusStore for RedisStatusStore {
         let mut inv = self.scripts.release.prepare_invoke();
         inv.key(self.claim_key(namespace, key)).arg(owner);
         let mut conn = self.conn.clone();
+        self.sent("release");
         let released: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(released == 1)
     }
@@ -346,6 +464,7 @@ impl StatusStore for RedisStatusStore {
         }
         let mut conn = self.conn.clone();
         let stop = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        self.sent("list");
         let ids: Vec<String> = conn.zrange(self.idx_key(status), 0, stop).await.map_err(unavailable)?;
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -354,6 +473,7 @@ impl StatusStore for RedisStatusStore {
         for id in &ids {
             pipe.hget(format!("{}app:{}", self.prefix, id), "json");
         }
+        self.sent("list");
         let jsons: Vec<Option<String>> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
         let mut out = Vec::with_capacity(jsons.len());
         // A record moved between the two reads is skipped (it is listed under its new status).
@@ -368,6 +488,7 @@ impl StatusStore for RedisStatusStore {
 
     async fn count_by_status(&self) -> Result<Vec<(Status, u64)>, AdapterError> {
         let mut conn = self.conn.clone();
+        self.sent("counts");
         let counts: std::collections::HashMap<String, i64> = conn.hgetall(self.counts_key()).await.map_err(unavailable)?;
         Ok(Status::ALL
             .iter()

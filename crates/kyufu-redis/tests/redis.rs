@@ -58,6 +58,56 @@ async fn an_expiring_claim_is_forgotten_after_its_time() {
     assert_eq!(s.claimed_by("ns", "q").await.expect("lookup"), Some("a".into()));
 }
 
+/// Two stores (two worker processes) on one prefix: what one read a moment ago is stale once the
+/// other moved the record. A move from the stale copy must never win nor answer from it: the
+/// revision-checked write is refused, and the answer comes from a fresh read. A read followed by a
+/// move with nothing in between takes one round trip for the move, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_from_a_stale_read_neither_wins_nor_answers_from_it() {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let registry = prometheus::Registry::new();
+    let open = |registry: Option<prometheus::Registry>| {
+        let mut config = RedisConfig::new(server.url());
+        config.prefix.clone_from(&prefix);
+        config.metrics = registry;
+        RedisStatusStore::connect(config)
+    };
+    let a = open(Some(registry.clone())).await.expect("a");
+    let b = open(None).await.expect("b");
+    let id = Uuid::new_v4();
+    a.create(&ApplicationRecord::received(id, "p", Utc::now()), None).await.expect("create");
+
+    // a reads; b approves; a's review move from the copy it holds must be refused, not applied.
+    assert_eq!(a.get(id).await.expect("get").map(|r| r.status), Some(Status::Received));
+    assert!(matches!(b.transition(id, &Transition::new(&[Status::Received], Status::Approved, "b")).await, Ok(TransitionOutcome::Applied(_))));
+    let review = Transition::new(&[Status::Received], Status::NeedsReview, "a");
+    assert!(matches!(a.transition(id, &review).await, Ok(TransitionOutcome::Refused(r)) if r.status == Status::Approved));
+
+    // a reads (approved); b issues; a's issue with another code answers AlreadyIn with b's code.
+    assert_eq!(a.get(id).await.expect("get").map(|r| r.status), Some(Status::Approved));
+    let mut issue = Transition::new(&[Status::Approved], Status::CouponIssued, "b");
+    issue.coupon_code = Some("B".into());
+    assert!(matches!(b.transition(id, &issue).await, Ok(TransitionOutcome::Applied(_))));
+    issue.coupon_code = Some("A".into());
+    assert!(matches!(a.transition(id, &issue).await, Ok(TransitionOutcome::AlreadyIn(r)) if r.coupon_code.as_deref() == Some("B")));
+    let rec = b.get(id).await.expect("get").expect("record");
+    assert_eq!(rec.history.iter().map(|h| h.status).collect::<Vec<_>>(), [Status::Received, Status::Approved, Status::CouponIssued]);
+
+    // Read, then move, undisturbed: one read, one write.
+    let fresh = Uuid::new_v4();
+    a.create(&ApplicationRecord::received(fresh, "p", Utc::now()), None).await.expect("create");
+    let count = |op: &str| -> f64 {
+        let text = kyufu_telemetry::encode(&registry);
+        let series = format!("kyufu_redis_requests_total{{operation=\"{op}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(0.0)
+    };
+    let (reads, writes) = (count("read"), count("transition"));
+    a.get(fresh).await.expect("get");
+    assert!(matches!(a.transition(fresh, &review).await, Ok(TransitionOutcome::Applied(_))));
+    assert_eq!((count("read") - reads, count("transition") - writes), (1.0, 1.0), "the move did not read again");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_racing_transitions_have_exactly_one_winner() {
     let server = RedisServer::start();

@@ -8,20 +8,28 @@
 //! - **Recorded**: the content type as the object's `Content-Type`, and the lower-case hex SHA-256
 //!   as user metadata `x-amz-meta-sha256`. `get` recomputes the hash and answers `Corrupt` on a
 //!   mismatch, so a damaged object never reaches a reviewer as if it were the upload.
-//! - **No overwrite**: `PutObject` carries `If-None-Match: *` (AWS S3 since 2024, MinIO); the store
-//!   refuses the write when the key exists (412), which we answer as `AlreadyExists`. A store
-//!   that ignores the header (s3s-fs 0.14 does) would overwrite; the adapter therefore also looks
-//!   first (`HeadObject`) and refuses a taken key. With random keys the remaining window between
-//!   the look and the write needs two writers of the same fresh UUID, which intake never has.
+//! - **No overwrite**: `PutObject` carries `If-None-Match: *` (AWS S3 since 2024, MinIO, s3s-fs
+//!   0.14.1); the store refuses the write when the key exists (412), which we answer as
+//!   `AlreadyExists`. A store that ignores the header would overwrite, so at connect the adapter
+//!   finds out which kind it talks to: it writes a probe object twice with the header
+//!   (`_kyufu/if-none-match/<uuid>`, deleted afterwards). When the second write is refused, a put
+//!   is that one request; otherwise (or when the probe cannot tell) every put looks first
+//!   (`HeadObject`) and refuses a taken key, as before: one round trip more per document. With
+//!   random keys the remaining window between the look and the write needs two writers of the
+//!   same fresh UUID, which intake never has. `look_before_put` forces either behaviour.
 //! - **Bounded**: connect and operation timeouts, the SDK's standard retries (3 attempts) for
 //!   throttling and 5xx; what still fails is `Unavailable`, and intake answers 503 without
 //!   accepting the application.
 //! - Path-style addressing (`force_path_style`) so any S3-compatible endpoint works.
+//! - **Counted**: every request by operation in `kyufu_s3_requests_total{operation}` (when given
+//!   a registry), so a benchmark can divide them by applications.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
@@ -44,7 +52,25 @@ pub struct S3Config {
     pub connect_timeout: Duration,
     /// Bound on one whole operation, retries included.
     pub operation_timeout: Duration,
+    /// Whether a put looks first (`HeadObject`) because the store may ignore `If-None-Match`.
+    pub look_before_put: LookBeforePut,
+    /// Where the request counts go; none when `None`.
+    pub metrics: Option<prometheus::Registry>,
 }
+
+/// Whether a put looks for the key first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookBeforePut {
+    /// Find out at connect whether the store honours `If-None-Match: *`; look only if it does not.
+    Probe,
+    /// Always look first (a store known to ignore the header).
+    Always,
+    /// Never look (a store known to honour the header).
+    Never,
+}
+
+/// Operations counted in `kyufu_s3_requests_total`.
+const OPERATIONS: [&str; 6] = ["put_object", "get_object", "head_object", "head_bucket", "create_bucket", "delete_object"];
 
 impl S3Config {
     pub fn new(bucket: impl Into<String>) -> Self {
@@ -57,6 +83,8 @@ impl S3Config {
             create_bucket: false,
             connect_timeout: Duration::from_secs(3),
             operation_timeout: Duration::from_secs(30),
+            look_before_put: LookBeforePut::Probe,
+            metrics: None,
         }
     }
 }
@@ -66,6 +94,9 @@ impl S3Config {
 pub struct S3DocumentStore {
     client: Client,
     bucket: String,
+    /// Whether a put looks for the key first (decided at connect).
+    look_first: bool,
+    requests: Option<prometheus::IntCounterVec>,
 }
 
 fn unavailable<E: ProvideErrorMetadata + std::fmt::Debug, R>(what: &str, e: &SdkError<E, R>) -> AdapterError {
@@ -109,6 +140,14 @@ fn check_key(key: &str) -> Result<(), AdapterError> {
     }
 }
 
+/// A random number for probe keys (not a secret; the std hasher's random seed is enough).
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
 fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -135,15 +174,37 @@ impl S3DocumentStore {
             // We send our own SHA-256 and verify it on read; no streaming checksum trailers, which
             // not every S3-compatible store understands.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // No stalled-upload watch: it re-arms a timer and wakes every request in flight on a
+            // short interval until its answer comes (the largest single share of intake's CPU
+            // under load, measured with perf), and it failed uploads whose store was only busy (a
+            // 503 and a retry, two more objects). Documents are small; the operation timeout still
+            // bounds a stalled upload. Downloads keep it.
+            .stalled_stream_protection(StalledStreamProtectionConfig::enabled().upload_enabled(false).build());
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
         let client = Client::from_conf(builder.build());
-        let store = S3DocumentStore { client, bucket: config.bucket.clone() };
+        let requests = config.metrics.as_ref().map(|registry| {
+            let c = kyufu_telemetry::register(
+                registry,
+                prometheus::IntCounterVec::new(
+                    prometheus::Opts::new("kyufu_s3_requests_total", "Requests to the S3 document store, by operation"),
+                    &["operation"],
+                )
+                .expect("static metric"),
+            );
+            for op in OPERATIONS {
+                c.with_label_values(&[op]);
+            }
+            c
+        });
+        let mut store = S3DocumentStore { client, bucket: config.bucket.clone(), look_first: true, requests };
+        store.count("head_bucket");
         match store.client.head_bucket().bucket(&store.bucket).send().await {
             Ok(_) => {}
             Err(e) if status_of(&e) == Some(404) && config.create_bucket => {
+                store.count("create_bucket");
                 match store.client.create_bucket().bucket(&store.bucket).send().await {
                     Ok(_) => tracing::info!(bucket = %store.bucket, "created document bucket"),
                     // Another process made it at the same moment.
@@ -156,15 +217,58 @@ impl S3DocumentStore {
             }
             Err(e) => return Err(unavailable("head bucket", &e)),
         }
+        store.look_first = match config.look_before_put {
+            LookBeforePut::Always => true,
+            LookBeforePut::Never => false,
+            LookBeforePut::Probe => !store.honours_if_none_match().await,
+        };
+        tracing::info!(bucket = %store.bucket, look_before_put = store.look_first, "document store ready");
         Ok(store)
+    }
+
+    fn count(&self, operation: &'static str) {
+        if let Some(c) = &self.requests {
+            c.with_label_values(&[operation]).inc();
+        }
+    }
+
+    /// Writes a probe object twice with `If-None-Match: *`: true when the store refused the second
+    /// write. Anything that does not give a clear answer counts as "not honoured" (the adapter
+    /// then looks before every put, which is always safe).
+    async fn honours_if_none_match(&self) -> bool {
+        let key = format!("_kyufu/if-none-match/{:016x}{:016x}", rand_u64(), rand_u64());
+        let probe = Document {
+            content_type: "application/octet-stream".to_owned(),
+            sha256: sha256_hex(b"probe"),
+            bytes: Bytes::from_static(b"probe"),
+        };
+        let honoured = match self.put_object(&key, &probe).await {
+            Ok(()) => matches!(self.put_object(&key, &probe).await, Err(AdapterError::AlreadyExists)),
+            Err(e) => {
+                tracing::warn!(error = %e, "s3: could not probe If-None-Match; every put looks first");
+                false
+            }
+        };
+        self.count("delete_object");
+        if let Err(e) = self.client.delete_object().bucket(&self.bucket).key(&key).send().await {
+            tracing::debug!(error = ?e.code(), "s3: probe object left behind");
+        }
+        honoured
     }
 
     /// One round trip to the bucket (readiness).
     pub async fn ping(&self) -> Result<(), AdapterError> {
+        self.count("head_bucket");
         self.client.head_bucket().bucket(&self.bucket).send().await.map(|_| ()).map_err(|e| unavailable("head bucket", &e))
     }
 
+    /// Whether a put looks for the key first (the store may ignore `If-None-Match`).
+    pub fn looks_before_put(&self) -> bool {
+        self.look_first
+    }
+
     async fn exists(&self, key: &str) -> Result<bool, AdapterError> {
+        self.count("head_object");
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if status_of(&e) == Some(404) => Ok(false),
@@ -173,13 +277,10 @@ impl S3DocumentStore {
     }
 }
 
-#[async_trait]
-impl DocumentStore for S3DocumentStore {
-    async fn put(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
-        check_key(key)?;
-        if self.exists(key).await? {
-            return Err(AdapterError::AlreadyExists);
-        }
+impl S3DocumentStore {
+    /// The write itself, with `If-None-Match: *` (412 is `AlreadyExists`).
+    async fn put_object(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
+        self.count("put_object");
         let digest = Sha256::digest(&doc.bytes);
         let checksum = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, digest);
         let result = self
@@ -201,9 +302,21 @@ impl DocumentStore for S3DocumentStore {
             Err(e) => Err(unavailable("put object", &e)),
         }
     }
+}
+
+#[async_trait]
+impl DocumentStore for S3DocumentStore {
+    async fn put(&self, key: &str, doc: &Document) -> Result<(), AdapterError> {
+        check_key(key)?;
+        if self.look_first && self.exists(key).await? {
+            return Err(AdapterError::AlreadyExists);
+        }
+        self.put_object(key, doc).await
+    }
 
     async fn get(&self, key: &str) -> Result<Option<Document>, AdapterError> {
         check_key(key)?;
+        self.count("get_object");
         let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(out) => out,
             Err(e) if status_of(&e) == Some(404) => return Ok(None),

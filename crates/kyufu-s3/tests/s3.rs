@@ -47,6 +47,42 @@ async fn documents_round_trip_and_are_never_overwritten() {
     }
 }
 
+/// The store honours `If-None-Match: *` (s3s-fs 0.14.1 does): the probe at connect finds that out,
+/// and a put is then one request, no look first; forced to look, it is two. Either way an
+/// overwrite is refused and counted requests match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_looks_first_only_where_the_store_ignores_if_none_match() {
+    let server = S3Server::start();
+    let (key, secret) = server.credentials();
+    for (look, want_look, bucket) in
+        [(kyufu_s3::LookBeforePut::Probe, false, "kyufu-probe"), (kyufu_s3::LookBeforePut::Always, true, "kyufu-look")]
+    {
+        let registry = prometheus::Registry::new();
+        let mut config = S3Config::new(bucket);
+        config.endpoint = Some(server.endpoint());
+        config.access_key_id = Some(key.into());
+        config.secret_access_key = Some(secret.into());
+        config.create_bucket = true;
+        config.look_before_put = look;
+        config.metrics = Some(registry.clone());
+        let s = S3DocumentStore::connect(config).await.expect("connect");
+        assert_eq!(s.looks_before_put(), want_look, "{look:?}");
+        let count = |op: &str| -> f64 {
+            let text = kyufu_telemetry::encode(&registry);
+            let series = format!("kyufu_s3_requests_total{{operation=\"{op}\"}} ");
+            text.lines().find_map(|l| l.strip_prefix(series.as_str())?.parse().ok()).unwrap_or(0.0)
+        };
+        let (heads, puts) = (count("head_object"), count("put_object"));
+        let d = doc("image/png", vec![0x89, b'P', b'N', b'G', 1]);
+        s.put("p/55555555-5555-4555-8555-555555555555/document", &d).await.expect("put");
+        assert_eq!(count("head_object") - heads, if want_look { 1.0 } else { 0.0 }, "{look:?}");
+        assert_eq!(count("put_object") - puts, 1.0);
+        let other = doc("image/png", vec![0x89, b'P', b'N', b'G', 2]);
+        assert_eq!(s.put("p/55555555-5555-4555-8555-555555555555/document", &other).await, Err(AdapterError::AlreadyExists));
+        assert_eq!(s.get("p/55555555-5555-4555-8555-555555555555/document").await.expect("get"), Some(d), "first content kept");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ten_megabyte_document_round_trips() {
     let server = S3Server::start();

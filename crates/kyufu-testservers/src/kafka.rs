@@ -46,6 +46,27 @@ const JVM_OPTIONS: &[&str] = &[
     "-Djava.awt.headless=true",
 ];
 
+/// Instead of the client compiler alone, the full JIT (as production brokers run) and a fixed
+/// heap, when the environment says `KYUFU_KAFKA_JVM=server`: for runs that measure throughput
+/// (`make bench-topology`, which warms the brokers up first with `warm_up`). Tests keep the quick
+/// start.
+const SERVER_JVM_OPTIONS: &[&str] = &[
+    "-Xms512m",
+    "-Xmx512m",
+    "-XX:+UseSerialGC",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+];
+
+fn jvm_options() -> &'static [&'static str] {
+    if std::env::var("KYUFU_KAFKA_JVM").is_ok_and(|v| v == "server") {
+        SERVER_JVM_OPTIONS
+    } else {
+        JVM_OPTIONS
+    }
+}
+
 /// Where the jars are: `$KAFKA_LIBS`, else the cache `scripts/install-kafka.sh` fills. Panics, with
 /// how to fill it, when the fetch has not completed.
 pub fn libs() -> PathBuf {
@@ -319,6 +340,62 @@ logger.request.level=WARN
     )
 }
 
+/// Sends `messages` through the scratch topic `_kyufu_warm_up` (8 partitions, replicated as the
+/// cluster allows) the way the pipeline does: an idempotent producer with `acks=all`, then a
+/// consumer group reading them back and committing. Run once after start by benchmarks
+/// (`kafka-cluster --warm-up`), so the brokers' JIT has compiled those paths before measuring.
+pub fn warm_up(bootstrap: &str, messages: usize) -> Result<(), String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+    use rdkafka::Message as _;
+    const TOPIC: &str = "_kyufu_warm_up";
+    let brokers = bootstrap.split(',').count();
+    let admin: AdminClient<DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().map_err(|e| format!("admin: {e}"))?;
+    let topic = NewTopic::new(TOPIC, 8, TopicReplication::Fixed(i32::try_from(brokers.min(3)).unwrap_or(1)));
+    futures::executor::block_on(admin.create_topics(&[topic], &AdminOptions::new())).map_err(|e| format!("create topic: {e}"))?;
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()
+        .map_err(|e| format!("producer: {e}"))?;
+    let payload = vec![b'x'; 1024];
+    for i in 0..messages {
+        let key = format!("k{i}");
+        let mut record = BaseRecord::to(TOPIC).key(&key).payload(&payload);
+        // A full local queue: serve delivery reports and try again.
+        while let Err((_, back)) = producer.send(record) {
+            producer.poll(Duration::from_millis(10));
+            record = back;
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).map_err(|e| format!("flush: {e}"))?;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "_kyufu_warm_up")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .map_err(|e| format!("consumer: {e}"))?;
+    consumer.subscribe(&[TOPIC]).map_err(|e| format!("subscribe: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut read = 0;
+    while read < messages {
+        if Instant::now() > deadline {
+            return Err(format!("read back {read} of {messages} in 120 s"));
+        }
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let _ = m.payload();
+            read += 1;
+        }
+    }
+    Ok(())
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }
@@ -327,7 +404,7 @@ fn write(path: &Path, text: &str) {
 fn java(libs: &Path, dir: &Path) -> Command {
     let mut command = Command::new(crate::require_command("java"));
     command
-        .args(JVM_OPTIONS)
+        .args(jvm_options())
         .arg(format!("-Dlog4j2.configurationFile={}", dir.join("log4j2.properties").display()))
         .arg("-cp")
         // The JVM expands `dir/*` to every jar in it.

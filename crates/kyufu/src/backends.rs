@@ -61,6 +61,18 @@ pub struct BackendArgs {
     /// Extra librdkafka settings, `key=value`, repeatable (security, tuning).
     #[arg(long = "kafka-set", env = "KYUFU_KAFKA_SET", value_delimiter = ';')]
     pub kafka_set: Vec<String>,
+    /// Milliseconds a publish waits for others to share its produce request (`linger.ms`): one
+    /// replication round trip for the batch instead of one per message; every hop pays it once.
+    #[arg(long, env = "KYUFU_KAFKA_LINGER_MS", default_value_t = 5)]
+    pub kafka_linger_ms: u64,
+    /// Compression of produce batches: none, lz4, zstd, snappy or gzip.
+    #[arg(long, env = "KYUFU_KAFKA_COMPRESSION", default_value = "lz4")]
+    pub kafka_compression: String,
+    /// Longest wait of a fetch that finds nothing new, milliseconds (`fetch.wait.max.ms`). The
+    /// broker answers as soon as a message is there, so this adds no latency; lower values only
+    /// make idle consumers ask more often.
+    #[arg(long, env = "KYUFU_KAFKA_FETCH_WAIT_MS", default_value_t = 500)]
+    pub kafka_fetch_wait_ms: u64,
     /// Status store (statuses, idempotency keys, dedupe index, coupon registry).
     #[arg(long, env = "KYUFU_STATUS_STORE", value_enum, default_value_t = StatusKind::Embedded)]
     pub status_store: StatusKind,
@@ -83,6 +95,20 @@ pub struct BackendArgs {
     /// Create the bucket at start if missing (compose, tests); production buckets are made by the deployment.
     #[arg(long, env = "KYUFU_S3_CREATE_BUCKET", default_value_t = false, action = clap::ArgAction::Set)]
     pub s3_create_bucket: bool,
+}
+
+/// What `BackendArgs::open` checks before it connects; names the bad setting.
+fn check_kafka_tuning(args: &BackendArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.kafka_linger_ms <= 1_000, "--kafka-linger-ms / KYUFU_KAFKA_LINGER_MS: at most 1000");
+    anyhow::ensure!(
+        (1..=10_000).contains(&args.kafka_fetch_wait_ms),
+        "--kafka-fetch-wait-ms / KYUFU_KAFKA_FETCH_WAIT_MS: 1-10000"
+    );
+    anyhow::ensure!(
+        ["none", "lz4", "zstd", "snappy", "gzip"].contains(&args.kafka_compression.as_str()),
+        "--kafka-compression / KYUFU_KAFKA_COMPRESSION: one of none, lz4, zstd, snappy, gzip"
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -170,8 +196,10 @@ impl BackendArgs {
 
     /// Connects to every chosen service (and opens the embedded store only if something uses it).
     /// A service that cannot be reached at start is a configuration problem: the process exits
-    /// naming it, before serving anything.
-    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<Backends> {
+    /// naming it, before serving anything. The adapters' metrics and the ports' per-call latency
+    /// (`timed`) go to `metrics`.
+    pub async fn open(&self, data_dir: &Path, metrics: &prometheus::Registry) -> anyhow::Result<Backends> {
+        check_kafka_tuning(self)?;
         let embedded = if self.needs_embedded() {
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             Some(
@@ -194,6 +222,10 @@ impl BackendArgs {
                 config.create_topics = self.kafka_create_topics;
                 config.overrides = kyufu_kafka::KafkaConfig::parse_overrides(&self.kafka_set)
                     .map_err(|e| anyhow::anyhow!("--kafka-set / KYUFU_KAFKA_SET: {e}"))?;
+                config.linger = Duration::from_millis(self.kafka_linger_ms);
+                config.compression.clone_from(&self.kafka_compression);
+                config.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
+                config.metrics = Some(kyufu_kafka::KafkaMetrics::new(metrics));
                 let connected = Arc::new(
                     within("Kafka", kyufu_kafka::KafkaBus::connect(config))
                         .await?
@@ -208,6 +240,7 @@ impl BackendArgs {
             StatusKind::Redis => {
                 let mut config = kyufu_redis::RedisConfig::new(&self.redis_url);
                 config.prefix.clone_from(&self.redis_prefix);
+                config.metrics = Some(metrics.clone());
                 Arc::new(
                     within("Redis", kyufu_redis::RedisStatusStore::connect(config))
                         .await?
@@ -223,6 +256,7 @@ impl BackendArgs {
                 config.endpoint.clone_from(&self.s3_endpoint);
                 config.region.clone_from(&self.s3_region);
                 config.create_bucket = self.s3_create_bucket;
+                config.metrics = Some(metrics.clone());
                 // Credentials from the environment or from mounted files (`AWS_..._FILE`).
                 config.access_key_id = crate::secrets::env_or_file("AWS_ACCESS_KEY_ID")?;
                 config.secret_access_key = crate::secrets::env_or_file("AWS_SECRET_ACCESS_KEY")?;
@@ -235,12 +269,17 @@ impl BackendArgs {
         };
         let all_embedded =
             self.bus == BusKind::Embedded && self.status_store == StatusKind::Embedded && self.documents == DocumentsKind::Embedded;
-        let units = match &embedded_store {
-            Some(store) if all_embedded => store.units(),
-            _ => kyufu_ports::Ports::sequential(bus.clone(), status.clone(), documents.clone()).units,
+        let (units, sequential) = match &embedded_store {
+            Some(store) if all_embedded => (store.units(), false),
+            _ => (kyufu_ports::Ports::sequential(bus.clone(), status.clone(), documents.clone()).units, true),
         };
+        let timed = crate::timed::ports(
+            kyufu_ports::Ports { bus, status, documents, units },
+            sequential,
+            &crate::timed::PortTimer::new(metrics),
+        );
         tracing::info!(bus = ?self.bus, status_store = ?self.status_store, documents = ?self.documents, "backends open");
-        Ok(Backends { bus, status, documents, units, s3, kafka })
+        Ok(Backends { bus: timed.bus, status: timed.status, documents: timed.documents, units: timed.units, s3, kafka })
     }
 }
 

@@ -10,6 +10,7 @@ mod eval;
 mod roles;
 mod secrets;
 mod storage_metrics;
+mod timed;
 
 use std::path::PathBuf;
 

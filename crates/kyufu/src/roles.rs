@@ -123,7 +123,8 @@ pub struct IntakeArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// `dedupe`, `idcheck`, `coupon` or `notify`.
+    /// `dedupe`, `idcheck`, `coupon`, `notify`, or `all` (every stage in this one process, each in
+    /// its own consumer group as in separate processes: fewer processes for a small deployment).
     stage: String,
     /// Address for `/metrics` and health.
     #[arg(long, env = "KYUFU_METRICS_LISTEN", default_value = "127.0.0.1:9102")]
@@ -136,6 +137,12 @@ pub struct WorkerArgs {
     secrets_file: Option<PathBuf>,
     #[command(flatten)]
     mail: crate::all_in_one::MailArgs,
+    /// Messages handled at once (lanes by key): about arrival rate × time per message.
+    #[arg(long, env = "KYUFU_WORKER_LANES", default_value_t = kyufu_pipeline::runner::WORKER_CONCURRENCY)]
+    lanes: usize,
+    /// Messages polled and not yet committed, at most (what a crash may redo); at least `lanes`.
+    #[arg(long, env = "KYUFU_WORKER_WINDOW", default_value_t = kyufu_pipeline::runner::WORKER_CONCURRENCY * 8)]
+    window: usize,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -195,7 +202,8 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let program = args.program.program();
-    let backends = args.backends.open(&args.data_dir).await?;
+    let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let ports = backends.ports();
     let scanner = args.scan.scanner();
     let config = IntakeConfig {
@@ -208,7 +216,6 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         received_topic: topics::RECEIVED.to_owned(),
         scanner: scanner.clone(),
     };
-    let metrics = kyufu_telemetry::new_registry();
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = backends.watch(&readiness, stop_rx.clone());
@@ -239,19 +246,28 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let kind = StageKind::parse(&args.stage)
-        .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon or notify", args.stage))?;
+    let kinds: Vec<StageKind> = if args.stage == "all" {
+        StageKind::ALL.to_vec()
+    } else {
+        vec![StageKind::parse(&args.stage)
+            .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon, notify or all", args.stage))?]
+    };
+    anyhow::ensure!((1..=1024).contains(&args.lanes), "--lanes / KYUFU_WORKER_LANES: 1-1024");
+    anyhow::ensure!(
+        (args.lanes..=65_536).contains(&args.window),
+        "--window / KYUFU_WORKER_WINDOW: at least --lanes, at most 65536"
+    );
     let program = args.program.program();
     let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
-    let registry = if matches!(kind, StageKind::IdCheck | StageKind::Dedupe) {
+    let registry = if kinds.iter().any(|k| matches!(k, StageKind::IdCheck | StageKind::Dedupe)) {
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?
     } else {
         Registry::default()
     };
-    let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let deps = PipelineDeps {
         bus: backends.bus.clone(),
         status: backends.status.clone(),
@@ -264,7 +280,8 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         metrics: StageMetrics::new(&metrics),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stage = kyufu_pipeline::spawn_stage(kind, &deps, stop_rx.clone());
+    let stages: Vec<_> =
+        kinds.iter().map(|&kind| kyufu_pipeline::spawn_stage_with(kind, &deps, args.lanes, args.window, stop_rx.clone())).collect();
     let readiness = kyufu_http::Readiness::ready();
     let watcher = backends.watch(&readiness, stop_rx.clone());
     let probe = MonitorConfig { gauges: false, ..MonitorConfig::default() };
@@ -276,14 +293,16 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         stopped(stop_rx.clone()),
     ));
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(stage = kind.name(), metrics = %listener.local_addr()?, "worker running");
+    tracing::info!(stage = %args.stage, metrics = %listener.local_addr()?, "worker running");
     let ops = kyufu_http::ops_routes(metrics, readiness);
     kyufu_http::serve(listener, ops, async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     })
     .await?;
-    let _ = stage.await;
+    for stage in stages {
+        let _ = stage.await;
+    }
     let _ = monitor.await;
     if let Some(w) = watcher {
         let _ = w.await;
@@ -320,8 +339,8 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?;
     let registry =
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?;
-    let backends = args.backends.open(&args.data_dir).await?;
     let metrics = kyufu_telemetry::new_registry();
+    let backends = args.backends.open(&args.data_dir, &metrics).await?;
     let readiness = kyufu_http::Readiness::ready();
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = backends.watch(&readiness, stop_rx.clone());

@@ -1,7 +1,8 @@
 //! Each role as its own process on the same data: `kyufu gateway` and `kyufu intake` accept an
 //! application; then, with intake stopped (the embedded store admits one process at a time),
 //! `kyufu worker dedupe`, `worker idcheck` and `worker coupon` each run alone and carry it
-//! forward through their own consumer groups; intake started again shows `coupon_issued`.
+//! forward through their own consumer groups; intake started again shows `coupon_issued`. Then a
+//! second application goes the whole way through one `kyufu worker all`.
 
 mod common;
 
@@ -60,22 +61,21 @@ async fn every_role_runs_as_its_own_process() {
 
     // Each stage alone, in its own process, until its input is drained.
     for stage in ["dedupe", "idcheck", "coupon"] {
-        let port = free_port().to_string();
-        let listen = format!("127.0.0.1:{port}");
-        let _worker = Kill(kyufu(dir.path(), &["worker", stage, "--listen", &listen, "--data-dir", &data]));
-        let metrics_url = format!("http://{listen}/metrics");
-        wait_http(&metrics_url).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = reqwest::get(&metrics_url).await.expect("metrics").text().await.expect("text");
-            if text.lines().any(|l| l.starts_with("kyufu_pipeline_messages_processed_total") && l.contains(stage)) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{stage} processed nothing");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let _worker = worker_until_processed(dir.path(), &data, stage).await;
     }
 
+    let intake = Kill(kyufu(dir.path(), &["intake", "--listen", &intake_addr, "--data-dir", &data]));
+    wait_http(&format!("http://{intake_addr}/healthz")).await;
+    let (code, v): (u16, Value) = lookup(&c, &base, &id, &token).await;
+    assert_eq!(code, 200);
+    assert_eq!(v["status"], "coupon_issued", "{v}");
+
+    // Every stage in one process: a second application goes all the way through it.
+    let (code, body) = submit(&c, &base, &pass, form(&application_json(&fams[1].0, &fams[1].1), png_document())).await;
+    assert_eq!(code, 202, "{body}");
+    let (id, token) = (body["application_id"].as_str().expect("id").to_owned(), body["status_token"].as_str().expect("t").to_owned());
+    drop(intake);
+    drop(worker_until_processed(dir.path(), &data, "all").await);
     let _intake = Kill(kyufu(dir.path(), &["intake", "--listen", &intake_addr, "--data-dir", &data]));
     wait_http(&format!("http://{intake_addr}/healthz")).await;
     let (code, v): (u16, Value) = lookup(&c, &base, &id, &token).await;
@@ -86,4 +86,28 @@ async fn every_role_runs_as_its_own_process() {
     let out = Command::new(env!("CARGO_BIN_EXE_kyufu")).args(["worker", "bogus", "--data-dir", &data]).output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus"));
+}
+
+/// Runs `kyufu worker <stage>` until its metrics show the stage processed something (for `all`: the
+/// last stage on the way to a coupon).
+async fn worker_until_processed(dir: &std::path::Path, data: &str, stage: &str) -> Kill {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let worker = Kill(kyufu(dir, &["worker", stage, "--listen", &listen, "--data-dir", data]));
+    let metrics_url = format!("http://{listen}/metrics");
+    wait_http(&metrics_url).await;
+    let stage_label = if stage == "all" { "coupon" } else { stage };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(&metrics_url).await.expect("metrics").text().await.expect("text");
+        let processed = text
+            .lines()
+            .filter(|l| l.starts_with("kyufu_pipeline_messages_processed_total") && l.contains(&format!("stage=\"{stage_label}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        if processed > 0.0 {
+            return worker;
+        }
+        assert!(Instant::now() < deadline, "{stage} processed nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
