@@ -11,7 +11,7 @@
 # the same run, so the figures can be read against "one fsync per application" on this machine.
 #
 # Knobs: BENCH_APPLICATIONS, BENCH_RATE, BENCH_HOUSEHOLDS (40000), BENCH_PORT (18080),
-# BENCH_OUT (bench-report), TARGET_DIR (target).
+# BENCH_OUT (bench-report), TARGET_DIR (target), BENCH_KYUFU (the kyufu binary; $TARGET_DIR/release/kyufu).
 set -uo pipefail
 
 TARGET_DIR=${TARGET_DIR:-target}
@@ -47,7 +47,7 @@ fsync_ms() {
 
 start_system() { # name
   rm -rf "$work/$1"
-  "$TARGET_DIR/release/kyufu" all-in-one --data-dir "$work/$1" --listen "127.0.0.1:$PORT" --review-listen 127.0.0.1:0 \
+  "${BENCH_KYUFU:-$TARGET_DIR/release/kyufu}" all-in-one --data-dir "$work/$1" --listen "127.0.0.1:$PORT" --review-listen 127.0.0.1:0 \
     --addr-file "$work/$1.addr" --households "$HOUSEHOLDS" --rate 100000 --burst 100000 >"$OUT/$1-system.log" 2>&1 &
   sys=$!
   for _ in $(seq 1 1200); do [ -s "$work/$1.addr" ] && return 0; kill -0 "$sys" 2>/dev/null || break; sleep 0.1; done
