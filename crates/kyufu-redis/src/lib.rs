@@ -86,6 +86,7 @@ struct Scripts {
     cas: Script,
     claim_many: Script,
     release: Script,
+    replace: Script,
 }
 
 /// KEYS: app, idx(status), counts, [idem]. ARGV: json, status, score, [idem value, ttl ms].
@@ -140,6 +141,16 @@ end
 return 0
 "#;
 
+/// KEYS: claim key. ARGV: expected owner ('' = free), new owner. Compare-and-set; 1 when set.
+const REPLACE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
 /// How often a transition re-reads after losing a race before giving up as `Unavailable`.
 const CAS_ATTEMPTS: usize = 32;
 
@@ -186,6 +197,7 @@ impl RedisStatusStore {
                 cas: Script::new(CAS),
                 claim_many: Script::new(CLAIM_MANY),
                 release: Script::new(RELEASE),
+                replace: Script::new(REPLACE),
             }),
         };
         store.ping().await?;
@@ -338,6 +350,17 @@ impl StatusStore for RedisStatusStore {
         let mut conn = self.conn.clone();
         let released: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(released == 1)
+    }
+
+    async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
+        if expected == Some("") {
+            return Ok(false); // no stored owner is empty
+        }
+        let mut inv = self.scripts.replace.prepare_invoke();
+        inv.key(self.claim_key(namespace, key)).arg(expected.unwrap_or("")).arg(owner);
+        let mut conn = self.conn.clone();
+        let set: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(set == 1)
     }
 
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
