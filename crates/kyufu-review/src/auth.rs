@@ -107,6 +107,11 @@ impl Reviewers {
         self
     }
 
+    /// Whether `name` is a configured account (a session of a removed account ends with it).
+    pub fn knows(&self, name: &str) -> bool {
+        self.accounts.iter().any(|(n, _)| n == name)
+    }
+
     /// Checks a name and password (argon2id; the dummy entry for an unknown name). No throttling:
     /// see [`Reviewers::login`].
     fn verify(&self, name: &str, password: &str) -> bool {

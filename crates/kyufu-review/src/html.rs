@@ -45,12 +45,12 @@ header a,header button{color:#fff}header form{display:inline}header button{backg
 main{padding:1rem;max-width:90rem;margin:auto}table{border-collapse:collapse;width:100%;background:#fff}\
 th,td{border:1px solid #ccd;padding:.35rem .5rem;text-align:left;vertical-align:top}th{background:#e8ecf3}\
 .warn{background:#fff4d6;border:1px solid #e0b400;padding:.5rem}.mismatch{background:#ffd9d9;font-weight:bold}.ok{background:#e2f5e4}\
-.held{color:#8a4b00}.mine{color:#0a6b2d;font-weight:bold}\
+.held{color:#8a4b00;font-weight:bold}.mine{color:#0a6b2d;font-weight:bold}\
 button{font-size:1rem;padding:.45rem .9rem;margin-right:.5rem}a{color:#0b4fa0}kbd{border:1px solid #99a;border-radius:3px;padding:0 .3rem;background:#fff;font-size:.85em}\
 .cols{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1rem;align-items:start}\
 .viewer{position:sticky;top:.5rem;background:#fff;border:1px solid #ccd;padding:.5rem}\
-.viewer .frame{overflow:auto;height:75vh;background:#333;display:flex;align-items:flex-start;justify-content:center}\
-.viewer img{width:100%;transform-origin:center center;transition:transform .1s}\
+.viewer .frame{overflow:auto;height:75vh;background:#333;display:flex;align-items:safe center;justify-content:safe center}\
+.viewer img{width:100%;flex-shrink:0;transform-origin:center center;transition:transform .1s}\
 .tools button{font-size:.9rem;padding:.25rem .6rem}.bar{display:flex;gap:1rem;align-items:center;flex-wrap:wrap}\
 .filters{display:flex;gap:.5rem;flex-wrap:wrap;align-items:end;margin:.5rem 0}.filters input[type=search]{min-width:18rem;font-size:1rem;padding:.35rem}\
 .pager{margin:.5rem 0}.keys{color:#444;font-size:.9rem}\
@@ -67,7 +67,7 @@ fn page(title: &str, me: &str, body_attrs: &str, body: &str) -> String {
     };
     format!(
         "<!doctype html><html lang=\"ja\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} — 審査コンソール</title><style>{STYLE}</style><script src=\"/review/console.js\" defer></script></head>\
+         <title>{t} — 審査コンソール</title><style>{STYLE}</style><link rel=\"icon\" href=\"/review/favicon.svg\"><script src=\"/review/console.js\" defer></script></head>\
          <body{body_attrs}><header><strong><a href=\"/review\" style=\"text-decoration:none\">kyufu 審査コンソール</a></strong>{who}</header><main>{body}</main></body></html>",
         t = esc(title),
     )
@@ -113,7 +113,7 @@ fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
 fn lease_text(me: &str, lease: Option<&Lease>) -> String {
     match lease {
         Some(l) if l.holder == me => format!("<span class=\"mine\">あなた（{} まで）</span>", jst_time(l.until)),
-        Some(l) => format!("<span class=\"held\">🔒 {} さん（{} まで）</span>", esc(&l.holder), jst_time(l.until)),
+        Some(l) => format!("<span class=\"held\">{} さんが担当（{} まで）</span>", esc(&l.holder), jst_time(l.until)),
         None => "—".to_owned(),
     }
 }
@@ -387,7 +387,7 @@ fn decision_forms(id: uuid::Uuid) -> String {
     let options: String = REJECT_REASONS.iter().map(|(v, t)| format!("<option value=\"{v}\">{t}</option>")).collect();
     format!(
         "<h2>判定</h2><div class=\"bar\"><form method=\"post\" action=\"/review/cases/{id}/decision\" id=\"approve-form\">\
-         <input type=\"hidden\" name=\"then\" value=\"next\"><button name=\"decision\" value=\"approve\">承認する <kbd>a</kbd></button></form>\
+         <input type=\"hidden\" name=\"decision\" value=\"approve\"><input type=\"hidden\" name=\"then\" value=\"next\"><button>承認する <kbd>a</kbd></button></form>\
          <form method=\"post\" action=\"/review/cases/{id}/decision\" id=\"reject-form\"><input type=\"hidden\" name=\"decision\" value=\"reject\">\
          <input type=\"hidden\" name=\"then\" value=\"next\"><label>却下理由 <kbd>r</kbd> <select name=\"reason\" id=\"reason\">{options}</select></label> \
          <button>却下する</button></form></div><p class=\"keys\">判定のあとは次の案件が開きます。</p>"
@@ -413,7 +413,7 @@ pub fn case(me: &str, record: &ApplicationRecord, event: Option<&ApplicationEven
                 lease.map(|l| jst_time(l.until)).unwrap_or_default()
             )),
             (false, Some(l)) => side.push_str(&format!(
-                "<span class=\"held\">🔒 {} さんが担当しています（{} まで）。判定はできません。</span>",
+                "<span class=\"held\">{} さんが担当しています（{} まで）。判定はできません。</span>",
                 esc(&l.holder),
                 jst_time(l.until)
             )),

@@ -90,6 +90,7 @@ pub fn router(deps: ReviewDeps, registry: &prometheus::Registry) -> Router {
         .route("/review/login", get(login_page).post(login))
         .route("/review/logout", post(logout))
         .route("/review/console.js", get(script))
+        .route("/review/favicon.svg", get(icon))
         .route("/review/next", post(next_page))
         .route("/review/cases/{id}", get(case_page))
         .route("/review/cases/{id}/take", post(take_page))
@@ -142,8 +143,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|c| c.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
 }
 
-/// The reviewer behind a request: a live session cookie, or else an HTTP Basic login.
-async fn who(console: &Console, headers: &HeaderMap, client: Option<IpAddr>) -> Result<String, Denied> {
+/// The reviewer behind a request: a live session cookie, or else (API routes only, so a browser's
+/// remembered Basic login never decides a case from a forged form) an HTTP Basic login.
+async fn who(console: &Console, headers: &HeaderMap, client: Option<IpAddr>, basic: bool) -> Result<String, Denied> {
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
         let lease = console
             .deps
@@ -151,12 +153,12 @@ async fn who(console: &Console, headers: &HeaderMap, client: Option<IpAddr>) -> 
             .lease_of(&session_ns(&console.deps.program.id), &auth::session_key(token))
             .await
             .map_err(|e| Denied::Store(unavailable(e)))?;
-        if let Some(l) = lease.filter(|l| l.until > Utc::now()) {
+        if let Some(l) = lease.filter(|l| l.until > Utc::now() && console.deps.reviewers.knows(&l.holder)) {
             return Ok(l.holder);
         }
     }
-    match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(basic) => console.deps.reviewers.basic(basic, client).map_err(Denied::Refused),
+    match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).filter(|_| basic) {
+        Some(authorization) => console.deps.reviewers.basic(authorization, client).map_err(Denied::Refused),
         None => Err(Denied::NoLogin),
     }
 }
@@ -226,8 +228,8 @@ fn html_page(body: String) -> Response {
 }
 
 macro_rules! reviewer_or {
-    ($console:expr, $headers:expr, $client:expr, $deny:expr) => {
-        match who(&$console, &$headers, $client.0).await {
+    ($console:expr, $headers:expr, $client:expr, $deny:expr, $basic:expr) => {
+        match who(&$console, &$headers, $client.0, $basic).await {
             Ok(me) => me,
             Err(d) => return $deny(d),
         }
@@ -315,6 +317,14 @@ async fn script() -> Response {
         .into_response()
 }
 
+async fn icon() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "max-age=86400")],
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\"><rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#123a6b\"/><path d=\"M4 8l3 3 5-6\" stroke=\"#fff\" stroke-width=\"2\" fill=\"none\"/></svg>",
+    )
+        .into_response()
+}
+
 // ── Leases ──────────────────────────────────────────────────────────────────────────────────────
 
 fn lease_until(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -371,7 +381,7 @@ async fn take_next(console: &Console, me: &str) -> Result<Option<(Uuid, Lease)>,
 }
 
 async fn next_json(State(console): State<Console>, headers: HeaderMap, client: Client) -> Response {
-    let me = reviewer_or!(console, headers, client, api_denied);
+    let me = reviewer_or!(console, headers, client, api_denied, true);
     match take_next(&console, &me).await {
         Ok(Some((id, lease))) => Json(serde_json::json!({"application_id": id, "lease_until": lease.until})).into_response(),
         Ok(None) => Json(serde_json::json!({"application_id": null})).into_response(),
@@ -380,7 +390,7 @@ async fn next_json(State(console): State<Console>, headers: HeaderMap, client: C
 }
 
 async fn next_page(State(console): State<Console>, headers: HeaderMap, client: Client) -> Response {
-    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"));
+    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"), false);
     match take_next(&console, &me).await {
         Ok(Some((id, _))) => Redirect::to(&format!("/review/cases/{id}")).into_response(),
         Ok(None) => Redirect::to("/review?none=1").into_response(),
@@ -389,7 +399,7 @@ async fn next_page(State(console): State<Console>, headers: HeaderMap, client: C
 }
 
 async fn take_page(State(console): State<Console>, Path(id): Path<String>, headers: HeaderMap, client: Client) -> Response {
-    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"));
+    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"), false);
     let Ok(id) = Uuid::parse_str(&id) else { return not_found_page(&me) };
     match take(&console, id, &me).await {
         Ok(_) => Redirect::to(&format!("/review/cases/{id}")).into_response(),
@@ -398,7 +408,7 @@ async fn take_page(State(console): State<Console>, Path(id): Path<String>, heade
 }
 
 async fn renew_json(State(console): State<Console>, Path(id): Path<String>, headers: HeaderMap, client: Client) -> Response {
-    let me = reviewer_or!(console, headers, client, api_denied);
+    let me = reviewer_or!(console, headers, client, api_denied, true);
     let Ok(id) = Uuid::parse_str(&id) else { return ApiError::new(ErrorCode::NotFound).into_response() };
     match take(&console, id, &me).await {
         Ok(Ok(l)) => Json(serde_json::json!({"application_id": id, "lease_until": l.until})).into_response(),
@@ -408,7 +418,7 @@ async fn renew_json(State(console): State<Console>, Path(id): Path<String>, head
 }
 
 async fn release_json(State(console): State<Console>, Path(id): Path<String>, headers: HeaderMap, client: Client) -> Response {
-    let me = reviewer_or!(console, headers, client, api_denied);
+    let me = reviewer_or!(console, headers, client, api_denied, true);
     let Ok(id) = Uuid::parse_str(&id) else { return ApiError::new(ErrorCode::NotFound).into_response() };
     release(&console, id, &me).await;
     StatusCode::NO_CONTENT.into_response()
@@ -526,7 +536,7 @@ struct QueueItem {
 }
 
 async fn queue_json(State(console): State<Console>, headers: HeaderMap, client: Client, Query(p): Query<ListParams>) -> Response {
-    let _me = reviewer_or!(console, headers, client, api_denied);
+    let _me = reviewer_or!(console, headers, client, api_denied, true);
     let Ok(status) = parse_status(p.status.as_deref()) else {
         return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"code": "invalid_status", "message": BAD_STATUS}))).into_response();
     };
@@ -555,7 +565,7 @@ async fn queue_json(State(console): State<Console>, headers: HeaderMap, client: 
 }
 
 async fn queue_page(State(console): State<Console>, headers: HeaderMap, client: Client, Query(p): Query<ListParams>) -> Response {
-    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"));
+    let me = reviewer_or!(console, headers, client, |d| page_denied(d, "/review"), false);
     let Ok(status) = parse_status(p.status.as_deref()) else {
         let text = format!("状態の指定が正しくありません。 {BAD_STATUS}.</p><p><a href=\"/review\">一覧へ</a>");
         return (StatusCode::BAD_REQUEST, html_page(html::message(&me, "状態の指定が正しくありません", &text))).into_response();
@@ -580,7 +590,7 @@ fn not_found_page(me: &str) -> Response {
 
 async fn case_page(State(console): State<Console>, Path(id): Path<String>, headers: HeaderMap, client: Client) -> Response {
     let path = format!("/review/cases/{}", urlencode(&id));
-    let me = reviewer_or!(console, headers, client, |d| page_denied(d, &path));
+    let me = reviewer_or!(console, headers, client, |d| page_denied(d, &path), false);
     let Ok(id) = Uuid::parse_str(&id) else { return not_found_page(&me) };
     let (record, event) = match load_case(&console, id).await {
         Ok(x) => x,
@@ -600,7 +610,7 @@ async fn case_page(State(console): State<Console>, Path(id): Path<String>, heade
 }
 
 async fn document(State(console): State<Console>, Path(id): Path<String>, headers: HeaderMap, client: Client) -> Response {
-    let _me = reviewer_or!(console, headers, client, api_denied);
+    let _me = reviewer_or!(console, headers, client, api_denied, true);
     let Ok(id) = Uuid::parse_str(&id) else { return ApiError::new(ErrorCode::NotFound).into_response() };
     let event = match load_case(&console, id).await {
         Ok((_, Some(ev))) => ev,
@@ -765,7 +775,7 @@ async fn decide_json(
     client: Client,
     body: Result<Json<DecisionInput>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let me = reviewer_or!(console, headers, client, api_denied);
+    let me = reviewer_or!(console, headers, client, api_denied, true);
     let Ok(id) = Uuid::parse_str(&id) else { return ApiError::new(ErrorCode::NotFound).into_response() };
     let Ok(Json(input)) = body else { return ApiError::new(ErrorCode::InvalidJson).into_response() };
     match decide(&console, &me, id, &input).await {
@@ -782,7 +792,7 @@ async fn decide_form(
     form: Result<Form<DecisionInput>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let path = format!("/review/cases/{}", urlencode(&id));
-    let me = reviewer_or!(console, headers, client, |d| page_denied(d, &path));
+    let me = reviewer_or!(console, headers, client, |d| page_denied(d, &path), false);
     let Ok(id) = Uuid::parse_str(&id) else { return not_found_page(&me) };
     let Ok(Form(input)) = form else { return decision_error_page(&me, id, DecisionError::BadInput("decision must be approve or reject")) };
     match decide(&console, &me, id, &input).await {

@@ -57,7 +57,7 @@ pub async fn store_application(deps: &ReviewDeps, app: Application) -> Applicati
     let program = &deps.program;
     let id = Uuid::new_v4();
     let doc_key = format!("{}/{id}/document", program.id);
-    let png = b"\x89PNG\r\n\x1a\nreview-test".to_vec();
+    let png = card_png();
     let doc = Document { content_type: "image/png".into(), sha256: "0".repeat(64), bytes: png.clone().into() };
     deps.documents.put(&doc_key, &doc).await.expect("doc");
     let ev = ApplicationEvent {
@@ -73,6 +73,39 @@ pub async fn store_application(deps: &ReviewDeps, app: Application) -> Applicati
     deps.documents.put(&payload_key(&program.id, id), &payload).await.expect("payload");
     deps.status.create(&ApplicationRecord::received(id, &program.id, Utc::now()), None).await.expect("create");
     ev
+}
+
+/// The application as submitted.
+pub async fn load_event(deps: &ReviewDeps, id: Uuid) -> ApplicationEvent {
+    let doc = deps.documents.get(&payload_key(&deps.program.id, id)).await.expect("get").expect("payload");
+    ApplicationEvent::from_json(&doc.bytes).expect("event")
+}
+
+/// A drawn identity card (a real PNG, lopsided so a quarter turn shows); drawn once.
+pub fn card_png() -> Vec<u8> {
+    static CARD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    CARD.get_or_init(draw_card).clone()
+}
+
+fn draw_card() -> Vec<u8> {
+    let (w, h) = (640u32, 400u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        let px = if y < 70 {
+            [11, 79, 138] // header band
+        } else if (40..220).contains(&x) && (110..350).contains(&y) {
+            [170, 180, 190] // photo
+        } else if x > 260 && x < 600 && y > 120 && (y - 120) % 40 < 8 {
+            [60, 60, 60] // text lines
+        } else if x > 560 && y > 330 {
+            [200, 40, 40] // a seal in one corner
+        } else {
+            [245, 240, 228]
+        };
+        image::Rgb(px)
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("png");
+    out.into_inner()
 }
 
 /// `n` cases waiting for review, stored directly (no pipeline, many at once so the embedded
