@@ -303,6 +303,9 @@ pub struct ReviewArgs {
     registry: Option<PathBuf>,
     #[arg(long, env = "KYUFU_SECRETS_FILE")]
     secrets_file: Option<PathBuf>,
+    /// How long a reviewer's login lasts, in hours.
+    #[arg(long, env = "KYUFU_REVIEW_SESSION_HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=24))]
+    session_hours: u64,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -317,7 +320,8 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let reviewers = kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or(""))
-        .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?
+        .with_session_ttl(std::time::Duration::from_secs(args.session_hours * 3600));
     let registry =
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?;
     let backends = args.backends.open(&args.data_dir).await?;
