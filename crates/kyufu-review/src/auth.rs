@@ -175,7 +175,8 @@ pub enum LoginRefused {
 }
 
 /// How many failed logins are allowed within `window` before logins are refused, per account and
-/// per client address.
+/// per client address. The address limit is generous by default: a city's reviewers often share
+/// one office address (or a proxy's), and one colleague's typos must not lock out the rest.
 #[derive(Debug, Clone, Copy)]
 pub struct ThrottleLimits {
     pub per_account: usize,
@@ -185,7 +186,7 @@ pub struct ThrottleLimits {
 
 impl Default for ThrottleLimits {
     fn default() -> Self {
-        ThrottleLimits { per_account: 5, per_address: 20, window: Duration::from_secs(15 * 60) }
+        ThrottleLimits { per_account: 5, per_address: 100, window: Duration::from_secs(15 * 60) }
     }
 }
 
