@@ -228,6 +228,20 @@ pub trait StatusStore: Send + Sync + 'static {
         Ok(self.claim(namespace, key, owner).await? == Claim::Won)
     }
 
+    /// `replace_claim` for a claim that means nothing after `until`: a store that can expire keys
+    /// forgets it then (leases and sessions would otherwise pile up); one that cannot keeps it.
+    async fn replace_claim_until(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&str>,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, AdapterError> {
+        let _ = until;
+        self.replace_claim(namespace, key, expected, owner).await
+    }
+
     /// Takes or renews a lease: `key` becomes `holder`'s until `until` when it is free, its lease
     /// ran out before `now`, or `holder` has it already. Built on `claimed_by` and
     /// `replace_claim`, so two holders never hold one key at once.
@@ -241,7 +255,7 @@ pub trait StatusStore: Send + Sync + 'static {
                     return Ok(LeaseOutcome::Held(lease));
                 }
             }
-            if self.replace_claim(namespace, key, current.as_deref(), &owner).await? {
+            if self.replace_claim_until(namespace, key, current.as_deref(), &owner, until).await? {
                 return Ok(LeaseOutcome::Won(Lease { holder: holder.to_owned(), until }));
             }
         }

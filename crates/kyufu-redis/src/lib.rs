@@ -141,11 +141,16 @@ end
 return 0
 "#;
 
-/// KEYS: claim key. ARGV: expected owner ('' = free), new owner. Compare-and-set; 1 when set.
+/// KEYS: claim key. ARGV: expected owner ('' = free), new owner, expiry in unix ms ('' = none).
+/// Compare-and-set; 1 when set.
 const REPLACE: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2])
+  if ARGV[3] == '' then
+    redis.call('SET', KEYS[1], ARGV[2])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  end
   return 1
 end
 return 0
@@ -225,6 +230,18 @@ impl RedisStatusStore {
     }
     fn claim_key(&self, namespace: &str, key: &str) -> String {
         format!("{}claim:{}:{}", self.prefix, namespace, key)
+    }
+
+    /// Compare-and-set of a claim, expiring at `expire_ms` (unix ms) when given.
+    async fn replace(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str, expire_ms: Option<i64>) -> Result<bool, AdapterError> {
+        if expected == Some("") {
+            return Ok(false); // no stored owner is empty
+        }
+        let mut inv = self.scripts.replace.prepare_invoke();
+        inv.key(self.claim_key(namespace, key)).arg(expected.unwrap_or("")).arg(owner).arg(expire_ms.map(|ms| ms.to_string()).unwrap_or_default());
+        let mut conn = self.conn.clone();
+        let set: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(set == 1)
     }
 
     async fn read(&self, id: Uuid) -> Result<Option<(ApplicationRecord, String)>, AdapterError> {
@@ -353,14 +370,19 @@ impl StatusStore for RedisStatusStore {
     }
 
     async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
-        if expected == Some("") {
-            return Ok(false); // no stored owner is empty
-        }
-        let mut inv = self.scripts.replace.prepare_invoke();
-        inv.key(self.claim_key(namespace, key)).arg(expected.unwrap_or("")).arg(owner);
-        let mut conn = self.conn.clone();
-        let set: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(set == 1)
+        self.replace(namespace, key, expected, owner, None).await
+    }
+
+    async fn replace_claim_until(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&str>,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, AdapterError> {
+        // A moment past `until`, so a lease read just before it runs out still reads as it was.
+        self.replace(namespace, key, expected, owner, Some(until.timestamp_millis().max(1) + 1_000)).await
     }
 
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
