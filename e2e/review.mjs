@@ -13,6 +13,8 @@ const browser = await launch();
 const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, deviceScaleFactor: 1, locale: "ja-JP", timezoneId: "Europe/London" });
 const page = await context.newPage();
 page.setDefaultTimeout(20000);
+// A controllable clock, so the page's 30-second lease renewal can be seen without waiting.
+await page.clock.install();
 const failures = [];
 page.on("pageerror", (e) => failures.push(String(e)));
 page.on("console", (m) => { if (m.type() === "error") failures.push(m.text()); });
@@ -36,6 +38,9 @@ try {
   const first = caseId(page);
   check(first === input.cases[0], "n took the oldest free case");
   check(await page.getByText("あなたが担当しています").isVisible(), "the case page says it is mine");
+  const renewal = page.waitForResponse((r) => r.url().endsWith(`/review/api/cases/${first}/lease`));
+  await page.clock.runFor(31_000);
+  check((await renewal).status() === 200, "the open page renewed its lease after 30 s");
   // The document beside the registry data; z zooms, x rotates.
   const img = page.locator("#doc");
   await img.evaluate((i) => i.complete || new Promise((r) => (i.onload = r)));
