@@ -11,10 +11,20 @@ mkdir -p secrets
 hex() { od -An -tx1 -N"$1" /dev/urandom | tr -d ' \n'; }
 if [ ! -s secrets/kyufu.json ]; then
   password=$(hex 12)
-  hash=$(printf '%s' "$password" | sha256sum | cut -d' ' -f1)
+  # The reviewer entry is an argon2id hash made by `kyufu reviewer-entry` (KYUFU_BIN, else the
+  # built binary, else the image the compose file builds, kyufu:local).
+  kyufu=${KYUFU_BIN:-}
+  [ -n "$kyufu" ] || kyufu=$(command -v kyufu || true)
+  [ -n "$kyufu" ] || { [ -x ../target/debug/kyufu ] && kyufu=../target/debug/kyufu; } || true
+  if [ -n "$kyufu" ]; then
+    entry=$(printf '%s\n' "$password" | "$kyufu" reviewer-entry reviewer)
+  else
+    docker compose -f compose.yaml build review >&2
+    entry=$(printf '%s\n' "$password" | docker run --rm -i kyufu:local reviewer-entry reviewer)
+  fi
   cat >secrets/kyufu.json <<JSON
 {"pass_keys": "k1:$(hex 32)", "identity_secret": "$(hex 32)", "status_secret": "$(hex 32)",
- "reviewers": "reviewer:$hash", "admin_token": "$(hex 24)"}
+ "reviewers": "$entry", "admin_token": "$(hex 24)"}
 JSON
   echo "make-secrets: reviewer login: reviewer / $password (kept nowhere else; change it in secrets/kyufu.json)"
 fi

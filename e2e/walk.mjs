@@ -3,25 +3,11 @@
 // show next to the field) -> check page -> sent -> status page with the coupon; the English
 // switch; a status page that needs a person. Screenshots go to $SHOTS when set.
 // Input: a JSON file (argv[2]) written by crates/kyufu/tests/browser.rs. Exit status 0 = pass.
-import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { input, shots, check, shot, launch } from "./lib.mjs";
 
-const input = JSON.parse(readFileSync(process.argv[2], "utf8"));
-const shots = process.env.SHOTS || "";
 const base = input.base;
 
-function check(cond, what) {
-  if (!cond) throw new Error("check failed: " + what);
-  console.log("ok -", what);
-}
-async function shot(page, name) {
-  if (shots) await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-dev-shm-usage"],
-});
+const browser = await launch();
 const context = await browser.newContext({ viewport: { width: 360, height: 740 }, deviceScaleFactor: 1, locale: "ja-JP" });
 const page = await context.newPage();
 page.setDefaultTimeout(20000);

@@ -12,6 +12,8 @@
 #   clamd                — the virus-scan test of intake starts its own clamd with a local test
 #                          signature database (no freshclam, no network); the package's postinst
 #                          may try to start a service, which fails harmlessly without systemd.
+#   fonts-noto-cjk       — Japanese glyphs for the browser tests' screenshots (without a CJK font
+#                          Chromium draws boxes); installed when `fc-list :lang=ja` finds none.
 #   curl                 — `make bench` reads the system's /metrics.
 #   wrk                  — `make bench-gateway` loads the gateway and a bare hyper server with it
 #                          from outside the measured process.
@@ -64,6 +66,9 @@ install_packages() {
       [[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
     fi
   done
+  if ! fc-list :lang=ja 2>/dev/null | grep -q .; then
+    missing+=(fonts-noto-cjk)
+  fi
   ((${#missing[@]} == 0)) && return 0
 
   if ((EUID == 0)); then

@@ -215,6 +215,21 @@ impl StatusStore for EmbeddedStatusStore {
             .await
     }
 
+    async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
+        let (k, expected, owner) = (claim_key(namespace, key), expected.map(str::to_owned), owner.to_owned());
+        self.writer
+            .write(move |tx| {
+                let mut t = tx.open_table(CLAIMS).map_err(storage_err)?;
+                let current = t.get(k.as_str()).map_err(storage_err)?.map(|v| v.value().to_owned());
+                let swap = current == expected;
+                if swap && current.as_deref() != Some(owner.as_str()) {
+                    t.insert(k.as_str(), owner.as_str()).map_err(storage_err)?;
+                }
+                Ok(Wrote { value: swap, wrote: swap })
+            })
+            .await
+    }
+
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
         self.read(|tx| {
             let index = tx.open_table(BY_STATUS).map_err(storage_err)?;

@@ -205,6 +205,13 @@ async fn claims_listing_and_counts() {
     kyufu_ports::contract::status_claims_listing_and_counts(s).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    kyufu_ports::contract::status_leases(store.status_store(), 8).await;
+}
+
 #[tokio::test]
 async fn documents_are_never_overwritten() {
     let dir = tempfile::tempdir().expect("tempdir");

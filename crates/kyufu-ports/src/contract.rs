@@ -133,6 +133,56 @@ pub async fn status_claims_listing_and_counts(s: Arc<dyn StatusStore>) {
     assert!(counts.contains(&(Status::Received, 3)) && counts.contains(&(Status::NeedsReview, 2)), "{counts:?}");
 }
 
+/// Compare-and-set claims and leases: a lease is taken when free or run out, renewed by its
+/// holder, refused to others while it runs, ended only by its holder; racing takers of one key
+/// get one winner.
+pub async fn status_leases(s: Arc<dyn StatusStore>, racers: usize) {
+    use crate::{Lease, LeaseOutcome};
+    assert!(s.replace_claim("cas", "k", None, "a").await.expect("cas"), "free: taken");
+    assert!(!s.replace_claim("cas", "k", None, "b").await.expect("cas"), "held: not taken");
+    assert!(!s.replace_claim("cas", "k", Some("x"), "b").await.expect("cas"), "wrong expectation");
+    assert!(s.replace_claim("cas", "k", Some("a"), "b").await.expect("cas"));
+    assert_eq!(s.claimed_by("cas", "k").await.expect("claimed_by"), Some("b".into()));
+
+    let now = Utc::now();
+    let min = chrono::Duration::minutes(1);
+    let won = |holder: &str, until| LeaseOutcome::Won(Lease { holder: holder.into(), until });
+    let until = |t: chrono::DateTime<Utc>| chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).expect("ms");
+    let t1 = until(now + min);
+    assert_eq!(s.take_lease("lease", "case", "alice", now, t1).await.expect("lease"), won("alice", t1));
+    assert_eq!(
+        s.take_lease("lease", "case", "bob", now, until(now + min * 2)).await.expect("lease"),
+        LeaseOutcome::Held(Lease { holder: "alice".into(), until: t1 }),
+        "someone else's running lease is refused"
+    );
+    let t2 = until(now + min * 3);
+    assert_eq!(s.take_lease("lease", "case", "alice", now, t2).await.expect("lease"), won("alice", t2), "renewed");
+    assert_eq!(s.lease_of("lease", "case").await.expect("lease_of").map(|l| l.until), Some(t2));
+    let later = now + min * 4;
+    let t3 = until(later + min);
+    assert_eq!(s.take_lease("lease", "case", "bob", later, t3).await.expect("lease"), won("bob", t3), "a run-out lease is taken over");
+    assert!(!s.end_lease("lease", "case", "alice").await.expect("end"), "alice's lease is gone");
+    assert!(s.end_lease("lease", "case", "bob").await.expect("end"));
+    assert_eq!(s.lease_of("lease", "case").await.expect("lease_of"), None);
+
+    // Racers for one expired lease: one wins.
+    let stale = until(now - min);
+    assert_eq!(s.take_lease("lease", "race", "old", now - min * 2, stale).await.expect("lease"), won("old", stale));
+    let tasks: Vec<_> = (0..racers)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.take_lease("lease", "race", &format!("r{i}"), now, now + min).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for t in tasks {
+        if matches!(t.await.expect("join").expect("lease"), LeaseOutcome::Won(_)) {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
 /// Many owners race for one key: exactly one wins.
 pub async fn status_racing_claims(s: Arc<dyn StatusStore>, racers: usize) {
     let tasks: Vec<_> = (0..racers)

@@ -32,7 +32,7 @@ pub enum AdapterError {
 pub use bus::{Consumer, EventBus, Message};
 pub use documents::{Document, DocumentStore};
 pub use status::{
-    ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, StatusChange, StatusStore, Transition,
+    ApplicationRecord, Claim, CreateOutcome, IdempotencyClaim, Lease, LeaseOutcome, StatusChange, StatusStore, Transition,
     TransitionOutcome,
 };
 pub use unit::{Acceptance, Accepted, Ports, Publication, Sequential, UnitOfWork};

@@ -131,6 +131,39 @@ pub enum Claim {
     Held { owner: String },
 }
 
+/// A time-limited claim: who holds a key and until when (stored as the claim's owner,
+/// `holder|until-in-unix-milliseconds`; holders never contain `|`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+impl Lease {
+    pub fn encode(&self) -> String {
+        format!("{}|{}", self.holder, self.until.timestamp_millis())
+    }
+
+    /// Reads a stored owner; one without a time (a plain claim) never runs out.
+    pub fn decode(owner: &str) -> Lease {
+        match owner.rsplit_once('|') {
+            Some((holder, ms)) => Lease {
+                holder: holder.to_owned(),
+                until: ms.parse().ok().and_then(DateTime::from_timestamp_millis).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            },
+            None => Lease { holder: owner.to_owned(), until: DateTime::<Utc>::MAX_UTC },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    /// The caller holds the lease now, until the time asked for.
+    Won(Lease),
+    /// Someone else holds an unexpired lease.
+    Held(Lease),
+}
+
 #[async_trait]
 pub trait StatusStore: Send + Sync + 'static {
     /// Stores a new record, atomically with the idempotency key when one is given: either both
@@ -185,6 +218,78 @@ pub trait StatusStore: Send + Sync + 'static {
     async fn reassign(&self, namespace: &str, key: &str, from: &str, to: &str) -> Result<Claim, AdapterError> {
         self.release(namespace, key, from).await?;
         self.claim(namespace, key, to).await
+    }
+
+    /// Compare-and-set of a claim: `key` becomes `owner`'s only if its current owner is
+    /// `expected` (`None`: free). Returns whether it did. Stores that can do it in one atomic step
+    /// override this; the default releases then claims, which never gives one key to two owners
+    /// but may lose the key to a racer between the two steps.
+    async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
+        if let Some(old) = expected {
+            if old == owner {
+                return Ok(self.claimed_by(namespace, key).await?.as_deref() == Some(owner));
+            }
+            if !self.release(namespace, key, old).await? {
+                return Ok(false);
+            }
+        }
+        Ok(self.claim(namespace, key, owner).await? == Claim::Won)
+    }
+
+    /// `replace_claim` for a claim that means nothing after `until`: a store that can expire keys
+    /// forgets it then (leases and sessions would otherwise pile up); one that cannot keeps it.
+    async fn replace_claim_until(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&str>,
+        owner: &str,
+        until: DateTime<Utc>,
+    ) -> Result<bool, AdapterError> {
+        let _ = until;
+        self.replace_claim(namespace, key, expected, owner).await
+    }
+
+    /// Takes or renews a lease: `key` becomes `holder`'s until `until` when it is free, its lease
+    /// ran out before `now`, or `holder` has it already. Built on `claimed_by` and
+    /// `replace_claim`, so two holders never hold one key at once.
+    async fn take_lease(&self, namespace: &str, key: &str, holder: &str, now: DateTime<Utc>, until: DateTime<Utc>) -> Result<LeaseOutcome, AdapterError> {
+        let owner = Lease { holder: holder.to_owned(), until }.encode();
+        for _ in 0..4 {
+            let current = self.claimed_by(namespace, key).await?;
+            if let Some(cur) = &current {
+                let lease = Lease::decode(cur);
+                if lease.holder != holder && lease.until > now {
+                    return Ok(LeaseOutcome::Held(lease));
+                }
+            }
+            if self.replace_claim_until(namespace, key, current.as_deref(), &owner, until).await? {
+                return Ok(LeaseOutcome::Won(Lease { holder: holder.to_owned(), until }));
+            }
+        }
+        match self.lease_of(namespace, key).await? {
+            Some(l) if l.holder != holder => Ok(LeaseOutcome::Held(l)),
+            _ => Err(AdapterError::Unavailable("lease too contended; retry".into())),
+        }
+    }
+
+    /// The lease on `key`, expired or not; reads only.
+    async fn lease_of(&self, namespace: &str, key: &str) -> Result<Option<Lease>, AdapterError> {
+        Ok(self.claimed_by(namespace, key).await?.map(|o| Lease::decode(&o)))
+    }
+
+    /// Ends `holder`'s lease on `key`; returns whether there was one.
+    async fn end_lease(&self, namespace: &str, key: &str, holder: &str) -> Result<bool, AdapterError> {
+        for _ in 0..4 {
+            let Some(cur) = self.claimed_by(namespace, key).await? else { return Ok(false) };
+            if Lease::decode(&cur).holder != holder {
+                return Ok(false);
+            }
+            if self.release(namespace, key, &cur).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Up to `limit` records in `status`, oldest `updated_at` first (review queue, reconciliation).

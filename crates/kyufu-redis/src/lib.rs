@@ -95,8 +95,8 @@ pub struct RedisStatusStore {
 }
 
 /// The round trips counted in `kyufu_redis_requests_total`, by what they do.
-const OPERATIONS: [&str; 11] =
-    ["ping", "read", "create", "transition", "claim", "claim_expiring", "claimed_by", "release", "reassign", "list", "counts"];
+const OPERATIONS: [&str; 12] =
+    ["ping", "read", "create", "transition", "claim", "claim_expiring", "claimed_by", "release", "reassign", "replace", "list", "counts"];
 
 /// Records `get` read lately, with their revisions, for the move that usually follows.
 struct RecentReads {
@@ -131,6 +131,7 @@ struct Scripts {
     claim_many: Script,
     release: Script,
     reassign: Script,
+    replace: Script,
 }
 
 /// KEYS: app, idx(status), counts, [idem]. ARGV: json, status, score, [idem value, ttl ms].
@@ -196,6 +197,21 @@ end
 return cur
 "#;
 
+/// KEYS: claim key. ARGV: expected owner ('' = free), new owner, expiry in unix ms ('' = none).
+/// Compare-and-set; 1 when set.
+const REPLACE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if (cur == false and ARGV[1] == '') or cur == ARGV[1] then
+  if ARGV[3] == '' then
+    redis.call('SET', KEYS[1], ARGV[2])
+  else
+    redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[3])
+  end
+  return 1
+end
+return 0
+"#;
+
 /// How often a transition re-reads after losing a race before giving up as `Unavailable`.
 const CAS_ATTEMPTS: usize = 32;
 
@@ -243,6 +259,7 @@ impl RedisStatusStore {
                 claim_many: Script::new(CLAIM_MANY),
                 release: Script::new(RELEASE),
                 reassign: Script::new(REASSIGN),
+                replace: Script::new(REPLACE),
             }),
             recent: std::sync::Arc::new(std::sync::Mutex::new(RecentReads {
                 by_id: std::collections::HashMap::new(),
@@ -299,6 +316,19 @@ impl RedisStatusStore {
     }
     fn claim_key(&self, namespace: &str, key: &str) -> String {
         format!("{}claim:{}:{}", self.prefix, namespace, key)
+    }
+
+    /// Compare-and-set of a claim, expiring at `expire_ms` (unix ms) when given.
+    async fn replace(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str, expire_ms: Option<i64>) -> Result<bool, AdapterError> {
+        if expected == Some("") {
+            return Ok(false); // no stored owner is empty
+        }
+        self.sent("replace");
+        let mut inv = self.scripts.replace.prepare_invoke();
+        inv.key(self.claim_key(namespace, key)).arg(expected.unwrap_or("")).arg(owner).arg(expire_ms.map(|ms| ms.to_string()).unwrap_or_default());
+        let mut conn = self.conn.clone();
+        let set: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(set == 1)
     }
 
     async fn read(&self, id: Uuid) -> Result<Option<(ApplicationRecord, String)>, AdapterError> {
@@ -456,6 +486,22 @@ impl StatusStore for RedisStatusStore {
         self.sent("release");
         let released: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(released == 1)
+    }
+
+    async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
+        self.replace(namespace, key, expected, owner, None).await
+    }
+
+    async fn replace_claim_until(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&str>,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, AdapterError> {
+        // A moment past `until`, so a lease read just before it runs out still reads as it was.
+        self.replace(namespace, key, expected, owner, Some(until.timestamp_millis().max(1) + 1_000)).await
     }
 
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {

@@ -40,6 +40,35 @@ async fn contract_claims_listing_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_leases() {
+    let server = RedisServer::start();
+    kyufu_ports::contract::status_leases(store(&server).await, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_out_lease_is_forgotten() {
+    let server = RedisServer::start();
+    let s = store(&server).await;
+    let now = chrono::Utc::now();
+    let until = now + chrono::Duration::milliseconds(300);
+    assert!(matches!(s.take_lease("session", "tok", "alice", now, until).await.expect("lease"), kyufu_ports::LeaseOutcome::Won(_)));
+    assert!(s.lease_of("session", "tok").await.expect("lease_of").is_some());
+    let mut gone = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.claimed_by("session", "tok").await.expect("claimed_by").is_none() {
+            gone = true;
+            break;
+        }
+    }
+    assert!(gone, "Redis keeps no lease long after it ran out");
+    // A plain compare-and-set claim never expires.
+    assert!(s.replace_claim("cas", "k", None, "a").await.expect("cas"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(s.claimed_by("cas", "k").await.expect("claimed_by"), Some("a".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_claim_is_forgotten_after_its_time() {
     let server = RedisServer::start();
     let s = store(&server).await;

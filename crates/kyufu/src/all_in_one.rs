@@ -184,7 +184,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
                 &metrics,
             ));
         }
-        Err(e) => tracing::warn!(error = %e, "review console off: set KYUFU_REVIEWERS (name:sha256(password))"),
+        Err(e) => tracing::warn!(error = %e, "review console off: set KYUFU_REVIEWERS (entries from `kyufu reviewer-entry NAME`)"),
     }
     match secrets.admin_token.as_deref().map(|t| kyufu_gateway::admin::admin_router(gateway_handle.clone(), t)) {
         Some(Ok(admin)) => staff = staff.merge(admin),

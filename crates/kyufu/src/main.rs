@@ -57,6 +57,16 @@ enum Command {
     /// Resident registry tools.
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Makes a review console account entry `NAME:<argon2id hash>` for `KYUFU_REVIEWERS` (entries
+    /// separated by newlines or `;`). Reads the password (12 characters or more) from the first
+    /// line of standard input, or makes one with `--generate` and prints it on standard error.
+    ReviewerEntry {
+        /// The reviewer's login name: letters, digits, '-', '_' or '.'.
+        name: String,
+        /// Make a random password instead of reading one.
+        #[arg(long)]
+        generate: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +110,22 @@ impl ProgramArgs {
     }
 }
 
+fn reviewer_entry(name: &str, generate: bool) -> anyhow::Result<()> {
+    let password = if generate {
+        let bytes: [u8; 12] = rand::random();
+        let p: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!("password for {name}: {p}");
+        p
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    let entry = kyufu_review::auth::password_entry(name, &password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{entry}");
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let format = match cli.log_format {
@@ -128,6 +154,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::EvalTriage(args) => eval::run(args).await,
+            Command::ReviewerEntry { name, generate } => reviewer_entry(&name, generate),
             Command::Admin(args) => admin::run(args).await,
             Command::Registry(RegistryCommand::Generate { out, households, seed, program }) => {
                 let registry = all_in_one::generate_registry(&program.program(), households, seed);

@@ -322,6 +322,15 @@ pub struct ReviewArgs {
     registry: Option<PathBuf>,
     #[arg(long, env = "KYUFU_SECRETS_FILE")]
     secrets_file: Option<PathBuf>,
+    /// How long a reviewer's login lasts, in hours.
+    #[arg(long, env = "KYUFU_REVIEW_SESSION_HOURS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=24))]
+    session_hours: u64,
+    /// Failed logins for one reviewer name within 15 minutes before its logins are paused.
+    #[arg(long, env = "KYUFU_REVIEW_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    login_failures_per_account: u64,
+    /// Failed logins from one client address within 15 minutes before its logins are paused.
+    #[arg(long, env = "KYUFU_REVIEW_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    login_failures_per_address: u64,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -336,7 +345,13 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<()> {
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));
     let secrets = crate::secrets::load(&secrets_path, false)?;
     let reviewers = kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or(""))
-        .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("KYUFU_REVIEWERS / reviewers: {e}"))?
+        .with_session_ttl(std::time::Duration::from_secs(args.session_hours * 3600))
+        .with_limits(kyufu_review::auth::ThrottleLimits {
+            per_account: usize::try_from(args.login_failures_per_account).unwrap_or(usize::MAX),
+            per_address: usize::try_from(args.login_failures_per_address).unwrap_or(usize::MAX),
+            ..kyufu_review::auth::ThrottleLimits::default()
+        });
     let registry =
         Registry::load_path(&registry_path).with_context(|| format!("loading registry {}", registry_path.display()))?;
     let metrics = kyufu_telemetry::new_registry();

@@ -29,7 +29,8 @@ struct SecretsFile {
     pass_keys: String,
     identity_secret: String,
     status_secret: String,
-    /// Review console accounts, `name:sha256(password)[,...]`.
+    /// Review console accounts, `name:<argon2id hash>` entries separated by newlines or `;`
+    /// (`kyufu reviewer-entry NAME` makes one).
     #[serde(default)]
     reviewers: Option<String>,
     /// The demo reviewer's password, kept so `make run` can show it (delete it in production).

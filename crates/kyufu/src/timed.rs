@@ -108,6 +108,21 @@ impl StatusStore for TimedStatus {
     async fn reassign(&self, namespace: &str, key: &str, from: &str, to: &str) -> Result<Claim, AdapterError> {
         self.timer.time(STATUS, "reassign", self.inner.reassign(namespace, key, from, to)).await
     }
+    // The compare-and-set is one step in the store (a Lua script on Redis): forwarded, not rebuilt
+    // from release and claim by the trait's default. Leases are built on these two.
+    async fn replace_claim(&self, namespace: &str, key: &str, expected: Option<&str>, owner: &str) -> Result<bool, AdapterError> {
+        self.timer.time(STATUS, "replace_claim", self.inner.replace_claim(namespace, key, expected, owner)).await
+    }
+    async fn replace_claim_until(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: Option<&str>,
+        owner: &str,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool, AdapterError> {
+        self.timer.time(STATUS, "replace_claim", self.inner.replace_claim_until(namespace, key, expected, owner, until)).await
+    }
     async fn list_by_status(&self, status: Status, limit: usize) -> Result<Vec<ApplicationRecord>, AdapterError> {
         self.timer.time(STATUS, "list_by_status", self.inner.list_by_status(status, limit)).await
     }
