@@ -55,6 +55,8 @@ pub struct AllInOneArgs {
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
     #[command(flatten)]
+    passes: crate::roles::PassArgs,
+    #[command(flatten)]
     mail: MailArgs,
     #[command(flatten)]
     scan: crate::backends::ScanArgs,
@@ -146,6 +148,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         program: program.clone(),
         pass_keyring: secrets.keyring.clone(),
         require_pass: true,
+        submissions_per_pass: args.passes.submissions_per_pass,
         identity_secret: secrets.identity.clone(),
         status_tokens: secrets.status_tokens.clone(),
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,

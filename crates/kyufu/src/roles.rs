@@ -102,6 +102,14 @@ impl LaunchArgs {
     }
 }
 
+/// How many applications one admission pass may send (taken by intake and the all-in-one).
+#[derive(Args)]
+pub struct PassArgs {
+    /// Applications one admission pass (one household) may send; 0 = no bound.
+    #[arg(long, env = "KYUFU_SUBMISSIONS_PER_PASS", default_value_t = kyufu_intake::DEFAULT_SUBMISSIONS_PER_PASS)]
+    pub submissions_per_pass: u32,
+}
+
 #[derive(Args)]
 pub struct IntakeArgs {
     #[arg(long, env = "KYUFU_LISTEN", default_value = "127.0.0.1:8081")]
@@ -113,6 +121,8 @@ pub struct IntakeArgs {
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
+    #[command(flatten)]
+    passes: PassArgs,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -202,6 +212,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         program,
         pass_keyring: secrets.keyring,
         require_pass: true,
+        submissions_per_pass: args.passes.submissions_per_pass,
         identity_secret: secrets.identity,
         status_tokens: secrets.status_tokens,
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
