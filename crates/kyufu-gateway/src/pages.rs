@@ -185,7 +185,7 @@ async fn home(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> R
 /// `POST /wait`: join, then show the waiting room (or the form, if the door is free).
 async fn join(State(gw): State<Arc<Shared>>, headers: HeaderMap, extensions: axum::http::Extensions) -> Response {
     let (l, _) = Lang::pick(&HashMap::new(), &headers);
-    match queue::join_answer(&gw, queue::peer_of(&extensions), None).await {
+    match queue::join_answer(&gw, queue::client_of(&gw, &extensions, &headers), None).await {
         Ok(answer) => {
             let to = if answer.pass.is_some() { "/apply" } else { "/wait" };
             let mut resp = Redirect::to(to).into_response();
