@@ -172,7 +172,6 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         }
     }
     let config = &by_kind["ConfigMap"][0];
-    let config_env: Vec<String> = config["data"].as_mapping().expect("config data").keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let deployments = &by_kind["Deployment"];
     let component = |v: &Value| v["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"].as_str().map(str::to_owned);
     let mut names = BTreeSet::new();
