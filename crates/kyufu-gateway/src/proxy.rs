@@ -222,7 +222,8 @@ pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Resp
     let spend = req.method() == http::Method::POST && route == SPEND_ROUTE;
     let span = tracing::info_span!("proxy", route, method = %req.method());
     let mut resp = forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await;
-    // Intake answers 403 only for the admission pass (missing, invalid, expired or spent).
+    // Intake answers 403 only for the admission pass (missing, invalid, expired, spent or past its
+    // bound of applications).
     if resp.status() == http::StatusCode::FORBIDDEN {
         gw.metrics.passes_rejected.inc();
     }
