@@ -17,6 +17,7 @@
 #                          from outside the measured process.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
+#   openssl              — the SMTP TLS test makes a test CA and a server certificate with it.
 #   ip (iproute2)        — the gateway's forwarded-address test makes a network namespace and a
 #                          veth pair (as root).
 #   kubernetes-validate  — crates/kyufu/tests/deploy.rs validates deploy/k8s against the Kubernetes
@@ -45,6 +46,7 @@ declare -A PROVIDER=(
   [mvn]=maven
   [wrk]=wrk
   [ip]=iproute2
+  [openssl]=openssl
   [python3]=python3-venv
 )
 

@@ -11,61 +11,19 @@ use chrono::NaiveDate;
 use kyufu_domain::Program;
 use kyufu_pipeline::notify::{coupon_email, Notifier, NotifyError, OutboxNotifier, SmtpNotifier};
 use mail_parser::{MessageParser, MimeHeaders};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 
-const CODE: &str = "7KQ4-M2XH-9TRB-C3ND-E";
+mod common;
+use common::{converse, Seen};
 
-/// What the peer saw: each command verb, and each message's DATA (dot-stuffing undone).
-#[derive(Default)]
-struct Seen {
-    verbs: Vec<String>,
-    messages: Vec<String>,
-}
+const CODE: &str = "7KQ4-M2XH-9TRB-C3ND-E";
 
 /// Accepts SMTP sessions (no STARTTLS offered) and records them in `seen`.
 async fn smtp_peer(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
-    loop {
-        let Ok((sock, _)) = listener.accept().await else { return };
+    while let Ok((sock, _)) = listener.accept().await {
         let seen = seen.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = sock.into_split();
-            let mut lines = BufReader::new(r).lines();
-            let _ = w.write_all(b"220 test ESMTP\r\n").await;
-            let mut in_data = false;
-            let mut data = String::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if in_data {
-                    if line == "." {
-                        in_data = false;
-                        seen.lock().await.messages.push(std::mem::take(&mut data));
-                        let _ = w.write_all(b"250 queued\r\n").await;
-                    } else {
-                        data.push_str(line.strip_prefix('.').unwrap_or(&line));
-                        data.push_str("\r\n");
-                    }
-                    continue;
-                }
-                let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
-                seen.lock().await.verbs.push(verb.clone());
-                let reply: &[u8] = match verb.as_str() {
-                    "EHLO" => b"250-test\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
-                    "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 ok\r\n",
-                    "AUTH" => b"235 ok\r\n",
-                    "DATA" => {
-                        in_data = true;
-                        b"354 go ahead\r\n"
-                    }
-                    "QUIT" => {
-                        let _ = w.write_all(b"221 bye\r\n").await;
-                        return;
-                    }
-                    _ => b"500 what\r\n",
-                };
-                let _ = w.write_all(reply).await;
-            }
-        });
+        tokio::spawn(async move { converse(sock, false, false, true, &seen).await });
     }
 }
 
@@ -117,7 +75,7 @@ async fn the_coupon_email_is_a_valid_message_over_smtp_and_in_the_outbox() {
     let got = std::mem::take(&mut seen.lock().await.messages);
     assert_eq!(got.len(), 1);
     assert_coupon_message(got[0].as_bytes(), id);
-    assert!(seen.lock().await.verbs.contains(&"AUTH".to_owned()), "credentials from the URL are used");
+    assert!(seen.lock().await.verbs.iter().any(|(v, _)| v == "AUTH"), "credentials from the URL are used");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let outbox = OutboxNotifier::new(dir.path().to_path_buf(), "給付金窓口 <noreply@example.jp>").expect("outbox");
@@ -143,7 +101,7 @@ async fn tls_required_never_falls_back_to_the_clear() {
         assert!(sent.is_err(), "{url}: a server without TLS must not get the message");
         let seen = seen.lock().await;
         assert!(seen.messages.is_empty(), "{url}");
-        assert!(!seen.verbs.iter().any(|v| v == "AUTH" || v == "MAIL"), "{url}: {:?}", seen.verbs);
+        assert!(!seen.verbs.iter().any(|(v, _)| v == "AUTH" || v == "MAIL"), "{url}: {:?}", seen.verbs);
     }
 }
 
