@@ -21,6 +21,11 @@
 #                          INFO commandstats.
 #   s3s-fs               — the S3 adapter's tests run against it (a Rust crate, installed with
 #                          cargo into ~/.cargo/bin; compiles for a few minutes, once).
+#   openssl              — the SMTP TLS test makes a test CA and a server certificate with it.
+#   ip (iproute2)        — the gateway's forwarded-address test makes a network namespace and a
+#                          veth pair (as root).
+#   kubernetes-validate  — crates/kyufu/tests/deploy.rs validates deploy/k8s against the Kubernetes
+#                          schemas; from PyPI (pinned) into a venv in ~/.cache/kyufu, once.
 #   java, mvn            — the Kafka tests start real Apache Kafka brokers (KRaft) from jars that
 #                          scripts/install-kafka.sh fetches from Maven Central into ~/.cache/kyufu
 #                          (pinned version, once).
@@ -46,6 +51,9 @@ declare -A PROVIDER=(
   [java]=default-jre-headless
   [mvn]=maven
   [wrk]=wrk
+  [ip]=iproute2
+  [openssl]=openssl
+  [python3]=python3-venv
 )
 
 e2e_modules() {
@@ -96,6 +104,17 @@ install_packages() {
   echo "install-deps: done"
 }
 
+# kubernetes-validate (PyPI, with the schemas inside) in its own venv.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+kubernetes_validate() {
+  local venv="$HOME/.cache/kyufu/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+  [[ -x "$venv/bin/kubernetes-validate" ]] && return 0
+  echo "install-deps: kubernetes-validate $KUBERNETES_VALIDATE_VERSION into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+}
+
 install_packages
 e2e_modules
+kubernetes_validate
 bash "$(dirname "${BASH_SOURCE[0]}")/install-kafka.sh"

@@ -28,6 +28,7 @@ pub enum ErrorCode {
     AdmissionInvalid,
     AdmissionExpired,
     AdmissionSpent,
+    AdmissionLimitReached,
     TicketRequired,
     TicketInvalid,
     TicketExpired,
@@ -66,6 +67,7 @@ impl ErrorCode {
         ErrorCode::AdmissionInvalid,
         ErrorCode::AdmissionExpired,
         ErrorCode::AdmissionSpent,
+        ErrorCode::AdmissionLimitReached,
         ErrorCode::TicketRequired,
         ErrorCode::TicketInvalid,
         ErrorCode::TicketExpired,
@@ -104,6 +106,7 @@ impl ErrorCode {
             ErrorCode::AdmissionInvalid => "admission_invalid",
             ErrorCode::AdmissionExpired => "admission_expired",
             ErrorCode::AdmissionSpent => "admission_spent",
+            ErrorCode::AdmissionLimitReached => "admission_limit_reached",
             ErrorCode::TicketRequired => "ticket_required",
             ErrorCode::TicketInvalid => "ticket_invalid",
             ErrorCode::TicketExpired => "ticket_expired",
@@ -135,7 +138,8 @@ impl ErrorCode {
             ErrorCode::AdmissionRequired
             | ErrorCode::AdmissionInvalid
             | ErrorCode::AdmissionExpired
-            | ErrorCode::AdmissionSpent => 403,
+            | ErrorCode::AdmissionSpent
+            | ErrorCode::AdmissionLimitReached => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::IdempotencyConflict => 409,
@@ -199,6 +203,9 @@ impl ErrorCode {
             ErrorCode::AdmissionInvalid => "Your admission pass is not valid. Please enter through the waiting room again.",
             ErrorCode::AdmissionExpired => "Your admission pass has expired. Please enter through the waiting room again.",
             ErrorCode::AdmissionSpent => "Your admission pass has already been used up. Please enter through the waiting room again.",
+            ErrorCode::AdmissionLimitReached => {
+                "This admission pass has sent as many applications as one household may send. To apply for more children, please contact the city office."
+            }
             ErrorCode::TicketRequired => "No waiting-room ticket was sent. Join the queue first.",
             ErrorCode::TicketInvalid => "The waiting-room ticket is not valid. Join the queue again.",
             ErrorCode::TicketExpired => "Your place in the queue expired because it was not refreshed. Join the queue again.",

@@ -7,6 +7,7 @@
 pub mod application;
 pub mod document;
 pub mod error;
+pub mod html;
 pub mod identity;
 pub mod normalize;
 pub mod pdf;

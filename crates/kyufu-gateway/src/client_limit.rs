@@ -6,15 +6,95 @@
 //! within it does not help. Over the limit: 429 `too_many_requests` with `Retry-After`. The keyed
 //! store is pruned of idle addresses every `PRUNE_EVERY` checks, so it does not grow without end.
 //! Loopback peers (a sidecar proxy, the local load test) are not limited unless asked to be.
+//!
+//! Behind a load balancer or ingress every visitor's TCP peer is the balancer, so the whole crowd
+//! would share one bucket. With `trusted_proxies` configured, the client address of a request from
+//! a trusted peer is taken from `X-Forwarded-For`: the right-most address that is not itself a
+//! trusted proxy (each trusted hop appends the address it saw, so everything to the left of the
+//! first untrusted hop may be made up by the client). A request from an untrusted peer is keyed on
+//! the peer, whatever its `X-Forwarded-For` says.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use axum::http::HeaderMap;
 use governor::clock::Clock;
+use ipnet::IpNet;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 const PRUNE_EVERY: u64 = 10_000;
+/// At most this many `X-Forwarded-For` entries are read, from the right.
+const MAX_HOPS: usize = 32;
+
+/// The proxies (load balancer, ingress) whose `X-Forwarded-For` is believed, as address ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Ranges from `10.0.0.0/8,192.168.1.7,fd00::/8` (a bare address is one host); empty = none.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut nets = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let net = match part.parse::<IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => part.parse::<IpAddr>().map(IpNet::from).map_err(|_| format!("{part:?} is not an address or CIDR range"))?,
+            };
+            nets.push(net);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client address of a request that came from `peer` with `headers`.
+    pub(crate) fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let mut client = unmapped(peer);
+        if !self.trusts(client) {
+            return client;
+        }
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        for entry in entries.iter().rev().take(MAX_HOPS) {
+            // An entry a trusted hop wrote but we cannot read: the hop itself is all we know.
+            let Some(ip) = forwarded_addr(entry) else { break };
+            client = ip;
+            if !self.trusts(ip) {
+                break;
+            }
+        }
+        client
+    }
+}
+
+/// An `X-Forwarded-For` entry: an address, optionally with a port (`[v6]:port`, `v4:port`).
+fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    let ip = entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| entry.strip_prefix('[').and_then(|e| e.strip_suffix(']')).and_then(|e| e.parse().ok()))?;
+    Some(unmapped(ip))
+}
+
+/// IPv4-mapped IPv6 addresses as the IPv4 address they carry.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
 
 pub(crate) struct ClientLimiter {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
@@ -67,6 +147,41 @@ impl ClientLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().expect("header"));
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_address_no_trusted_proxy_owns() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8, 192.168.1.7 ,fd00::/8").expect("parse");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let lb = ip("10.1.2.3");
+        // Through one trusted hop: the address it appended.
+        assert_eq!(trusted.client(lb, &xff(&["198.51.100.4"])), ip("198.51.100.4"));
+        // A forged entry on the left is not believed; two trusted hops are walked past.
+        assert_eq!(trusted.client(lb, &xff(&["6.6.6.6, 198.51.100.4, 192.168.1.7"])), ip("198.51.100.4"));
+        assert_eq!(trusted.client(lb, &xff(&["6.6.6.6", "198.51.100.4:5555"])), ip("198.51.100.4"), "entries over several lines, ports dropped");
+        assert_eq!(trusted.client(lb, &xff(&["[2001:db8::1]:443"])), ip("2001:db8::1"));
+        assert_eq!(trusted.client(lb, &xff(&["::ffff:198.51.100.9"])), ip("198.51.100.9"));
+        // An untrusted peer's header is ignored.
+        let stranger = ip("203.0.113.5");
+        assert_eq!(trusted.client(stranger, &xff(&["198.51.100.4"])), stranger);
+        // Nothing usable: the trusted hop nearest the unreadable entry, or the peer.
+        assert_eq!(trusted.client(lb, &xff(&["not-an-address"])), lb);
+        assert_eq!(trusted.client(lb, &xff(&["198.51.100.4, junk, 10.9.9.9"])), ip("10.9.9.9"));
+        assert_eq!(trusted.client(lb, &HeaderMap::new()), lb);
+        assert_eq!(trusted.client(lb, &xff(&["10.4.4.4"])), ip("10.4.4.4"), "all trusted: the left-most");
+        // No trusted proxies: always the peer.
+        assert_eq!(TrustedProxies::default().client(lb, &xff(&["198.51.100.4"])), lb);
+        assert_eq!(TrustedProxies::parse("").expect("empty"), TrustedProxies::default());
+        assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
+        assert!(TrustedProxies::parse("ingress").is_err());
+    }
 
     #[test]
     fn each_address_has_its_own_bucket_and_v6_is_keyed_by_its_64() {

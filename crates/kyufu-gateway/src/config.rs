@@ -7,6 +7,8 @@ use http::uri::{Authority, Scheme};
 use http::Uri;
 use kyufu_admission::Keyring;
 
+pub use crate::client_limit::TrustedProxies;
+
 /// Everything the gateway needs, built by the composition root.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -52,6 +54,10 @@ pub struct GatewayConfig {
     /// Applies every per-client limit to loopback peers too (off by default: a local sidecar or
     /// load test is not a flood).
     pub join_limit_loopback: bool,
+    /// Proxies (load balancer, ingress) in front of the gateway whose `X-Forwarded-For` is
+    /// believed: for their requests the per-client limits key on the right-most forwarded address
+    /// outside these ranges. Empty: every request is keyed on its TCP peer.
+    pub trusted_proxies: TrustedProxies,
     /// Adds `Secure` to the cookies (deployments behind TLS).
     pub secure_cookies: bool,
     /// Time allowed to open a TCP connection to intake.
@@ -103,6 +109,7 @@ impl GatewayConfig {
             lookup_limit_per_sec: 20,
             lookup_limit_burst: 200,
             join_limit_loopback: false,
+            trusted_proxies: TrustedProxies::default(),
             backoff_slow: Duration::from_secs(2),
             secure_cookies: false,
             connect_timeout: Duration::from_secs(2),

@@ -48,7 +48,7 @@ use prometheus::Registry;
 use tokio::net::TcpListener;
 
 pub use admission::{GatewayHandle, OpeningError, QueueSnapshot};
-pub use config::{ConfigError, GatewayConfig};
+pub use config::{ConfigError, GatewayConfig, TrustedProxies};
 pub use controls::Control;
 pub use state::{Counters, LivenessReport, LivenessShared, MemoryQueueState, QueueState, SharedReference, Slot, StateError};
 pub use ticket::TicketClaims;

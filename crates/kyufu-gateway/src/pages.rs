@@ -185,7 +185,7 @@ async fn home(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> R
 /// `POST /wait`: join, then show the waiting room (or the form, if the door is free).
 async fn join(State(gw): State<Arc<Shared>>, headers: HeaderMap, extensions: axum::http::Extensions) -> Response {
     let (l, _) = Lang::pick(&HashMap::new(), &headers);
-    match queue::join_answer(&gw, queue::peer_of(&extensions), None).await {
+    match queue::join_answer(&gw, queue::client_of(&gw, &extensions, &headers), None).await {
         Ok(answer) => {
             let to = if answer.pass.is_some() { "/apply" } else { "/wait" };
             let mut resp = Redirect::to(to).into_response();
@@ -456,6 +456,7 @@ fn messages_json(l: Lang) -> String {
         ("admission_invalid", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_expired", "受付時間が切れました。もう一度順番待ちに並んでください。", "Your turn has timed out. Please join the queue again."),
         ("admission_spent", "この受付はすでに使い終わっています。ほかのお子さんの申請は、もう一度順番待ちに並んでください。", "This turn has already been used to send applications. To apply for another child, please join the queue again."),
+        ("admission_limit_reached", "この受付で送れる申請の数の上限に達しました。さらにお子さんの申請が必要な場合は、市の窓口にお問い合わせください。", "This turn has sent as many applications as one household may send. To apply for more children, please contact the city office."),
         ("too_many_requests", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
         ("overloaded", "混み合っています。少し待ってからもう一度送信してください。", "We are busy. Please wait a moment and send again."),
         ("service_unavailable", "ただいまつながりにくくなっています。少し待ってからもう一度送信してください。入力内容は残っています。", "We cannot take applications right now. Please try again shortly; your answers are kept."),

@@ -208,13 +208,13 @@ impl Failure {
 /// `too_many_requests` with `Retry-After`); a refused request never reaches intake.
 pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Response {
     let route = route_pattern(req.uri().path());
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = crate::queue::client_of(&gw, req.extensions(), req.headers());
     let (limit, limiter) = if req.method() == http::Method::POST && route == "/api/v1/applications" {
         ("submit", &gw.submit_limit)
     } else {
         ("lookup", &gw.lookup_limit)
     };
-    if let Err(wait_secs) = limiter.check(peer) {
+    if let Err(wait_secs) = limiter.check(client) {
         gw.metrics.requests_limited.with_label_values(&[limit]).inc();
         gw.metrics.proxy_requests.with_label_values(&[route, "4xx"]).inc();
         return ApiError::new(ErrorCode::TooManyRequests).retry_after(wait_secs).into_response();
@@ -222,7 +222,8 @@ pub(crate) async fn forward(State(gw): State<Arc<Shared>>, req: Request) -> Resp
     let spend = req.method() == http::Method::POST && route == SPEND_ROUTE;
     let span = tracing::info_span!("proxy", route, method = %req.method());
     let mut resp = forward_inner(&gw.proxy, &gw.admission.backoff, route, req).instrument(span).await;
-    // Intake answers 403 only for the admission pass (missing, invalid, expired or spent).
+    // Intake answers 403 only for the admission pass (missing, invalid, expired, spent or past its
+    // bound of applications).
     if resp.status() == http::StatusCode::FORBIDDEN {
         gw.metrics.passes_rejected.inc();
     }

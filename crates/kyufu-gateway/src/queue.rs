@@ -170,8 +170,13 @@ struct JoinInput {
 }
 
 /// `POST /queue/join`, optionally with `{"reference": "..."}`.
-pub(crate) async fn join(State(gw): State<Arc<Shared>>, extensions: axum::http::Extensions, body: bytes::Bytes) -> Response {
-    join_inner(&gw, peer_of(&extensions), &body).await.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn join(
+    State(gw): State<Arc<Shared>>,
+    headers: HeaderMap,
+    extensions: axum::http::Extensions,
+    body: bytes::Bytes,
+) -> Response {
+    join_inner(&gw, client_of(&gw, &extensions, &headers), &body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>, body: &[u8]) -> Result<Response, ApiError> {
@@ -185,9 +190,11 @@ async fn join_inner(gw: &Shared, peer: Option<std::net::IpAddr>, body: &[u8]) ->
     Ok(render(gw, &join_answer(gw, peer, reference.as_deref()).await?))
 }
 
-/// The client address of a request, when the server recorded it.
-pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+/// The client address of a request, when the server recorded its peer: the peer, or behind a
+/// trusted proxy the address `X-Forwarded-For` gives (`TrustedProxies::client`).
+pub(crate) fn client_of(gw: &Shared, extensions: &axum::http::Extensions, headers: &HeaderMap) -> Option<std::net::IpAddr> {
+    let peer = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()?.0.ip();
+    Some(gw.config.trusted_proxies.client(peer, headers))
 }
 
 /// Joins the queue: a new ticket, admitted at once when the door is free; 429 for a client

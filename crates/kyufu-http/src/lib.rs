@@ -193,21 +193,9 @@ pub async fn serve(
         .await
 }
 
-/// Escapes text for HTML element content and quoted attributes (citizen pages, review console).
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for HTML element content and quoted attributes (citizen pages, review console,
+/// email).
+pub use kyufu_domain::html::escape as html_escape;
 
 /// The value of cookie `name` in the request's `Cookie` headers, if present.
 pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {

@@ -42,6 +42,9 @@ use tokio::net::TcpListener;
 pub use kyufu_domain::document::{sniff_content_type, MAX_DOCUMENT_BYTES};
 pub use token::StatusTokens;
 
+/// Default of `IntakeConfig::submissions_per_pass`.
+pub const DEFAULT_SUBMISSIONS_PER_PASS: u32 = 10;
+
 /// Everything intake needs, built once by the composition root.
 #[derive(Clone)]
 pub struct IntakeConfig {
@@ -50,6 +53,10 @@ pub struct IntakeConfig {
     pub pass_keyring: Keyring,
     /// When false, no admission pass is required (internal tools, tests of intake alone).
     pub require_pass: bool,
+    /// Applications one admission pass may send (one household's children); beyond it 403
+    /// `admission_limit_reached`. Counted in the status store, so across intake processes.
+    /// 0 = no bound.
+    pub submissions_per_pass: u32,
     pub identity_secret: IdentitySecret,
     pub status_tokens: StatusTokens,
     pub max_document_bytes: usize,

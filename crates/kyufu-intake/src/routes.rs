@@ -107,20 +107,49 @@ fn read_pass(intake: &Intake, headers: &HeaderMap) -> Result<PassClaims, ApiErro
     }
 }
 
-/// A valid pass that has not been spent. The spent check is one read of the status store.
-async fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<(), ApiError> {
+/// A valid pass that has not been spent (`None` when no pass is required). The spent check is one
+/// read of the status store.
+async fn check_pass(intake: &Intake, headers: &HeaderMap) -> Result<Option<PassClaims>, ApiError> {
     if !intake.config.require_pass {
-        return Ok(());
+        return Ok(None);
     }
     let claims = read_pass(intake, headers)?;
     match intake.ports.status.claimed_by(SPENT_PASSES, &claims.pid).await {
-        Ok(None) => Ok(()),
+        Ok(None) => Ok(Some(claims)),
         Ok(Some(_)) => Err(ErrorCode::AdmissionSpent.into()),
         Err(e) => {
             tracing::warn!(error = %e, "spent-pass check failed; nothing accepted");
             Err(ApiError::new(ErrorCode::ServiceUnavailable))
         }
     }
+}
+
+/// Claim namespace of the submission slots of admission passes, keyed `<pass id>.<slot>`.
+const PASS_SLOTS: &str = "pass-slot";
+
+/// One pass, one household: takes one of the pass's `submissions_per_pass` slots for `owner`.
+/// Slots are claims in the status store (`SET NX` on Redis, one transaction on the embedded
+/// store), so two intake processes racing for the last slot cannot both win. Claiming again as the
+/// same owner wins, so a retry with the same idempotency key takes the slot it took before rather
+/// than a new one. Slots are remembered as long as spent passes are.
+async fn take_pass_slot(intake: &Intake, claims: &PassClaims, owner: &str) -> Result<(), ApiError> {
+    let limit = intake.config.submissions_per_pass;
+    if limit == 0 {
+        return Ok(());
+    }
+    let ttl = std::time::Duration::from_secs(claims.exp.saturating_sub(now_secs()).saturating_add(SPENT_GRACE_SECS));
+    for slot in 0..limit {
+        let key = format!("{}.{slot}", claims.pid);
+        match intake.ports.status.claim_expiring(PASS_SLOTS, &key, owner, ttl).await {
+            Ok(Claim::Won) => return Ok(()),
+            Ok(Claim::Held { .. }) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "pass slot check failed; nothing accepted");
+                return Err(ApiError::new(ErrorCode::ServiceUnavailable).retry_after(5));
+            }
+        }
+    }
+    Err(ErrorCode::AdmissionLimitReached.into())
 }
 
 /// `POST /api/v1/pass/spend`: the visitor is done (every child sent), so the pass ends now rather
@@ -195,7 +224,7 @@ async fn submit_inner(
     headers: &HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(Accepted, bool), ApiError> {
-    check_pass(intake, headers).await?;
+    let pass = check_pass(intake, headers).await?;
     let idem = idempotency_key(headers)?;
     let mut multipart = multipart.map_err(|_| ApiError::new(ErrorCode::UnsupportedMediaType))?;
 
@@ -234,8 +263,13 @@ async fn submit_inner(
     let program = &intake.config.program;
     let identity_key = child_identity_key(&intake.config.identity_secret, &program.id, &application);
 
-    // Nothing is written before this point: every refusal above leaves no trace.
+    // Nothing is written before this point: every refusal above leaves no trace (but a slot of
+    // the pass, taken last).
     let mut application_id = Uuid::new_v4();
+    if let Some(claims) = &pass {
+        let owner = idem.as_ref().map_or_else(|| application_id.to_string(), |key| format!("idem:{key}"));
+        take_pass_slot(intake, claims, &owner).await?;
+    }
     let received_at = Utc::now();
     let doc_ref = DocumentRef {
         key: format!("{}/{}/document", program.id, application_id),

@@ -141,6 +141,7 @@ async fn start_with(scanner: Option<Arc<dyn DocumentScanner>>) -> Harness {
         program: Program::demo(Utc::now().date_naive()),
         pass_keyring: keyring.clone(),
         require_pass: true,
+        submissions_per_pass: kyufu_intake::DEFAULT_SUBMISSIONS_PER_PASS,
         identity_secret: IdentitySecret::new(b"identity secret for tests, long enough".to_vec()),
         status_tokens: StatusTokens::new(b"status secret for tests, long enough".to_vec()),
         max_document_bytes: 1024 * 1024,
@@ -384,6 +385,53 @@ async fn a_spent_pass_is_refused_and_only_the_first_spend_counts() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
     }
+}
+
+/// One pass, one household: the default bound of ten applications per pass, a clear refusal
+/// beyond it that stores nothing, a retry with the same idempotency key that still answers, and
+/// another household's pass untouched.
+#[tokio::test]
+async fn one_pass_sends_at_most_ten_applications() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let app = application().to_string();
+    let with_key = |key: &str| {
+        reqwest::Client::new()
+            .post(format!("{}/api/v1/applications", h.base))
+            .header("X-Admission-Pass", &p)
+            .header("Idempotency-Key", key)
+            .multipart(form(&app, b"%PDF-1.4 test"))
+    };
+    let first = with_key("household-child-0001").send().await.expect("send");
+    assert_eq!(first.status().as_u16(), 202);
+    let first: Value = first.json().await.expect("json");
+    for n in 2..=10 {
+        let (code, body) = post(&h, Some(&p), form(&app, b"%PDF-1.4 test")).await;
+        assert_eq!(code, 202, "application {n} of the pass: {body}");
+    }
+    assert_eq!((counts(&h).await, h.writes()), (10, (20, 10)));
+
+    let (code, body) = post(&h, Some(&p), form(&app, b"%PDF-1.4 test")).await;
+    assert_eq!((code, body["code"].as_str().unwrap_or_default()), (403, "admission_limit_reached"), "{body}");
+    assert!(body["message"].as_str().unwrap_or_default().contains("household"), "{body}");
+    assert_eq!((counts(&h).await, h.writes()), (10, (20, 10)), "the eleventh stores nothing");
+
+    // The first application's retry holds its own slot: the same answer, no new record.
+    let again = with_key("household-child-0001").send().await.expect("send");
+    assert_eq!(again.status().as_u16(), 202);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["application_id"], first["application_id"]);
+    // A new key is an eleventh application.
+    let (code, body) = (|r: reqwest::Response| async move { (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null)) })(
+        with_key("household-child-0011").send().await.expect("send"),
+    )
+    .await;
+    assert_eq!((code, body["code"].as_str().unwrap_or_default()), (403, "admission_limit_reached"), "{body}");
+
+    let other = pass(&h, "rice-demo");
+    let (code, body) = post(&h, Some(&other), form(&app, b"%PDF-1.4 test")).await;
+    assert_eq!(code, 202, "another household's pass has its own ten: {body}");
+    assert_eq!(counts(&h).await, 11);
 }
 
 #[tokio::test]

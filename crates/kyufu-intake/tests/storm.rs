@@ -91,6 +91,7 @@ async fn a_hundred_thousand_malformed_requests_get_4xx_and_leave_nothing() {
         program: Program::demo(Utc::now().date_naive()),
         pass_keyring: keyring.clone(),
         require_pass: true,
+        submissions_per_pass: kyufu_intake::DEFAULT_SUBMISSIONS_PER_PASS,
         identity_secret: IdentitySecret::new(b"storm identity secret".to_vec()),
         status_tokens: StatusTokens::new(b"storm status secret".to_vec()),
         max_document_bytes: 64 * 1024,

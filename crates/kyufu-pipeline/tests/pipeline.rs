@@ -142,7 +142,9 @@ async fn registry_child_gets_one_coupon_and_an_email() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(mails.len(), 1);
-    assert!(mails[0].body.contains(&code) && mails[0].body.contains("クーポン") && mails[0].body.contains("Coupon code"));
+    for part in [&mails[0].text, &mails[0].html] {
+        assert!(part.contains(&code) && part.contains("クーポン") && part.contains("Coupon code"), "{part}");
+    }
     assert_eq!(mails[0].to, "guardian@example.jp");
 }
 

@@ -34,7 +34,7 @@ fn redis_config(server: &RedisServer, prefix: &str) -> RedisConfig {
     redis
 }
 
-async fn start_intake(server: &RedisServer, prefix: &str, keyring: &Keyring, dir: &std::path::Path) -> String {
+async fn start_intake(server: &RedisServer, prefix: &str, keyring: &Keyring, dir: &std::path::Path, per_pass: u32) -> String {
     let store = EmbeddedStore::open(dir).expect("open the embedded store");
     let status = RedisStatusStore::connect(redis_config(server, prefix)).await.expect("connect the status store");
     let ports = IntakePorts::sequential(store.bus(), Arc::new(status), store.document_store());
@@ -42,6 +42,7 @@ async fn start_intake(server: &RedisServer, prefix: &str, keyring: &Keyring, dir
         program: Program::demo(Utc::now().date_naive()),
         pass_keyring: keyring.clone(),
         require_pass: true,
+        submissions_per_pass: per_pass,
         identity_secret: IdentitySecret::new(b"identity secret for the pass test, long enough".to_vec()),
         status_tokens: StatusTokens::new(b"status secret for the pass test, long enough".to_vec()),
         max_document_bytes: 1024 * 1024,
@@ -128,7 +129,7 @@ async fn a_pass_spent_on_either_node_frees_its_place_at_once_and_is_never_used_a
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
     let keyring = Keyring::random();
     let dir = tempfile::tempdir().expect("tempdir");
-    let intake = start_intake(&server, &prefix, &keyring, dir.path()).await;
+    let intake = start_intake(&server, &prefix, &keyring, dir.path(), kyufu_intake::DEFAULT_SUBMISSIONS_PER_PASS).await;
     let nodes = [start_node(&server, &prefix, &keyring, &intake).await, start_node(&server, &prefix, &keyring, &intake).await];
     let client = reqwest::Client::new();
 
@@ -232,4 +233,40 @@ async fn a_pass_spent_on_either_node_frees_its_place_at_once_and_is_never_used_a
         + metric(&client, &nodes[1], "kyufu_gateway_passes_rejected_total").await;
     assert_eq!((spent, rejected), (2, 4), "two spends; three refused submissions and one refused spend");
     println!("place freed {freed_in:?} after the spend (the pass had an hour left)");
+}
+
+/// One pass, one household, across intake processes: two intakes on one Redis status store, a
+/// bound of three applications per pass, eight submissions of one pass raced over both. Exactly
+/// three are accepted, whichever intake they reached; the rest are refused with
+/// `admission_limit_reached`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_sends_at_most_its_bound_however_the_intakes_race() {
+    let server = RedisServer::start();
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let keyring = Keyring::random();
+    let dirs = [tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir")];
+    let mut intakes = Vec::new();
+    for dir in &dirs {
+        intakes.push(start_intake(&server, &prefix, &keyring, dir.path(), 3).await);
+    }
+    let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+    let pass = keyring.sign(kyufu_admission::Purpose::Pass, &kyufu_admission::PassClaims::new(EVENT, 1, now, 600));
+    let client = reqwest::Client::new();
+    let sends = (0..8).map(|i| {
+        let (client, pass, base) = (client.clone(), pass.clone(), intakes[i % 2].clone());
+        async move {
+            let form = reqwest::multipart::Form::new()
+                .part("application", reqwest::multipart::Part::text(application("太郎", "タロウ")))
+                .part("document", reqwest::multipart::Part::bytes(b"%PDF-1.4 test".to_vec()));
+            let req = client.post(format!("{base}/api/v1/applications")).header("X-Admission-Pass", pass).multipart(form);
+            json_of(req.send().await.expect("submit")).await
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    let accepted = answers.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::FORBIDDEN && b["code"] == "admission_limit_reached")
+        .count();
+    assert_eq!((accepted, refused), (3, 5), "{answers:?}");
 }

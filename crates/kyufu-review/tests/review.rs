@@ -33,7 +33,7 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
         registry: registry.clone(),
         identity_secret: common::secret(),
         program: program.clone(),
-        notifier: Arc::new(OutboxNotifier { dir: dir.path().join("outbox") }),
+        notifier: Arc::new(OutboxNotifier::new(dir.path().join("outbox"), "noreply@example.jp").expect("sender")),
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (_stop, rx) = tokio::sync::watch::channel(false);

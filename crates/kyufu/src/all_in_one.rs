@@ -51,9 +51,13 @@ pub struct AllInOneArgs {
     burst: u32,
     #[command(flatten)]
     launch: crate::roles::LaunchArgs,
+    #[command(flatten)]
+    proxies: crate::roles::ProxyArgs,
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
+    #[command(flatten)]
+    passes: crate::roles::PassArgs,
     #[command(flatten)]
     mail: MailArgs,
     #[command(flatten)]
@@ -71,8 +75,9 @@ pub struct AllInOneArgs {
 /// Where coupon emails go.
 #[derive(Args, Clone)]
 pub struct MailArgs {
-    /// SMTP relay, `smtp://[user:password@]host[:port]`; without it emails are written to
-    /// `<data-dir>/outbox/`.
+    /// SMTP server: `smtp://[user:password@]host[:port]` (plain, to a relay beside the process),
+    /// `smtp://…:587?tls=required` (STARTTLS, never in the clear) or `smtps://…[:465]` (implicit
+    /// TLS); without it emails are written to `<data-dir>/outbox/` as complete `.eml` messages.
     #[arg(long, env = "KYUFU_SMTP_URL")]
     pub smtp_url: Option<String>,
     /// Sender of coupon emails.
@@ -91,7 +96,9 @@ impl MailArgs {
             Some(url) => Arc::new(
                 kyufu_pipeline::notify::SmtpNotifier::new(url, &self.mail_from).map_err(|e| anyhow::anyhow!("--smtp-url / --mail-from: {e}"))?,
             ),
-            None => Arc::new(OutboxNotifier { dir: data_dir.join("outbox") }),
+            None => Arc::new(
+                OutboxNotifier::new(data_dir.join("outbox"), &self.mail_from).map_err(|e| anyhow::anyhow!("--mail-from: {e}"))?,
+            ),
         })
     }
 }
@@ -146,6 +153,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         program: program.clone(),
         pass_keyring: secrets.keyring.clone(),
         require_pass: true,
+        submissions_per_pass: args.passes.submissions_per_pass,
         identity_secret: secrets.identity.clone(),
         status_tokens: secrets.status_tokens.clone(),
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,
@@ -161,6 +169,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     gateway_config.rate_per_sec = args.rate;
     gateway_config.burst = args.burst;
     args.launch.apply(&mut gateway_config)?;
+    args.proxies.apply(&mut gateway_config)?;
     let (mut gateway, gateway_handle) = kyufu_gateway::Gateway::with_readiness(gateway_config, metrics.clone(), readiness.clone())?;
     gateway.serve_intake_in_process(intake)?;
     let gateway_task = tokio::spawn(gateway.serve(listener, stopped(stop_rx.clone())));

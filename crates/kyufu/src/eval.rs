@@ -61,7 +61,7 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         registry,
         identity_secret: identity.clone(),
         program,
-        notifier: Arc::new(OutboxNotifier { dir: dir.path().join("outbox") }),
+        notifier: Arc::new(OutboxNotifier::new(dir.path().join("outbox"), "kyufu <noreply@example.jp>").map_err(anyhow::Error::msg)?),
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (stop, rx) = watch::channel(false);

@@ -57,6 +57,8 @@ pub struct GatewayArgs {
     lookup_limit: u32,
     #[command(flatten)]
     launch: LaunchArgs,
+    #[command(flatten)]
+    proxies: ProxyArgs,
     /// Staff address for the operators' admin API (`kyufu admin --url`); needs KYUFU_ADMIN_TOKEN.
     /// With several gateway nodes on a Redis queue, a change sent to one node reaches them all.
     #[arg(long, env = "KYUFU_ADMIN_LISTEN")]
@@ -68,6 +70,24 @@ pub struct GatewayArgs {
     queue: QueueStateArgs,
     #[command(flatten)]
     program: ProgramArgs,
+}
+
+/// The proxies in front of a gateway (also taken by the all-in-one process).
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// Address ranges of the load balancer / ingress in front of the gateway, comma-separated CIDRs
+    /// (e.g. `10.0.0.0/8`): for their requests the per-client limits key on the right-most
+    /// `X-Forwarded-For` address outside these ranges. Empty: key on the TCP peer.
+    #[arg(long, env = "KYUFU_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
+}
+
+impl ProxyArgs {
+    pub fn apply(&self, config: &mut kyufu_gateway::GatewayConfig) -> anyhow::Result<()> {
+        config.trusted_proxies = kyufu_gateway::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| anyhow::anyhow!("--trusted-proxies / KYUFU_TRUSTED_PROXIES: {e}"))?;
+        Ok(())
+    }
 }
 
 /// Launch-day settings of a gateway (also taken by the all-in-one process).
@@ -102,6 +122,14 @@ impl LaunchArgs {
     }
 }
 
+/// How many applications one admission pass may send (taken by intake and the all-in-one).
+#[derive(Args)]
+pub struct PassArgs {
+    /// Applications one admission pass (one household) may send; 0 = no bound.
+    #[arg(long, env = "KYUFU_SUBMISSIONS_PER_PASS", default_value_t = kyufu_intake::DEFAULT_SUBMISSIONS_PER_PASS)]
+    pub submissions_per_pass: u32,
+}
+
 #[derive(Args)]
 pub struct IntakeArgs {
     #[arg(long, env = "KYUFU_LISTEN", default_value = "127.0.0.1:8081")]
@@ -113,6 +141,8 @@ pub struct IntakeArgs {
     /// Seconds an application may sit in `received` before the outbox relay republishes it.
     #[arg(long, default_value_t = 600)]
     relay_after_secs: u64,
+    #[command(flatten)]
+    passes: PassArgs,
     #[command(flatten)]
     backends: BackendArgs,
     #[command(flatten)]
@@ -164,6 +194,7 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
     config.lookup_limit_per_sec = args.lookup_limit;
     config.lookup_limit_burst = args.lookup_limit.saturating_mul(10);
     args.launch.apply(&mut config)?;
+    args.proxies.apply(&mut config)?;
     config.validate()?;
     let state = args.queue.open(&program.id).await?;
     // Nodes sharing the queue draw the pre-queue with one seed: the first node's, kept in the state.
@@ -210,6 +241,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
         program,
         pass_keyring: secrets.keyring,
         require_pass: true,
+        submissions_per_pass: args.passes.submissions_per_pass,
         identity_secret: secrets.identity,
         status_tokens: secrets.status_tokens,
         max_document_bytes: kyufu_intake::MAX_DOCUMENT_BYTES,

@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -55,15 +55,18 @@ async fn sigkill_mid_stream_loses_no_accepted_application() {
             }
         }));
     }
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if accepted.lock().await.len() >= 40 {
+        let n = accepted.lock().await.len();
+        if n >= 40 {
             break;
         }
+        assert!(Instant::now() < deadline, "only {n} of 40 applications accepted within 120 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     sys.kill();
     for s in senders {
-        let _ = s.await;
+        tokio::time::timeout(Duration::from_secs(60), s).await.expect("a sender still waiting 60 s after the kill").expect("no panic");
     }
     let accepted = accepted.lock().await.clone();
     eprintln!("accepted before the kill: {}", accepted.len());

@@ -172,7 +172,6 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         }
     }
     let config = &by_kind["ConfigMap"][0];
-    let config_env: Vec<String> = config["data"].as_mapping().expect("config data").keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let deployments = &by_kind["Deployment"];
     let component = |v: &Value| v["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"].as_str().map(str::to_owned);
     let mut names = BTreeSet::new();
@@ -182,7 +181,28 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{name}: non-root");
         for c in pod["containers"].as_sequence().expect("containers") {
             let args = strings(&c["args"]);
-            check_invocation(&format!("deployment {name}"), &args, &config_env);
+            // The environment the container gets: the ConfigMap, then its own `env` entries.
+            let mut env: BTreeMap<String, String> = config["data"]
+                .as_mapping()
+                .expect("config data")
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned())))
+                .collect();
+            for e in c["env"].as_sequence().into_iter().flatten() {
+                env.insert(e["name"].as_str().expect("env name").to_owned(), e["value"].as_str().unwrap_or_default().to_owned());
+            }
+            let env_names: Vec<String> = env.keys().cloned().collect();
+            check_invocation(&format!("deployment {name}"), &args, &env_names);
+            if args.first().map(String::as_str) == Some("gateway") {
+                // Several replicas must share one queue, or each pod runs its own queue (tickets
+                // refused by the other pods, and every pod admitting at the full rate).
+                assert_eq!(env.get("KYUFU_QUEUE_STATE").map(String::as_str), Some("redis"), "{name}: replicas need a shared queue");
+                let trusted = env.get("KYUFU_TRUSTED_PROXIES").map(String::as_str).unwrap_or_default();
+                assert!(
+                    kyufu_gateway::TrustedProxies::parse(trusted).is_ok_and(|t| !t.is_empty()),
+                    "{name}: behind the ingress, KYUFU_TRUSTED_PROXIES must name it ({trusted:?})"
+                );
+            }
             for probe in ["readinessProbe", "livenessProbe"] {
                 assert!(c[probe]["httpGet"]["path"].as_str().is_some(), "{name}: {probe}");
             }
@@ -221,4 +241,24 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         let sel = s["spec"]["selector"]["app.kubernetes.io/component"].as_str().expect("selector").to_owned();
         assert!(deployment_components.contains(&sel), "Service selects nothing: {sel}");
     }
+}
+
+/// Every manifest validates against the Kubernetes schemas (kubernetes-validate from PyPI, strict:
+/// unknown fields are errors), which parsing alone does not show.
+#[test]
+fn kubernetes_manifests_validate_against_the_schemas() {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    let validator = home.join(".cache/kyufu/kubernetes-validate-1.37.0/bin/kubernetes-validate");
+    assert!(validator.exists(), "{} is missing: run `make deps` (scripts/install-deps.sh)", validator.display());
+    let dir = repo().join("deploy/k8s");
+    let kustomization = yaml_docs(&dir.join("kustomization.yaml")).remove(0);
+    let files: Vec<PathBuf> = strings(&kustomization["resources"]).iter().map(|f| dir.join(f)).collect();
+    assert!(files.len() >= 6, "{files:?}");
+    let out = Command::new(&validator).args(["--strict", "--quiet"]).args(&files).output().expect("run kubernetes-validate");
+    assert!(
+        out.status.success(),
+        "deploy/k8s does not validate:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
