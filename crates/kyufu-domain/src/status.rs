@@ -96,6 +96,8 @@ pub enum ReasonCode {
     ChildOverAgeLimit,
     OutsideRegion,
     NotExpectant,
+    /// The stated expected delivery date is far from the one in the pregnancy registration.
+    DeliveryDateMismatch,
     DocumentUnreadable,
     DocumentMissing,
     /// The message could not be processed after retries; a person must look.
@@ -168,6 +170,10 @@ impl ReasonCode {
                 "妊娠の届出が確認できませんでした。担当者が確認しています。",
                 "We could not find a pregnancy registration. A staff member is checking.",
             ),
+            ReasonCode::DeliveryDateMismatch => (
+                "出産予定日が妊娠の届出の日付と違います。担当者が確認しています。",
+                "The expected delivery date differs from the pregnancy registration. A staff member is checking.",
+            ),
             ReasonCode::DocumentUnreadable => (
                 "本人確認書類を読み取れませんでした。担当者からご連絡する場合があります。",
                 "We could not read the identity document. A staff member may contact you.",
@@ -204,6 +210,7 @@ impl ReasonCode {
             ReasonCode::ChildOverAgeLimit => "child_over_age_limit",
             ReasonCode::OutsideRegion => "outside_region",
             ReasonCode::NotExpectant => "not_expectant",
+            ReasonCode::DeliveryDateMismatch => "delivery_date_mismatch",
             ReasonCode::DocumentUnreadable => "document_unreadable",
             ReasonCode::DocumentMissing => "document_missing",
             ReasonCode::ProcessingFailed => "processing_failed",

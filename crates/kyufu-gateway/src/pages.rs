@@ -374,7 +374,7 @@ fn form_body(l: Lang) -> String {
     guardian += &field(l, "guardian.email", "メールアドレス", "Email address", "email", "autocomplete=\"email\" required", Some(("クーポンのお知らせを送ります", "We send the coupon here")));
     guardian += &field(l, "guardian.phone", "電話番号", "Phone number", "tel", "autocomplete=\"tel\" required", Some(("例：090-1234-5678", "e.g. 090-1234-5678")));
     let child = format!(
-        "<fieldset class=\"child\" data-child><legend><span data-child-title>{title}</span></legend>{fields}\
+        "<fieldset class=\"child\" data-child><legend><span data-child-title>{title}</span></legend><div data-person>{fields}</div>\
          <div class=\"field\"><label for=\"child.document\">{doc}</label><span class=\"hint\" id=\"child.document-hint\">{dochint}</span>\
          <input id=\"child.document\" name=\"child.document\" type=\"file\" accept=\"image/jpeg,image/png,application/pdf\" capture=\"environment\" required aria-describedby=\"child.document-hint child.document-error\">\
          <img class=\"preview\" alt=\"{preview}\" hidden><span class=\"error\" id=\"child.document-error\" role=\"alert\"></span></div>\
@@ -389,8 +389,8 @@ fn form_body(l: Lang) -> String {
     let msgs = messages_json(l);
     format!(
         "<h1>{h1}</h1><p id=\"intro\">{intro}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
-         <form id=\"apply\" novalidate>\
-         <fieldset><legend>{gl}</legend>{guardian}</fieldset>\
+         <form id=\"apply\" novalidate>{kind}\
+         <fieldset id=\"guardian\"><legend data-child-label=\"{gl}\" data-mother-label=\"{ml}\">{gl}</legend>{guardian}</fieldset>{expectant}\
          <div id=\"children\">{child}</div>\
          <button type=\"button\" class=\"secondary\" id=\"add-child\">{add}</button>\
          <div class=\"field check\"><input id=\"consent\" name=\"consent\" type=\"checkbox\" required aria-describedby=\"consent-error\">\
@@ -410,6 +410,9 @@ fn form_body(l: Lang) -> String {
             "Please turn on JavaScript to send this form. You can also apply at your municipal office."
         ),
         gl = l.t("保護者（申請する方）", "Guardian (the person applying)"),
+        ml = l.t("申請する方（妊娠中のご本人）", "You (the expectant mother applying)"),
+        kind = kind_choice(l),
+        expectant = expectant_fields(l),
         add = l.t("＋ お子さんを追加する（兄弟姉妹）", "+ Add another child (brother or sister)"),
         consent = l.t("入力内容を住民基本台帳と照合することに同意します。", "I agree that my answers are checked against the resident registry."),
         next = l.t("入力内容を確認する", "Check my answers"),
@@ -429,6 +432,37 @@ fn form_body(l: Lang) -> String {
     )
 }
 
+/// Who the application is for: a child (the default) or an expectant mother for herself.
+fn kind_choice(l: Lang) -> String {
+    format!(
+        "<fieldset id=\"kind\"><legend>{legend}</legend>\
+         <div class=\"field check\"><input id=\"kind-child\" name=\"kind\" type=\"radio\" value=\"child\" checked>\
+         <label for=\"kind-child\">{child}</label></div>\
+         <div class=\"field check\"><input id=\"kind-mother\" name=\"kind\" type=\"radio\" value=\"expectant_mother\">\
+         <label for=\"kind-mother\">{mother}</label></div></fieldset>",
+        legend = l.t("どなたの分を申請しますか", "Who are you applying for?"),
+        child = l.t("18歳未満のお子さん（兄弟姉妹は続けて追加できます）", "A child under 18 (you can add brothers and sisters)"),
+        mother = l.t("妊娠中の方ご本人（出産予定日を入力します）", "Myself, as an expectant mother (you give the expected delivery date)"),
+    )
+}
+
+/// The expectant mother's own question: the expected delivery date (shown only for that choice).
+fn expectant_fields(l: Lang) -> String {
+    format!(
+        "<fieldset id=\"expectant\" hidden><legend>{legend}</legend>{date}</fieldset>",
+        legend = l.t("妊娠・出産について", "Your pregnancy"),
+        date = field(
+            l,
+            "expected_delivery_date",
+            "出産予定日",
+            "Expected delivery date",
+            "date",
+            "required",
+            Some(("母子健康手帳に書かれた日付", "The date in your maternal and child health handbook"))
+        ),
+    )
+}
+
 /// Messages the scripts show, in the page's language: field error codes, API error codes, labels.
 fn messages_json(l: Lang) -> String {
     let pairs: &[(&str, &str, &str)] = &[
@@ -438,6 +472,10 @@ fn messages_json(l: Lang) -> String {
         ("invalid_phone", "電話番号を数字で入力してください（例：090-1234-5678）。", "Enter the phone number in digits (e.g. 090-1234-5678)."),
         ("must_be_kana", "フリガナはカタカナかひらがなで入力してください。", "Use katakana or hiragana for the reading."),
         ("in_future", "未来の日付は入力できません。", "This date cannot be in the future."),
+        ("delivery_date_past", "出産予定日は今日以降の日付を入力してください。", "The expected delivery date must be today or later."),
+        ("delivery_date_too_far", "出産予定日が先すぎます。母子健康手帳の日付を確認してください。", "This delivery date is too far ahead. Please check the date in your handbook."),
+        ("mother", "申請する方（妊娠中のご本人）", "You (expectant mother)"),
+        ("expected_delivery_date", "出産予定日", "Expected delivery date"),
         ("invalid_date", "日付が正しくありません。", "This date is not valid."),
         ("invalid_resident_id", "住民票コードは11桁の数字です。わからなければ空欄にしてください。", "The resident record code is 11 digits. Leave it empty if you do not know it."),
         ("invalid_characters", "使えない文字が含まれています。", "This contains characters we cannot accept."),
@@ -468,6 +506,7 @@ fn messages_json(l: Lang) -> String {
         ("retry", "もう一度送信する", "Send again"),
         ("guardian", "保護者", "Guardian"),
         ("document", "書類", "Document"),
+        ("document_block", "本人確認書類", "Identity document"),
         ("sending", "送信しています…", "Sending…"),
     ];
     let map: serde_json::Map<String, serde_json::Value> =

@@ -27,6 +27,9 @@ pub const NAME: &str = "idcheck";
 
 /// Age from which a guardian counts as an adult (Civil Code, since 2022).
 const ADULT_AGE: u32 = 18;
+/// How far the stated expected delivery date may lie from the registered one: due dates are
+/// revised during a pregnancy, and a month's difference is normal.
+const DELIVERY_DATE_TOLERANCE_DAYS: i64 = 31;
 
 pub struct IdCheck {
     pub bus: Arc<dyn EventBus>,
@@ -85,11 +88,11 @@ pub fn decide(program: &Program, registry: &Registry, ev: &ApplicationEvent, doc
                         reasons.push(ReasonCode::ChildOverAgeLimit);
                     }
                 }
-                BeneficiaryKind::ExpectantMother => {
-                    if r.expecting.is_none() {
-                        reasons.push(ReasonCode::NotExpectant);
-                    }
-                }
+                BeneficiaryKind::ExpectantMother => match (r.expecting, app.expected_delivery_date) {
+                    (None, _) => reasons.push(ReasonCode::NotExpectant),
+                    (Some(due), Some(stated)) if (stated - due).num_days().abs() <= DELIVERY_DATE_TOLERANCE_DAYS => {}
+                    (Some(_), _) => reasons.push(ReasonCode::DeliveryDateMismatch),
+                },
             }
             if !program.postal_code_in_region(&r.postal_code) {
                 reasons.push(ReasonCode::OutsideRegion);
@@ -282,14 +285,21 @@ mod tests {
         assert_eq!(reasons(&r, app(&p("10000000008"), &p("10000000009"))), vec![OutsideRegion]);
 
         // Expectant mothers apply for themselves.
+        let expectant = |m: &Resident, due: NaiveDate| {
+            let mut a = app(m, m);
+            a.kind = BeneficiaryKind::ExpectantMother;
+            a.expected_delivery_date = Some(due);
+            a
+        };
         let aoi = p("10000000006");
-        let mut a = app(&aoi, &aoi);
-        a.kind = BeneficiaryKind::ExpectantMother;
-        assert_eq!(reasons(&r, a), vec![]);
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 8, 1))), vec![], "registered due date");
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 8, 29))), vec![], "a revised due date");
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 10, 1))), vec![DeliveryDateMismatch]);
+        let mut no_date = expectant(&aoi, d(2026, 8, 1));
+        no_date.expected_delivery_date = None;
+        assert_eq!(reasons(&r, no_date), vec![DeliveryDateMismatch], "an event without the date is never approved alone");
         let yui = p("10000000007");
-        let mut a = app(&yui, &yui);
-        a.kind = BeneficiaryKind::ExpectantMother;
-        assert_eq!(reasons(&r, a), vec![NotExpectant]);
+        assert_eq!(reasons(&r, expectant(&yui, d(2026, 8, 1))), vec![NotExpectant]);
 
         // Same-name cousins at one address: nothing tells them apart without an id.
         let mut a = app(&p("10000000010"), &p("10000000011"));

@@ -551,6 +551,7 @@ mod tests {
             received_at: Utc::now(),
             application: Application {
                 kind: BeneficiaryKind::Child,
+                expected_delivery_date: None,
                 guardian: Guardian {
                     resident_id: None,
                     family_name: family.clone(),

@@ -32,8 +32,8 @@
   function retitle() {
     const blocks = children.querySelectorAll("[data-child]");
     blocks.forEach((b, i) => {
-      b.querySelector("[data-child-title]").textContent = M.child + " " + (i + 1);
-      b.querySelector("[data-remove]").hidden = blocks.length < 2;
+      b.querySelector("[data-child-title]").textContent = isMother() ? M.document_block : M.child + " " + (i + 1);
+      b.querySelector("[data-remove]").hidden = blocks.length < 2 || isMother();
     });
   }
   const $ = (id) => document.getElementById(id);
@@ -99,8 +99,9 @@
   function validate() {
     let ok = true;
     GUARDIAN.forEach((f) => { ok = check("guardian." + f, $("guardian." + f) && $("guardian." + f).type) && ok; });
-    children.querySelectorAll("[data-child]").forEach((b) => {
-      PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
+    if (isMother()) ok = checkDeliveryDate() && ok;
+    activeBlocks().forEach((b) => {
+      if (!isMother()) PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
       const file = b.querySelector("input[type=file]");
       if (!file.files || !file.files[0]) { setError(file, M.document_missing); ok = false; }
       else if (!checkFile(b)) ok = false;
@@ -142,7 +143,9 @@
     };
     const guardian = person("guardian.");
     ["postal_code", "email", "phone"].forEach((f) => { guardian[f] = val("guardian." + f); });
-    return { guardian: guardian, child: person("c" + n + "."), consent: true };
+    // An expectant mother applies for herself: no child object, her delivery date instead.
+    if (isMother()) return { kind: "expectant_mother", guardian: guardian, expected_delivery_date: val("expected_delivery_date"), consent: true };
+    return { kind: "child", guardian: guardian, child: person("c" + n + "."), consent: true };
   }
 
   form.addEventListener("submit", (e) => {
@@ -152,7 +155,7 @@
       return;
     }
     summary("");
-    children.querySelectorAll("[data-child]").forEach(() => kyufu.funnel("child_done"));
+    activeBlocks().forEach(() => kyufu.funnel("child_done"));
     const list = $("confirm-list");
     list.textContent = "";
     const add = (dl, k, v) => {
@@ -163,10 +166,11 @@
     const g = document.createElement("dl");
     add(g, M.guardian, val("guardian.family_name") + " " + val("guardian.given_name") + "（" + val("guardian.family_name_kana") + " " + val("guardian.given_name_kana") + "） " + val("guardian.email"));
     list.appendChild(g);
-    children.querySelectorAll("[data-child]").forEach((b, i) => {
+    activeBlocks().forEach((b, i) => {
       const n = b.dataset.n;
       const dl = document.createElement("dl");
-      add(dl, M.child + " " + (i + 1), val("c" + n + ".family_name") + " " + val("c" + n + ".given_name") + "（" + val("c" + n + ".birth_date") + "）");
+      if (isMother()) add(dl, M.expected_delivery_date, val("expected_delivery_date"));
+      else add(dl, M.child + " " + (i + 1), val("c" + n + ".family_name") + " " + val("c" + n + ".given_name") + "（" + val("c" + n + ".birth_date") + "）");
       add(dl, M.document, b.querySelector("input[type=file]").files[0].name);
       list.appendChild(dl);
     });
@@ -226,7 +230,7 @@
     const send = $("send");
     send.disabled = true;
     send.textContent = M.sending;
-    const blocks = Array.from(children.querySelectorAll("[data-child]"));
+    const blocks = activeBlocks();
     const results = [];
     for (const b of blocks) {
       if (b.dataset.done) { results.push({ block: b, res: JSON.parse(b.dataset.done) }); continue; }
@@ -244,7 +248,9 @@
       const li = document.createElement("li");
       const n = block.dataset.n;
       const who = document.createElement("strong");
-      who.textContent = val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
+      who.textContent = isMother()
+        ? val("guardian.family_name") + " " + val("guardian.given_name")
+        : val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
       li.appendChild(who);
       if (res.ok) {
         const p = document.createElement("p");
@@ -291,5 +297,46 @@
     }
   });
 
+  // --- Who the application is for: children, or an expectant mother for herself. ---
+  function isMother() {
+    const r = form.querySelector("input[name=kind]:checked");
+    return !!r && r.value === "expectant_mother";
+  }
+  // The blocks that are sent: every child, or the mother's one document block.
+  function activeBlocks() {
+    const all = Array.from(children.querySelectorAll("[data-child]"));
+    return isMother() ? all.slice(0, 1) : all;
+  }
+  function applyKind() {
+    const mother = isMother();
+    $("expectant").hidden = !mother;
+    $("add-child").hidden = mother;
+    const legend = $("guardian").querySelector("legend");
+    legend.textContent = mother ? legend.dataset.motherLabel : legend.dataset.childLabel;
+    children.querySelectorAll("[data-child]").forEach((b, i) => {
+      b.querySelector("[data-person]").hidden = mother;
+      if (!b.dataset.done) b.hidden = mother && i > 0;
+    });
+    retitle();
+  }
+  // A delivery date from today up to 300 days ahead, as the server checks it.
+  function checkDeliveryDate() {
+    const el = $("expected_delivery_date");
+    const v = el.value.trim();
+    let code = "";
+    if (!v) code = "required";
+    else {
+      const d = new Date(v + "T00:00:00");
+      const today = new Date(); today.setHours(0, 0, 0, 0);
+      if (isNaN(d)) code = "invalid_date";
+      else if (d < today) code = "delivery_date_past";
+      else if ((d - today) / 86400000 > 300) code = "delivery_date_too_far";
+    }
+    setError(el, code ? M[code] : "");
+    return !code;
+  }
+  form.querySelectorAll("input[name=kind]").forEach((r) => r.addEventListener("change", applyKind));
+
   number(children.querySelector("[data-child]"));
+  applyKind();
 })();
