@@ -11,6 +11,7 @@ pub mod identity;
 pub mod normalize;
 pub mod pdf;
 pub mod program;
+pub mod reference;
 pub mod status;
 
 pub use application::{Application, ApplicationInput, BeneficiaryKind, Child, Guardian};

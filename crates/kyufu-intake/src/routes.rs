@@ -54,6 +54,11 @@ struct Accepted {
     application_id: Uuid,
     status_token: String,
     status_url: String,
+    /// The short typeable reference (`XXXXX-XXXXX`); `None` only if the store failed right after
+    /// the commit point (the id then serves, and a retry with the same key assigns it).
+    reference: Option<String>,
+    /// The typeable code that, with the reference or the id, opens the status lookup.
+    lookup_code: String,
 }
 
 async fn submit(State(intake): State<Intake>, headers: HeaderMap, multipart: Result<Multipart, MultipartRejection>) -> Response {
@@ -292,11 +297,22 @@ async fn submit_inner(
         }
         CreateOutcome::Existing { same_request: false, .. } => return Err(ErrorCode::IdempotencyConflict.into()),
     }
+    // After the commit point, so a refused submission leaves no reference behind; a retry finds
+    // the same one again.
+    let reference = match kyufu_ports::reference::assign(&*ports.status, &program.id, application_id).await {
+        Ok(r) => Some(r.display()),
+        Err(e) => {
+            tracing::warn!(error = %e, "reference not assigned; the application id stands in");
+            None
+        }
+    };
     Ok((
         Accepted {
             application_id,
             status_token: intake.config.status_tokens.issue(application_id),
             status_url: format!("/api/v1/applications/{application_id}"),
+            reference,
+            lookup_code: intake.config.status_tokens.issue_code(application_id),
         },
         replay,
     ))
@@ -420,15 +436,25 @@ async fn status(State(intake): State<Intake>, Path(id): Path<String>, headers: H
 
 async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<StatusView, ApiError> {
     // Unknown id, malformed id, missing or wrong token: all the same 404, so ids cannot be probed.
+    // The id is the application id or its short reference, as typed.
     let not_found = || ApiError::new(ErrorCode::NotFound);
-    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let id = match Uuid::parse_str(id) {
+        Ok(id) => id,
+        Err(_) => {
+            let reference = kyufu_domain::reference::Reference::parse(id).ok_or_else(not_found)?;
+            kyufu_ports::reference::resolve(&*intake.ports.status, &intake.config.program.id, &reference)
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::ServiceUnavailable))?
+                .ok_or_else(not_found)?
+        }
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| header_or_cookie(headers, "x-status-token", "kyufu_status"))
         .ok_or_else(not_found)?;
-    if !intake.config.status_tokens.verify(id, token) {
+    if !intake.config.status_tokens.verify_token_or_code(id, token) {
         return Err(not_found());
     }
     let record = intake

@@ -2,6 +2,11 @@
 //! to 128 bits. Deterministic, so a retried submission returns the same token without the token
 //! ever being stored; compared in constant time.
 //!
+//! The lookup code is the same idea made typeable: `HMAC-SHA256(secret, "code" || id)` truncated
+//! to 40 bits and written as eight Crockford symbols (`XXXX-XXXX`), shown on the completion page
+//! and in the emails beside the application's short reference. 40 bits are enough against
+//! guessing through a rate-limited lookup that answers every miss with the same 404.
+//!
 //! Rotation: tokens are issued with the current secret and verified against the current one and
 //! any previous ones still configured, so applicants' links keep working while a new secret rolls
 //! out; once the previous secret is dropped from the configuration its tokens stop working.
@@ -26,6 +31,8 @@ impl std::fmt::Debug for StatusTokens {
 }
 
 const TOKEN_BYTES: usize = 16;
+/// Bytes of the lookup code (40 bits, eight base-32 symbols).
+const CODE_BYTES: usize = 5;
 
 impl StatusTokens {
     pub fn new(secret: impl Into<Vec<u8>>) -> Self {
@@ -39,10 +46,34 @@ impl StatusTokens {
     }
 
     fn mac(secret: &[u8], id: Uuid) -> Option<Hmac<Sha256>> {
+        Self::mac_for(b"status\x1e", secret, id)
+    }
+
+    fn mac_for(purpose: &[u8], secret: &[u8], id: Uuid) -> Option<Hmac<Sha256>> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).ok()?;
-        mac.update(b"status\x1e");
+        mac.update(purpose);
         mac.update(id.as_bytes());
         Some(mac)
+    }
+
+    /// The typeable lookup code for `id` (`XXXX-XXXX`), under the current secret.
+    pub fn issue_code(&self, id: Uuid) -> String {
+        let tag = Self::mac_for(b"code\x1e", &self.secret, id).map(|m| m.finalize().into_bytes().to_vec()).unwrap_or_default();
+        let mut five = [0u8; CODE_BYTES];
+        if let Some(t) = tag.get(..CODE_BYTES) {
+            five.copy_from_slice(t);
+        }
+        kyufu_domain::reference::short_code(&five)
+    }
+
+    /// Whether `given` is the status token or the lookup code of `id` (as typed: case, width and
+    /// separators do not matter), under any configured secret.
+    pub fn verify_token_or_code(&self, id: Uuid, given: &str) -> bool {
+        let Some(code) = kyufu_domain::reference::parse_short_code(given) else { return self.verify(id, given) };
+        std::iter::once(&self.secret).chain(&self.previous).fold(false, |found, secret| {
+            let ok = Self::mac_for(b"code\x1e", secret, id).is_some_and(|m| m.verify_truncated_left(&code).is_ok());
+            found | ok
+        })
     }
 
     /// The token for `id`, under the current secret.
@@ -82,6 +113,24 @@ mod tests {
         assert!(!t.verify(id, ""));
         assert!(!t.verify(id, "not base64 ***"));
         assert!(!t.verify(id, &tok[..20]));
+    }
+
+    #[test]
+    fn lookup_codes_verify_as_typed_and_only_for_their_id() {
+        let t = StatusTokens::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let id = Uuid::new_v4();
+        let code = t.issue_code(id);
+        assert_eq!(code.len(), 9, "{code}");
+        assert!(t.verify_token_or_code(id, &code));
+        assert!(t.verify_token_or_code(id, &code.to_lowercase().replace('-', " ")));
+        assert!(t.verify_token_or_code(id, &t.issue(id)), "the long token still works");
+        assert!(!t.verify_token_or_code(Uuid::new_v4(), &code));
+        let mut wrong: Vec<char> = code.chars().collect();
+        wrong[0] = if wrong[0] == 'A' { 'B' } else { 'A' };
+        assert!(!t.verify_token_or_code(id, &wrong.into_iter().collect::<String>()));
+        assert!(!t.verify_token_or_code(id, ""));
+        let rotated = StatusTokens::new(b"the new status secret, 32 bytes+".to_vec()).with_previous([b"0123456789abcdef0123456789abcdef".to_vec()]);
+        assert!(rotated.verify_token_or_code(id, &code), "codes already sent survive a rotation");
     }
 
     #[test]

@@ -40,6 +40,12 @@ async fn contract_claims_listing_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_reference_index() {
+    let server = RedisServer::start();
+    kyufu_ports::contract::reference_index(store(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_claim_is_forgotten_after_its_time() {
     let server = RedisServer::start();
     let s = store(&server).await;
