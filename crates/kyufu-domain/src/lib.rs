@@ -13,6 +13,7 @@ pub mod pdf;
 pub mod program;
 pub mod reference;
 pub mod status;
+pub mod token;
 
 pub use application::{Application, ApplicationInput, BeneficiaryKind, Child, Guardian};
 pub use error::{ErrorCode, FieldError, ValidationErrors};

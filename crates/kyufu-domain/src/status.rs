@@ -45,6 +45,22 @@ impl Status {
         Status::ALL.iter().copied().find(|st| st.as_str() == s)
     }
 
+    /// The one wording of each status, Japanese and English, used by the status page and the
+    /// emails alike so they never contradict each other.
+    pub fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Status::Received => ("受け付けました（確認を待っています）", "Received (waiting to be checked)"),
+            Status::NeedsReview => ("担当者が確認しています", "A member of staff is checking"),
+            Status::Approved => ("承認されました（クーポンを準備しています）", "Approved (the coupon is being prepared)"),
+            Status::CouponIssued => ("クーポンを発行しました", "Coupon issued"),
+            Status::Duplicate => (
+                "同じ方の申請がすでにあるため、この申請は受け付けませんでした",
+                "Not taken: an application for the same person was already received",
+            ),
+            Status::Rejected => ("申請は承認されませんでした", "The application was not approved"),
+        }
+    }
+
     /// Whether the state machine allows `self -> to`.
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;

@@ -41,6 +41,7 @@ const WAIT_JS: &str = include_str!("pages/wait.js");
 const FORM_JS: &str = include_str!("pages/form.js");
 const STATUS_JS: &str = include_str!("pages/status.js");
 const COMMON_JS: &str = include_str!("pages/common.js");
+const DONE_JS: &str = include_str!("pages/done.js");
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -48,6 +49,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/wait", get(wait).post(join))
         .route("/apply", get(apply))
         .route("/status", get(status))
+        .route("/done", get(done))
         .route("/assets/{name}", get(asset))
 }
 
@@ -421,10 +423,7 @@ fn form_body(l: Lang) -> String {
         send = l.t("送信する", "Send"),
         back = l.t("戻って直す", "Go back and change"),
         dh = l.t("申請を受け付けました", "Your applications were received"),
-        dp = l.t(
-            "お子さんごとの申請番号と状況確認のリンクです。リンクを保存してください（メールでもお知らせします）。",
-            "Here is each child's application number and status link. Please keep the links (we also email you)."
-        ),
+        dp = DONE_INTRO.pick(l),
         dn = l.t(
             "受付はこれで終了しました。あとからほかのお子さんの申請をするときは、もう一度はじめから順番待ちに並んでください。",
             "Your turn is now finished. To apply for another child later, please join the queue again from the start page."
@@ -461,6 +460,45 @@ fn expectant_fields(l: Lang) -> String {
             Some(("母子健康手帳に書かれた日付", "The date in your maternal and child health handbook"))
         ),
     )
+}
+
+/// What the completion page says above the receipts (the form and `/done` share it).
+const DONE_INTRO: (&str, &str) = (
+    "申請ごとの申請番号と確認用コードです。メモするか、この画面を撮影してください。状況は「状況を確認する」のリンクか、状況確認のページで申請番号と確認用コードを入力して確認できます。同じ内容をメールでもお送りします。",
+    "Here is each application's number and status code. Write them down or take a screenshot. You can check the status with the link, or by typing the number and the code on the status page. We also send them to you by email.",
+);
+
+trait Pick {
+    fn pick(self, l: Lang) -> &'static str;
+}
+
+impl Pick for (&'static str, &'static str) {
+    fn pick(self, l: Lang) -> &'static str {
+        l.t(self.0, self.1)
+    }
+}
+
+/// `GET /done`: the completion page at its own address. The receipts come from this browser's
+/// storage (the server keeps no session), so it survives a reload and needs no admission pass.
+async fn done(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let body = format!(
+        "<h1>{h1}</h1><div id=\"some\" hidden><p>{intro}</p><ol id=\"done-list\"></ol>\
+         <p class=\"note\">{shared}</p><button type=\"button\" class=\"secondary\" id=\"forget\">{forget}</button></div>\
+         <div id=\"none\"><p>{none}</p></div><p><a href=\"/status\">{status}</a></p><p><a href=\"/lost\">{lost}</a></p>\
+         <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請を受け付けました", "Your applications were received"),
+        intro = DONE_INTRO.pick(l),
+        shared = l.t("共用の端末では、控えを取ったあと「この端末から消す」を押してください。", "On a shared phone or computer, press \"Remove from this device\" once you have a copy."),
+        forget = l.t("この端末から消す", "Remove from this device"),
+        none = l.t("この端末には申請の控えが残っていません。メールをご確認いただくか、下のリンクから確認してください。", "This device has no copy of your applications. Please look in your email, or use the links below."),
+        status = l.t("申請番号と確認用コードで状況を確認する", "Check the status with the number and the code"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
+        nojs = l.t("控えの表示には JavaScript が必要です。メールでもお知らせしています。", "Showing your copy needs JavaScript. We also sent it by email."),
+        msgs = messages_json(l),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("申請を受け付けました", "Applications received"), path: "/done", body, scripts: &["done.js"], refresh: None }
+        .render()
 }
 
 /// Messages the scripts show, in the page's language: field error codes, API error codes, labels.
@@ -501,6 +539,8 @@ fn messages_json(l: Lang) -> String {
         ("fix_errors", "入力内容を確認してください。", "Please check the highlighted answers."),
         ("child", "お子さん", "Child"),
         ("application_id", "申請番号", "Application number"),
+        ("reference", "申請番号", "Application number"),
+        ("lookup_code", "確認用コード", "Status code"),
         ("status_link", "状況を確認する", "Check the status"),
         ("failed", "このお子さんの申請は送れませんでした", "This child's application could not be sent"),
         ("retry", "もう一度送信する", "Send again"),
@@ -545,8 +585,8 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
          <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
         h1 = l.t("申請の状況", "Application status"),
         p = l.t("申請番号と確認用コードは、申請完了の画面とメールに書いてあります。", "The application number and the code are on the confirmation page and in the email."),
-        id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" required", None),
-        token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" required", None),
+        id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：7K3QX-M2P9D（10文字）", "e.g. 7K3QX-M2P9D (10 characters)"))),
+        token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：AB12-CD34（8文字）", "e.g. AB12-CD34 (8 characters)"))),
         btn = l.t("確認する", "Check"),
         nojs = l.t("状況の表示には JavaScript が必要です。メールのリンクからも確認できます。", "Showing the status needs JavaScript. You can also use the link in the email."),
     );
@@ -562,6 +602,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "form.js" => (FORM_JS, "text/javascript; charset=utf-8"),
         "status.js" => (STATUS_JS, "text/javascript; charset=utf-8"),
         "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
+        "done.js" => (DONE_JS, "text/javascript; charset=utf-8"),
         _ => return kyufu_http::not_found().await.into_response(),
     };
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response();

@@ -41,6 +41,10 @@ pub(crate) fn api(intake: Intake) -> Router {
         .route(STATUS_ROUTE, get(status))
         .route(SPEND_ROUTE, post(spend))
         .route(
+            crate::links::LINKS_ROUTE,
+            post(crate::links::ask).layer(DefaultBodyLimit::max(crate::links::MAX_LINKS_BODY)),
+        )
+        .route(
             crate::funnel::FUNNEL_ROUTE,
             post(crate::funnel::record).layer(DefaultBodyLimit::max(crate::funnel::MAX_FUNNEL_BODY)),
         )
@@ -306,6 +310,9 @@ async fn submit_inner(
             None
         }
     };
+    if let Err(e) = crate::links::index(&*ports.status, intake, &event.application.guardian.email, application_id).await {
+        tracing::warn!(error = %e, "email index not written; a retry writes it");
+    }
     Ok((
         Accepted {
             application_id,

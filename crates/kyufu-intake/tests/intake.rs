@@ -247,6 +247,35 @@ async fn accepted_application_is_recorded_and_published() {
 }
 
 #[tokio::test]
+async fn lost_links_are_sent_again_only_to_the_address_that_applied_and_the_answer_never_tells() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let (code, body) = post(&h, Some(&p), form(&application().to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["application_id"].as_str().expect("id").to_owned();
+    let email = application()["guardian"]["email"].as_str().expect("email").to_owned();
+    let mut resent = h.ports.bus.subscribe("test-resend", &[kyufu_ports::events::topics::RESEND]).await.expect("sub");
+    let ask = |email: String| {
+        let url = format!("{}/api/v1/links", h.base);
+        async move {
+            let r = reqwest::Client::new().post(url).json(&serde_json::json!({ "email": email })).send().await.expect("post");
+            (r.status().as_u16(), r.text().await.expect("text"))
+        }
+    };
+    let unknown = ask("nobody@example.jp".into()).await;
+    let known = ask(format!("  {}  ", email.to_uppercase())).await;
+    assert_eq!(known.0, 202);
+    assert_eq!(unknown, known, "the same answer for a known and an unknown address");
+    let m = resent.poll(Duration::from_secs(2)).await.expect("poll").expect("the application is sent again");
+    assert_eq!(ApplicationEvent::from_json(&m.payload).expect("event").application_id.to_string(), id);
+    assert!(resent.poll(Duration::from_millis(300)).await.expect("poll").is_none(), "only that one, and nothing for the unknown address");
+    // Asking again at once sends nothing more (one request per address per quarter hour).
+    assert_eq!(ask(email.clone()).await.0, 202);
+    assert!(resent.poll(Duration::from_millis(500)).await.expect("poll").is_none(), "rate limited per address");
+    assert_eq!(ask("not an address".into()).await.0, 422);
+}
+
+#[tokio::test]
 async fn refused_submissions_leave_no_record() {
     let h = start().await;
     let p = pass(&h, "rice-demo");

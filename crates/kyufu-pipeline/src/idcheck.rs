@@ -15,7 +15,7 @@ use kyufu_domain::document::sniff_content_type;
 use kyufu_domain::normalize::kana_key;
 use kyufu_domain::program::age_on;
 use kyufu_domain::{Program, ReasonCode, Status};
-use kyufu_ports::events::ApplicationEvent;
+use kyufu_ports::events::{topics, ApplicationEvent};
 use kyufu_ports::{DocumentStore, EventBus, Message, Publication, StatusStore, Transition, TransitionOutcome, UnitOfWork};
 use kyufu_registry::{Registry, Resident};
 
@@ -142,6 +142,11 @@ impl Stage for IdCheck {
                 self.bus.publish(&self.output_topic, &raw.key, &raw.payload).await?;
                 return Ok(Handled::Skipped);
             }
+            // Moved by an earlier run whose publish to `applications.settled` may not have happened.
+            Status::NeedsReview if record.history.last().is_some_and(|h| h.actor == NAME) => {
+                self.bus.publish(topics::SETTLED, &raw.key, &raw.payload).await?;
+                return Ok(Handled::Skipped);
+            }
             _ => return Ok(Handled::Skipped),
         }
         let document_ok = self.check_document(ev).await?;
@@ -156,6 +161,11 @@ impl Stage for IdCheck {
         } else {
             self.status.transition(ev.application_id, &t).await?
         };
+        // A review is told to the citizen (notify, through `applications.settled`), also on a redo;
+        // notify's sent-record keeps it to one email.
+        if to == Status::NeedsReview && matches!(outcome, TransitionOutcome::Applied(_) | TransitionOutcome::AlreadyIn(_)) {
+            self.bus.publish(topics::SETTLED, &raw.key, &raw.payload).await?;
+        }
         match outcome {
             TransitionOutcome::Applied(_) => {
                 self.metrics.decisions.with_label_values(&[NAME, to.as_str()]).inc();

@@ -61,6 +61,10 @@ async fn world() -> World {
         identity_secret: IdentitySecret::new(b"test identity secret".to_vec()),
         program: program.clone(),
         notifier: outbox.clone(),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(b"status secret for tests, long enough".to_vec()),
+            public_url: "https://kyufu.example.jp".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (stop, rx) = watch::channel(false);
@@ -115,6 +119,25 @@ impl World {
     }
 }
 
+impl World {
+    /// The emails sent about `id`, once there are at least `n` (or after a few seconds).
+    async fn mails_of(&self, id: uuid::Uuid, n: usize) -> Vec<Notification> {
+        let mut mails = Vec::new();
+        for _ in 0..200 {
+            mails = self.outbox.0.lock().await.iter().filter(|m| m.application_id == id).cloned().collect();
+            if mails.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        mails
+    }
+
+    fn deps_links(&self) -> &kyufu_pipeline::notify::MailLinks {
+        &self.deps.mail_links
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
@@ -132,18 +155,20 @@ async fn registry_child_gets_one_coupon_and_an_email() {
     assert_eq!(kyufu_pipeline::coupon_code::normalize(&code).as_deref(), Some(code.as_str()));
     let statuses: Vec<Status> = rec.history.iter().map(|h| h.status).collect();
     assert_eq!(statuses, vec![Status::Received, Status::Approved, Status::CouponIssued]);
-    // The email is the notify stage's job, a moment later.
-    let mut mails = Vec::new();
-    for _ in 0..100 {
-        mails = w.outbox.0.lock().await.clone();
-        if !mails.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The emails are the notify stage's job, a moment later: the receipt, then the coupon.
+    let mails = w.mails_of(id, 2).await;
+    let kinds: Vec<&str> = mails.iter().map(|m| m.kind).collect();
+    assert!(kinds.contains(&"receipt") && kinds.contains(&"coupon_issued"), "{kinds:?}");
+    let coupon = mails.iter().find(|m| m.kind == "coupon_issued").expect("coupon email");
+    assert!(coupon.body.contains(&code) && coupon.body.contains("クーポン") && coupon.body.contains("Coupon code"));
+    assert_eq!(coupon.to, "guardian@example.jp");
+    // Every email carries the short reference, the code and the link, the same in each.
+    let reference = kyufu_ports::reference::assign(&*w.deps.status, &w.program.id, id).await.expect("reference");
+    let code = w.deps_links().tokens.issue_code(id);
+    for m in &mails {
+        assert!(m.body.contains(&reference.display()) && m.body.contains(&code), "{}", m.body);
+        assert!(m.body.contains(&format!("https://kyufu.example.jp/status#id={id}&token=")), "{}", m.body);
     }
-    assert_eq!(mails.len(), 1);
-    assert!(mails[0].body.contains(&code) && mails[0].body.contains("クーポン") && mails[0].body.contains("Coupon code"));
-    assert_eq!(mails[0].to, "guardian@example.jp");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,6 +183,10 @@ async fn same_child_twice_is_duplicate_but_twins_and_siblings_are_not() {
     let dup = w.settled(again).await;
     assert_eq!(dup.status, Status::Duplicate);
     assert_eq!(dup.duplicate_of, Some(first));
+    // The duplicate is told plainly, by email too.
+    let told = w.mails_of(again, 2).await;
+    let dup_mail = told.iter().find(|m| m.kind == "duplicate").expect("a duplicate email");
+    assert!(dup_mail.body.contains(Status::Duplicate.label().0), "{}", dup_mail.body);
     assert_eq!(dup.reasons, vec![ReasonCode::DuplicateApplication]);
     assert_eq!(w.settled(sibling).await.status, Status::CouponIssued);
 
@@ -296,7 +325,8 @@ async fn replayed_messages_change_nothing() {
         w.deps.bus.publish(topic, &m.key, &m.payload).await.expect("replay");
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(w.outbox.0.lock().await.len(), 1, "one email, however often the message comes");
+    let kinds: Vec<&str> = w.outbox.0.lock().await.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds.len(), 2, "one email of each kind, however often the message comes: {kinds:?}");
     let after = w.deps.status.get(id).await.expect("get").expect("rec");
     assert_eq!(after.status, Status::CouponIssued);
     assert_eq!(after.coupon_code.as_deref(), Some(code.as_str()), "same code after replays");
@@ -309,11 +339,17 @@ async fn a_poison_message_is_dead_lettered_and_sent_to_review() {
     let mut dlq = w.deps.bus.subscribe("dlq-reader", &[topics::DEAD_LETTER]).await.expect("sub");
     // Undecodable payload.
     w.deps.bus.publish(topics::RECEIVED, b"junk", b"{not json").await.expect("publish");
-    let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
-    let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("dead letter json");
-    assert_eq!(letter.stage, "dedupe");
-    assert!(letter.error.contains("undecodable"), "{}", letter.error);
-    assert_eq!(letter.payload, b"{not json");
+    // Both consumers of the topic give up on it: dedupe, and notify (which sends receipts).
+    let mut stages = Vec::new();
+    for _ in 0..2 {
+        let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
+        let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("dead letter json");
+        assert!(letter.error.contains("undecodable"), "{}", letter.error);
+        assert_eq!(letter.payload, b"{not json");
+        stages.push(letter.stage);
+    }
+    stages.sort();
+    assert_eq!(stages, ["dedupe", "notify"]);
 
     // A decodable event whose record is missing: dead-lettered with its id.
     let (g, kids) = &w.families()[0];
@@ -419,12 +455,12 @@ async fn a_mail_outage_never_holds_back_issuance() {
     assert!(w.outbox.0.lock().await.is_empty());
     w.outbox.1.store(false, std::sync::atomic::Ordering::SeqCst);
     for _ in 0..300 {
-        if w.outbox.0.lock().await.len() >= 3 {
+        if w.outbox.0.lock().await.len() >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mails = w.outbox.0.lock().await.clone();
-    assert_eq!(mails.len(), 3, "each email exactly once after the outage");
+    assert_eq!(mails.len(), 6, "each receipt and coupon email exactly once after the outage");
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use chrono::NaiveDate;
 use kyufu_domain::Program;
-use kyufu_pipeline::notify::{coupon_email, Notifier, NotifyError, SmtpNotifier};
+use kyufu_pipeline::notify::{email, MailFacts, MailKind, Notification, Notifier, NotifyError, SmtpNotifier};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
@@ -55,6 +55,13 @@ async fn smtp_peer(listener: TcpListener, received: Arc<Mutex<Vec<String>>>) {
 
 fn program() -> Program {
     Program::demo(NaiveDate::from_ymd_opt(2026, 4, 1).expect("date"))
+}
+
+/// The coupon email of application `id`, its id standing in for the reference.
+fn coupon_email(program: &Program, id: uuid::Uuid, to: &str, who: &str, code: &str) -> Notification {
+    let reference = id.to_string();
+    let facts = MailFacts { program, who, reference: &reference, code: "AB12-CD34", status_link: "https://kyufu.example.jp/status", coupon_code: Some(code) };
+    email(MailKind::CouponIssued, &facts, id, to)
 }
 
 #[tokio::test]

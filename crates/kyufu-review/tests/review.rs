@@ -44,6 +44,10 @@ async fn reviewers_decide_cases_once_and_approvals_become_coupons() {
         identity_secret: secret.clone(),
         program: program.clone(),
         notifier: Arc::new(OutboxNotifier { dir: dir.path().join("outbox") }),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(b"status secret for tests, long enough".to_vec()),
+            public_url: "http://localhost".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (_stop, rx) = tokio::sync::watch::channel(false);

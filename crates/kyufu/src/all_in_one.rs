@@ -78,6 +78,10 @@ pub struct MailArgs {
     /// Sender of coupon emails.
     #[arg(long, env = "KYUFU_MAIL_FROM", default_value = "kyufu <noreply@example.jp>")]
     pub mail_from: String,
+    /// The public site the links in emails point to (`https://kyufu.example.jp`); the all-in-one
+    /// defaults to its own public address.
+    #[arg(long, env = "KYUFU_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl MailArgs {
@@ -202,6 +206,10 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         identity_secret: secrets.identity.clone(),
         program: program.clone(),
         notifier: args.mail.notifier(&args.data_dir)?,
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: secrets.status_tokens.clone(),
+            public_url: args.mail.public_url.clone().unwrap_or_else(|| format!("http://{public}")),
+        },
         metrics: StageMetrics::new(&metrics),
     };
     let stages: Vec<_> = StageKind::ALL.into_iter().map(|k| kyufu_pipeline::spawn_stage(k, &deps, stop_rx.clone())).collect();

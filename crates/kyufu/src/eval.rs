@@ -62,6 +62,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         identity_secret: identity.clone(),
         program,
         notifier: Arc::new(OutboxNotifier { dir: dir.path().join("outbox") }),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(rand::random::<[u8; 32]>().to_vec()),
+            public_url: "http://localhost".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (stop, rx) = watch::channel(false);

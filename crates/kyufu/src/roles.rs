@@ -261,6 +261,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         identity_secret: secrets.identity,
         program,
         notifier: args.mail.notifier(&args.data_dir)?,
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: secrets.status_tokens.clone(),
+            public_url: args.mail.public_url.clone().unwrap_or_else(|| "http://localhost:8080".to_owned()),
+        },
         metrics: StageMetrics::new(&metrics),
     };
     let (stop_tx, stop_rx) = watch::channel(false);

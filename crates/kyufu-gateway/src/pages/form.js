@@ -202,7 +202,7 @@
         headers: { "Idempotency-Key": block.dataset.key, Accept: "application/json" },
       });
       const v = await r.json().catch(() => ({}));
-      if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token };
+      if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token, reference: v.reference, code: v.lookup_code };
       return { ok: false, status: r.status, code: v.code || "service_unavailable", errors: v.errors || [] };
     } catch (e) {
       return { ok: false, status: 0, code: "network", errors: [] };
@@ -235,7 +235,7 @@
     for (const b of blocks) {
       if (b.dataset.done) { results.push({ block: b, res: JSON.parse(b.dataset.done) }); continue; }
       const res = await sendOne(b);
-      if (res.ok) b.dataset.done = JSON.stringify(res);
+      if (res.ok) { b.dataset.done = JSON.stringify(res); keepReceipt(b, res); }
       else kyufu.funnel("error", res.code === "network" ? "service_unavailable" : res.code);
       results.push({ block: b, res: res });
     }
@@ -245,29 +245,14 @@
     const list = $("done-list");
     list.textContent = "";
     results.forEach(({ block, res }) => {
+      if (res.ok) { list.appendChild(kyufu.receiptItem(receiptOf(block, res), M)); return; }
       const li = document.createElement("li");
-      const n = block.dataset.n;
       const who = document.createElement("strong");
-      who.textContent = isMother()
-        ? val("guardian.family_name") + " " + val("guardian.given_name")
-        : val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
-      li.appendChild(who);
-      if (res.ok) {
-        const p = document.createElement("p");
-        p.textContent = M.application_id + ": ";
-        const code = document.createElement("code");
-        code.textContent = res.id;
-        p.appendChild(code);
-        const a = document.createElement("a");
-        a.href = "/status#id=" + encodeURIComponent(res.id) + "&token=" + encodeURIComponent(res.token);
-        a.textContent = M.status_link;
-        li.append(p, a);
-      } else {
-        const p = document.createElement("p");
-        p.className = "error";
-        p.textContent = M.failed + ": " + (M[res.code] || M.service_unavailable);
-        li.appendChild(p);
-      }
+      who.textContent = receiptOf(block, res).who;
+      const p = document.createElement("p");
+      p.className = "error";
+      p.textContent = M.failed + ": " + (M[res.code] || M.service_unavailable);
+      li.append(who, p);
       list.appendChild(li);
     });
     if (results.some((x) => x.res.ok)) {
@@ -293,9 +278,23 @@
       $("intro").hidden = true;
       $("done-next").hidden = false;
       $("done").focus();
+      // The completion page has its own address: a reload shows the receipts kept in this browser.
+      history.replaceState(null, "", "/done");
       spendPass();
     }
   });
+
+  // --- Receipts: kept in this browser as each application is accepted. ---
+  function receiptOf(block, res) {
+    const n = block.dataset.n;
+    const who = isMother()
+      ? val("guardian.family_name") + " " + val("guardian.given_name")
+      : val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
+    return { id: res.id, token: res.token, reference: res.reference, code: res.code, who: who };
+  }
+  function keepReceipt(block, res) {
+    kyufu.saveReceipt(receiptOf(block, res));
+  }
 
   // --- Who the application is for: children, or an expectant mother for herself. ---
   function isMother() {
