@@ -42,6 +42,7 @@ const FORM_JS: &str = include_str!("pages/form.js");
 const STATUS_JS: &str = include_str!("pages/status.js");
 const COMMON_JS: &str = include_str!("pages/common.js");
 const DONE_JS: &str = include_str!("pages/done.js");
+const LOST_JS: &str = include_str!("pages/lost.js");
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -50,6 +51,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/apply", get(apply))
         .route("/status", get(status))
         .route("/done", get(done))
+        .route("/lost", get(lost))
         .route("/assets/{name}", get(asset))
 }
 
@@ -501,6 +503,41 @@ async fn done(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> R
         .render()
 }
 
+/// `GET /lost`: "lost your number or link?" — the links are sent again to the address given in
+/// the application (`POST /api/v1/links`); the page says the same whether or not it is known.
+async fn lost(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let pairs: &[(&str, &str, &str)] = &[
+        ("invalid_email", "メールアドレスの形が正しくありません（例：name@example.jp）。", "This email address does not look right (e.g. name@example.jp)."),
+        (
+            "sent",
+            "このアドレスで申請があれば、申請番号・確認用コード・確認用リンクをそのアドレスに送りました。数分たっても届かない場合は、迷惑メールのフォルダもご確認ください。再送は15分に1回までです。",
+            "If applications were made with this address, we have sent their numbers, codes and links to it. If nothing arrives within a few minutes, look in your spam folder. You can ask once every 15 minutes.",
+        ),
+        ("network", "通信できませんでした。電波の良い場所でもう一度お試しください。", "We could not connect. Please try again where the signal is better."),
+        ("too_many_requests", "混み合っています。少し待ってからもう一度お試しください。", "We are busy. Please wait a moment and try again."),
+    ];
+    let map: serde_json::Map<String, serde_json::Value> =
+        pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    let msgs = serde_json::Value::Object(map).to_string().replace("</", "<\\/");
+    let body = format!(
+        "<h1>{h1}</h1><p>{p}</p><form id=\"lost\" novalidate>{email}<button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p id=\"lost-result\" role=\"status\" aria-live=\"polite\"></p><p><a href=\"/status\">{status}</a></p>\
+         <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請番号やリンクがわからなくなった方", "Lost your application number or link?"),
+        p = l.t(
+            "申請のときに入力したメールアドレスを入れてください。そのアドレスに、申請ごとの申請番号・確認用コード・状況確認のリンクをもう一度お送りします。ほかのアドレスには送りません。",
+            "Enter the email address you gave in the application. We send each application's number, code and status link to that address again, and to no other."
+        ),
+        email = field(l, "lost-email", "メールアドレス", "Email address", "email", "autocomplete=\"email\" required", None),
+        btn = l.t("もう一度送る", "Send them again"),
+        status = l.t("申請番号と確認用コードで状況を確認する", "Check the status with the number and the code"),
+        nojs = l.t("このページには JavaScript が必要です。窓口でもお調べします。", "This page needs JavaScript. Your municipal office can also help."),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("リンクの再送", "Send my links again"), path: "/lost", body, scripts: &["lost.js"], refresh: None }
+        .render()
+}
+
 /// Messages the scripts show, in the page's language: field error codes, API error codes, labels.
 fn messages_json(l: Lang) -> String {
     let pairs: &[(&str, &str, &str)] = &[
@@ -563,9 +600,6 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
         ("checking", "確認中", "Being checked"),
         ("approved", "承認", "Approved"),
         ("coupon_issued", "クーポン発行", "Coupon issued"),
-        ("needs_review", "担当者が確認しています", "A member of staff is checking"),
-        ("duplicate", "同じお子さんの申請がすでにあります", "This child has already been applied for"),
-        ("rejected", "申請は承認されませんでした", "The application was not approved"),
         ("coupon", "クーポン番号", "Coupon code"),
         ("redeem", "クーポンを使う", "Use the coupon"),
         ("not_found", "申請が見つかりません。申請番号と確認用コードをご確認ください。", "We could not find this application. Please check the number and the code."),
@@ -576,14 +610,21 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
     ];
     let mut map: serde_json::Map<String, serde_json::Value> =
         pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    // The status words are the emails' too (`Status::label`).
+    for &s in kyufu_domain::Status::ALL {
+        let (ja, en) = s.label();
+        map.insert(format!("status_{}", s.as_str()), l.t(ja, en).into());
+    }
     map.insert("redemption_url".into(), gw.config.redemption_url.clone().into());
     map.insert("lang".into(), l.code().into());
     let msgs = serde_json::Value::Object(map).to_string().replace("</", "<\\/");
     let body = format!(
         "<h1>{h1}</h1><div id=\"result\" aria-live=\"polite\"></div>\
          <form id=\"lookup\"><p>{p}</p>{id}{token}<button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p><a href=\"/lost\">{lost}</a></p>\
          <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
         h1 = l.t("申請の状況", "Application status"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
         p = l.t("申請番号と確認用コードは、申請完了の画面とメールに書いてあります。", "The application number and the code are on the confirmation page and in the email."),
         id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：7K3QX-M2P9D（10文字）", "e.g. 7K3QX-M2P9D (10 characters)"))),
         token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：AB12-CD34（8文字）", "e.g. AB12-CD34 (8 characters)"))),
@@ -603,6 +644,7 @@ async fn asset(Path(name): Path<String>) -> Response {
         "status.js" => (STATUS_JS, "text/javascript; charset=utf-8"),
         "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
         "done.js" => (DONE_JS, "text/javascript; charset=utf-8"),
+        "lost.js" => (LOST_JS, "text/javascript; charset=utf-8"),
         _ => return kyufu_http::not_found().await.into_response(),
     };
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response();

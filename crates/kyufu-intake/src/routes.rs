@@ -441,6 +441,17 @@ async fn status(State(intake): State<Intake>, Path(id): Path<String>, headers: H
     resp
 }
 
+/// The reasons a citizen is shown: all of them while a person is checking; once decided, only the
+/// decision's own (a rejection must not still say "a member of staff is checking").
+fn citizen_reasons(record: &kyufu_ports::ApplicationRecord) -> Vec<ReasonCode> {
+    match record.status {
+        Status::Rejected => vec![ReasonCode::RejectedByReviewer],
+        Status::Duplicate => vec![ReasonCode::DuplicateApplication],
+        Status::Approved | Status::CouponIssued => Vec::new(),
+        Status::Received | Status::NeedsReview => record.reasons.clone(),
+    }
+}
+
 async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<StatusView, ApiError> {
     // Unknown id, malformed id, missing or wrong token: all the same 404, so ids cannot be probed.
     // The id is the application id or its short reference, as typed.
@@ -474,10 +485,9 @@ async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<
     Ok(StatusView {
         application_id: record.application_id,
         status: record.status,
-        explanations: record
-            .reasons
-            .iter()
-            .map(|&code| {
+        explanations: citizen_reasons(&record)
+            .into_iter()
+            .map(|code| {
                 let (ja, en) = code.explain();
                 Explanation { code, ja, en }
             })
