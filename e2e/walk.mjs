@@ -144,6 +144,20 @@ try {
     await page.setInputFiles(`[id="c${n}.document"]`, input.document);
   }
   await fillChild(0, input.children[0], input.children[0].given_name_kana);
+  // A reload, then a language switch and back: nothing typed is lost, the photo neither.
+  await page.waitForTimeout(300);
+  await page.reload();
+  await page.locator("#restored").waitFor({ state: "visible" });
+  check((await page.inputValue('[id="guardian.email"]')) === g.email, "a reload keeps the guardian's answers");
+  check((await page.inputValue('[id="c0.given_name"]')) === input.children[0].given_name, "and the child's");
+  check(await page.evaluate(() => document.getElementById("c0.document").files.length === 1), "and the photo");
+  check((await page.textContent("#pass-time")).includes("受付時間は"), "the time limit of the turn is stated");
+  await page.getByRole("link", { name: "English" }).click();
+  await page.locator("#restored").waitFor({ state: "visible" });
+  check((await page.inputValue('[id="c0.birth_date"]')) === input.children[0].birth_date, "switching language keeps the answers");
+  await page.getByRole("link", { name: "日本語" }).click();
+  await page.locator("#restored").waitFor({ state: "visible" });
+  check(await page.evaluate(() => document.getElementById("c0.document").files.length === 1), "and the photo, in either language");
   await page.getByRole("button", { name: /お子さんを追加/ }).click();
   check((await page.inputValue('[id="c1.family_name"]')) === g.family_name, "a sibling gets the family name filled in");
   // A mistake: the reading in Latin letters.
@@ -158,6 +172,16 @@ try {
   await page.fill('[id="c1.given_name_kana"]', input.children[1].given_name_kana);
   await page.getByRole("button", { name: /入力内容を確認/ }).click();
   check(await page.locator("#confirm").isVisible(), "the check page is shown");
+  check(page.url().endsWith("#check"), "the check step has its own address");
+  await page.waitForTimeout(300);
+  await page.reload();
+  await page.locator("#confirm").waitFor({ state: "visible" });
+  check(true, "a reload on the check step shows it again");
+  await page.goBack();
+  await page.locator("#apply").waitFor({ state: "visible" });
+  check((await page.inputValue('[id="c1.given_name_kana"]')) === input.children[1].given_name_kana, "Back returns to the form with everything kept");
+  await page.getByRole("button", { name: /入力内容を確認/ }).click();
+  await page.locator("#confirm").waitFor({ state: "visible" });
   await shot(page, "03-form-check");
   await page.getByRole("button", { name: "送信する" }).click();
   await page.locator("#done").waitFor({ state: "visible" });
@@ -171,6 +195,7 @@ try {
     if (!passGone) await page.waitForTimeout(100);
   }
   check(passGone, "the admission pass is spent and its cookie cleared");
+  check((await page.evaluate(() => sessionStorage.getItem("kyufu-form"))) === null, "the kept answers are cleared once sent");
   check((await page.locator("#done-list .typeable").count()) === 4, "each child's number and code are shown");
   check(/^[0-9A-Z]{5}-[0-9A-Z]{5}$/.test(await page.locator("#done-list .typeable").first().textContent()), "the number is short and typeable");
   await shot(page, "05-confirmation");

@@ -333,12 +333,16 @@ fn chrono_like_now_jst() -> String {
 }
 
 /// `GET /apply`: the application form (needs the admission pass cookie; without it, the queue).
-async fn apply(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn apply(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
     let (l, remember) = Lang::pick(&q, &headers);
-    if cookie(&headers, PASS_COOKIE).is_none() {
+    let Some(pass) = cookie(&headers, PASS_COOKIE) else {
         return Redirect::to("/wait").into_response();
-    }
-    Page { lang: l, remember_lang: remember, title: l.t("申請フォーム", "Application form"), path: "/apply", body: form_body(l), scripts: &["form.js"], refresh: None }
+    };
+    // When the pass runs out, so the page can state it and warn before (the pass cookie is
+    // HttpOnly, so the script cannot read it).
+    let expires = kyufu_admission::verify_pass(&gw.config.keyring, &pass, &gw.config.event_id, queue::now_secs()).map(|c| c.exp).unwrap_or(0);
+    let body = form_body(l).replacen("<form id=\"apply\"", &format!("<form id=\"apply\" data-expires=\"{expires}\""), 1);
+    Page { lang: l, remember_lang: remember, title: l.t("申請フォーム", "Application form"), path: "/apply", body, scripts: &["form.js"], refresh: None }
         .render()
 }
 
@@ -392,7 +396,8 @@ fn form_body(l: Lang) -> String {
     );
     let msgs = messages_json(l);
     format!(
-        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
+        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><p id=\"pass-time\" class=\"notice\" role=\"status\" hidden></p>\
+         <p id=\"restored\" class=\"notice\" hidden>{restored}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
          <form id=\"apply\" novalidate>{kind}\
          <fieldset id=\"guardian\"><legend data-child-label=\"{gl}\" data-mother-label=\"{ml}\">{gl}</legend>{guardian}</fieldset>{expectant}\
          <div id=\"children\">{child}</div>\
@@ -415,6 +420,7 @@ fn form_body(l: Lang) -> String {
         ),
         gl = l.t("保護者（申請する方）", "Guardian (the person applying)"),
         ml = l.t("申請する方（妊娠中のご本人）", "You (the expectant mother applying)"),
+        restored = l.t("入力途中の内容を戻しました。", "We have put back what you had entered."),
         kind = kind_choice(l),
         expectant = expectant_fields(l),
         add = l.t("＋ お子さんを追加する（兄弟姉妹）", "+ Add another child (brother or sister)"),
@@ -584,6 +590,10 @@ fn messages_json(l: Lang) -> String {
         ("guardian", "保護者", "Guardian"),
         ("document", "書類", "Document"),
         ("document_block", "本人確認書類", "Identity document"),
+        ("pass_until", "受付時間は {t} までです（残り約{n}分）。時間内に送信してください。入力内容はこの端末に保存されています。", "Your turn lasts until {t} (about {n} min left). Please send before then; what you enter is kept on this device."),
+        ("pass_soon", "まもなく受付時間（{t}）が終わります。残り約{n}分です。すぐに送信してください。", "Your turn ends soon ({t}), in about {n} min. Please send now."),
+        ("photo_again", "写真をもう一度選んでください（ページを開き直したため消えました）。", "Please choose the photo again (it was lost when the page was opened again)."),
+        ("pass_over", "受付時間が終わりました。入力内容はこの端末に残っています。もう一度順番待ちに並ぶと、続きから送信できます。", "Your turn has ended. What you entered is kept on this device: join the queue again and you can send it."),
         ("sending", "送信しています…", "Sending…"),
     ];
     let map: serde_json::Map<String, serde_json::Value> =

@@ -177,6 +177,7 @@
     form.hidden = true;
     $("confirm").hidden = false;
     $("confirm").focus();
+    enterCheckStep();
     kyufu.funnel("confirm_shown");
   });
   $("back").addEventListener("click", () => {
@@ -280,6 +281,7 @@
       $("done").focus();
       // The completion page has its own address: a reload shows the receipts kept in this browser.
       history.replaceState(null, "", "/done");
+      clearState();
       spendPass();
     }
   });
@@ -336,6 +338,144 @@
   }
   form.querySelectorAll("input[name=kind]").forEach((r) => r.addEventListener("change", applyKind));
 
+  // --- No lost input: answers (sessionStorage) and photos (IndexedDB) kept in this browser
+  // across reload, Back and language switch, until the applications are sent. ---
+  const STATE = "kyufu-form";
+  const inBlock = (el) => el.closest("[data-child]");
+  function blocks() { return Array.from(children.querySelectorAll("[data-child]")); }
+  function saveState() {
+    const own = {};
+    form.querySelectorAll("input").forEach((el) => {
+      if (el.type === "file" || inBlock(el)) return;
+      if (el.type === "radio") { if (el.checked) own["radio:" + el.name] = el.value; }
+      else own[el.id] = el.type === "checkbox" ? el.checked : el.value;
+    });
+    const per = blocks().map((b) => {
+      const o = {};
+      b.querySelectorAll("input").forEach((el) => {
+        if (el.type === "file") o.photo = !!(el.files && el.files[0]);
+        else o[el.id.replace(/^c\d+\./, "")] = el.value;
+      });
+      return o;
+    });
+    try { sessionStorage.setItem(STATE, JSON.stringify({ own: own, blocks: per })); } catch (e) { /* private mode */ }
+  }
+  function photoDb() {
+    return new Promise((resolve) => {
+      try {
+        const req = indexedDB.open(STATE, 1);
+        req.onupgradeneeded = () => req.result.createObjectStore("photos");
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => resolve(null);
+      } catch (e) { resolve(null); }
+    });
+  }
+  async function savePhotos() {
+    const db = await photoDb();
+    if (!db) return;
+    const tx = db.transaction("photos", "readwrite");
+    const store = tx.objectStore("photos");
+    store.clear();
+    blocks().forEach((b, i) => {
+      const f = b.querySelector("input[type=file]").files[0];
+      if (f) store.put({ name: f.name, type: f.type, blob: f }, i);
+    });
+  }
+  async function loadPhotos() {
+    const db = await photoDb();
+    if (!db) return [];
+    return new Promise((resolve) => {
+      const out = [];
+      const req = db.transaction("photos").objectStore("photos").openCursor();
+      req.onsuccess = () => {
+        const c = req.result;
+        if (!c) return resolve(out);
+        out.push([c.key, c.value]);
+        c.continue();
+      };
+      req.onerror = () => resolve(out);
+    });
+  }
+  function clearState() {
+    try { sessionStorage.removeItem(STATE); } catch (e) { /* nothing kept */ }
+    photoDb().then((db) => { if (db) db.transaction("photos", "readwrite").objectStore("photos").clear(); });
+  }
+  async function restoreState() {
+    let state = null;
+    try { state = JSON.parse(sessionStorage.getItem(STATE) || "null"); } catch (e) { /* none */ }
+    if (!state) return;
+    for (let i = 1; i < state.blocks.length; i++) children.appendChild(number(template.cloneNode(true)));
+    Object.entries(state.own).forEach(([k, v]) => {
+      if (k.startsWith("radio:")) {
+        const r = form.querySelector(`input[name="${k.slice(6)}"][value="${v}"]`);
+        if (r) r.checked = true;
+      } else if ($(k)) {
+        if ($(k).type === "checkbox") $(k).checked = v; else $(k).value = v;
+      }
+    });
+    const bs = blocks();
+    state.blocks.forEach((o, i) => {
+      Object.entries(o).forEach(([k, v]) => { const el = $("c" + bs[i].dataset.n + "." + k); if (el && k !== "photo") el.value = v; });
+    });
+    applyKind();
+    const photos = await loadPhotos();
+    photos.forEach(([i, p]) => {
+      const b = bs[i];
+      if (!b || !p || typeof DataTransfer === "undefined") return;
+      const dt = new DataTransfer();
+      dt.items.add(new File([p.blob], p.name, { type: p.type }));
+      b.querySelector("input[type=file]").files = dt.files;
+      const img = b.querySelector("img.preview");
+      if (p.type.startsWith("image/")) { img.src = URL.createObjectURL(p.blob); img.hidden = false; }
+    });
+    state.blocks.forEach((o, i) => {
+      const input = bs[i] && bs[i].querySelector("input[type=file]");
+      if (o.photo && input && !(input.files && input.files[0])) setError(input, M.photo_again);
+    });
+    $("restored").hidden = false;
+    // Reloaded on the check step: show it again.
+    if (location.hash === "#check") form.requestSubmit();
+  }
+  // The check step has its own address and history entry: Back returns to the form.
+  function enterCheckStep() {
+    if (location.hash === "#check") history.replaceState({ step: "check" }, "", "#check");
+    else history.pushState({ step: "check" }, "", "#check");
+  }
+  window.addEventListener("popstate", () => {
+    if (location.hash !== "#check" && !$("confirm").hidden) {
+      $("confirm").hidden = true;
+      form.hidden = false;
+      form.querySelector("input").focus();
+    } else if (location.hash === "#check" && $("confirm").hidden && !form.hidden) {
+      form.requestSubmit();
+    }
+  });
+  $("back").addEventListener("click", () => { if (location.hash === "#check") history.back(); });
+  form.addEventListener("input", saveState);
+  form.addEventListener("change", (e) => { saveState(); if (e.target.type === "file") savePhotos(); });
+  form.addEventListener("click", (e) => {
+    if (e.target.closest("button")) setTimeout(() => { saveState(); savePhotos(); }, 0);
+  });
+
+  // The pass's time limit, stated and warned about five minutes before the end.
+  function passClock() {
+    const exp = Number(form.dataset.expires || 0) * 1000;
+    if (!exp) return;
+    const box = $("pass-time");
+    const tick = () => {
+      const left = exp - Date.now();
+      const t = new Date(exp).toLocaleTimeString(kyufu.lang === "en" ? "en-GB" : "ja-JP", { hour: "2-digit", minute: "2-digit" });
+      const msg = left <= 0 ? M.pass_over : left < 5 * 60000 ? M.pass_soon : M.pass_until;
+      box.textContent = msg.replace("{t}", t).replace("{n}", String(Math.max(0, Math.ceil(left / 60000))));
+      box.hidden = false;
+      box.classList.toggle("urgent", left < 5 * 60000);
+      if (left > 0) setTimeout(tick, 15000);
+    };
+    tick();
+  }
+
   number(children.querySelector("[data-child]"));
   applyKind();
+  passClock();
+  restoreState();
 })();
