@@ -168,6 +168,10 @@ try {
   const err = page.locator('[id="c1.given_name_kana-error"]');
   check((await err.textContent()).includes("カタカナ"), "the mistake is explained next to its field");
   check((await page.getAttribute('[id="c1.given_name_kana"]', "aria-invalid")) === "true", "the field is marked invalid");
+  const summaryLink = page.locator("#form-errors a");
+  check((await summaryLink.count()) === 1 && (await summaryLink.textContent()).includes("フリガナ"), "the error summary lists the error with a link");
+  await summaryLink.click();
+  check(await page.evaluate(() => document.activeElement.id === "c1.given_name_kana"), "the link goes to the field");
   await shot(page, "04-inline-error");
   await page.fill('[id="c1.given_name_kana"]', input.children[1].given_name_kana);
   await page.getByRole("button", { name: /入力内容を確認/ }).click();

@@ -179,7 +179,7 @@ impl Gateway {
             .merge(pages::routes())
             .with_state(self.shared.clone())
             .merge(kyufu_http::ops_routes(self.registry.clone(), self.readiness.clone()))
-            .fallback(kyufu_http::not_found)
+            .fallback(pages::not_found)
             .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
     }
 

@@ -553,6 +553,7 @@ fn messages_json(l: Lang) -> String {
         ("invalid_phone", "電話番号を数字で入力してください（例：090-1234-5678）。", "Enter the phone number in digits (e.g. 090-1234-5678)."),
         ("must_be_kana", "フリガナはカタカナかひらがなで入力してください。", "Use katakana or hiragana for the reading."),
         ("in_future", "未来の日付は入力できません。", "This date cannot be in the future."),
+        ("over_age", "18歳未満のお子さんが対象です。生年月日をご確認ください。", "Children under 18 are eligible. Please check the date of birth."),
         ("delivery_date_past", "出産予定日は今日以降の日付を入力してください。", "The expected delivery date must be today or later."),
         ("delivery_date_too_far", "出産予定日が先すぎます。母子健康手帳の日付を確認してください。", "This delivery date is too far ahead. Please check the date in your handbook."),
         ("mother", "申請する方（妊娠中のご本人）", "You (expectant mother)"),
@@ -643,6 +644,29 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
     );
     Page { lang: l, remember_lang: remember, title: l.t("申請の状況", "Application status"), path: "/status", body, scripts: &["status.js"], refresh: None }
         .render()
+}
+
+/// Every unknown path: for a browser (it asks for `text/html`) an HTML page in the visitor's
+/// language with the ways on — a mistyped address must not show raw JSON; for API clients and
+/// under `/api/` the standard JSON `not_found`.
+pub(crate) async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let browser = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if !browser || uri.path().starts_with("/api/") {
+        return kyufu_http::not_found().await.into_response();
+    }
+    let (l, _) = Lang::pick(&HashMap::new(), &headers);
+    let body = format!(
+        "<h1>{h1}</h1><p>{p}</p><ul class=\"points\"><li><a href=\"/\">{home}</a></li><li><a href=\"/status\">{status}</a></li>\
+         <li><a href=\"/lost\">{lost}</a></li></ul>",
+        h1 = l.t("ページが見つかりません", "Page not found"),
+        p = l.t("アドレスが間違っているか、ページが移動しました。次のどれかからお進みください。", "The address is wrong or the page has moved. Please go on from one of these."),
+        home = l.t("申請のご案内（はじめから）", "How to apply (start)"),
+        status = l.t("申請の状況を確認する", "Check the status of an application"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
+    );
+    let mut resp = Page { lang: l, remember_lang: false, title: l.t("ページが見つかりません", "Page not found"), path: "/", body, scripts: &[], refresh: None }.render();
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
 }
 
 /// `GET /assets/{name}`: the stylesheet and scripts, compiled into the binary.

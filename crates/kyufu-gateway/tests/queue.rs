@@ -46,6 +46,25 @@ async fn a_lone_visitor_is_admitted_at_once_with_a_pass_intake_accepts() {
 }
 
 #[tokio::test]
+async fn a_mistyped_page_address_is_an_html_page_in_the_visitors_language() {
+    let h = start(|_| {}).await;
+    let get = |path: &str, lang: Option<&str>| {
+        let mut r = h.client.get(format!("{}{path}", h.base)).header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        if let Some(l) = lang {
+            r = r.header("cookie", format!("kyufu_lang={l}"));
+        }
+        r.send()
+    };
+    let ja = get("/stauts", None).await.expect("get");
+    assert_eq!(ja.status().as_u16(), 404);
+    assert!(ja.headers()["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    let text = ja.text().await.expect("text");
+    assert!(text.contains("ページが見つかりません") && text.contains("href=\"/status\""), "{text}");
+    let en = get("/apply/step2", Some("en")).await.expect("get").text().await.expect("text");
+    assert!(en.contains("Page not found") && en.contains("<html lang=\"en\""), "{en}");
+}
+
+#[tokio::test]
 async fn cookies_are_secure_when_configured() {
     let h = start(|c| c.secure_cookies = true).await;
     let a = join(&h).await;

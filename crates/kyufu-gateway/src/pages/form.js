@@ -80,7 +80,8 @@
   }
 
   // Light checks in the browser; the server checks everything again.
-  const KANA = /^[\u3041-\u3096\u30A1-\u30FA\u30FC\u3000 ・ー]+$/;
+  // Hiragana, katakana, and half-width katakana (ｶﾀｶﾅ, which the server folds to full width).
+  const KANA = /^[\u3041-\u3096\u30A1-\u30FA\u30FC\u3000\uFF65-\uFF9F ・ー]+$/;
   function check(id, kind) {
     const el = $(id);
     if (!el) return true;
@@ -102,6 +103,7 @@
     if (isMother()) ok = checkDeliveryDate() && ok;
     activeBlocks().forEach((b) => {
       if (!isMother()) PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
+      if (!isMother()) ok = checkChildAge($("c" + b.dataset.n + ".birth_date")) && ok;
       const file = b.querySelector("input[type=file]");
       if (!file.files || !file.files[0]) { setError(file, M.document_missing); ok = false; }
       else if (!checkFile(b)) ok = false;
@@ -115,9 +117,26 @@
     box.textContent = text || "";
     box.hidden = !text;
     if (text) {
-      const first = form.querySelector("[aria-invalid=true]");
-      (first || box).focus();
+      errorLinks(box);
+      box.focus();
     }
+  }
+  // The summary lists each error with a link to its field (label: message).
+  function errorLinks(box) {
+    const ul = document.createElement("ul");
+    form.querySelectorAll("[aria-invalid=true]").forEach((el) => {
+      if (el.closest("[hidden]")) return;
+      const label = form.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+      const err = $(el.id + "-error");
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = "#" + el.id;
+      a.textContent = (label ? label.textContent : el.id) + ": " + (err ? err.textContent : "");
+      a.addEventListener("click", (e) => { e.preventDefault(); el.focus(); });
+      li.appendChild(a);
+      ul.appendChild(li);
+    });
+    if (ul.children.length) box.appendChild(ul);
   }
 
   $("add-child").addEventListener("click", () => {
@@ -337,6 +356,22 @@
     return !code;
   }
   form.querySelectorAll("input[name=kind]").forEach((r) => r.addEventListener("change", applyKind));
+
+  // A child's birth date: not in the future, and under 18 today.
+  function checkChildAge(el) {
+    if (!el || !el.value || el.getAttribute("aria-invalid") === "true") return !!(el && el.value);
+    const born = new Date(el.value + "T00:00:00");
+    const today = new Date();
+    let code = "";
+    if (isNaN(born)) code = "invalid_date";
+    else if (born > today) code = "in_future";
+    else {
+      const adult = new Date(born); adult.setFullYear(born.getFullYear() + 18);
+      if (adult <= today) code = "over_age";
+    }
+    if (code) setError(el, M[code]);
+    return !code;
+  }
 
   // --- No lost input: answers (sessionStorage) and photos (IndexedDB) kept in this browser
   // across reload, Back and language switch, until the applications are sent. ---
