@@ -301,6 +301,10 @@
       // The completion page has its own address: a reload shows the receipts kept in this browser.
       history.replaceState(null, "", "/done");
       clearState();
+      // The turn is over: no clock, no "answers put back" notice on the completion page.
+      form.dataset.expires = "0";
+      $("pass-time").hidden = true;
+      $("restored").hidden = true;
       spendPass();
     }
   });
@@ -498,6 +502,7 @@
     if (!exp) return;
     const box = $("pass-time");
     const tick = () => {
+      if (!Number(form.dataset.expires)) return;
       const left = exp - Date.now();
       const t = new Date(exp).toLocaleTimeString(kyufu.lang === "en" ? "en-GB" : "ja-JP", { hour: "2-digit", minute: "2-digit" });
       const msg = left <= 0 ? M.pass_over : left < 5 * 60000 ? M.pass_soon : M.pass_until;
