@@ -26,8 +26,8 @@ trap 'exit 130' INT TERM
 
 # An arrival rate well above what either can settle, so the figure is the pipeline's capacity:
 # N applications spread over 10 s of wall time, admission rate and burst out of the way.
-load() { # name registry
-  "$TARGET_DIR/release/loadtest" --target "http://127.0.0.1:$PORT" --registry "$2" --applications "$N" \
+load() { # name registry addr-file (public address, then where /metrics is)
+  "$TARGET_DIR/release/loadtest" --target "http://127.0.0.1:$PORT" --metrics "http://$(sed -n 2p "$3")" --registry "$2" --applications "$N" \
     --profile steady --steady-secs 3600 --speedup 360 --out "$OUT/$1" --quiet \
     --abandon 0 --bad-input 0 --retry 0.05 --settle-timeout 600 --drain-timeout 600 >"$OUT/$1.txt" 2>&1
   local rc=$?
@@ -42,7 +42,7 @@ echo "== embedded all-in-one"
   --addr-file "$work/embedded.addr" --households "$HOUSEHOLDS" --rate 5000 --burst 5000 >"$OUT/embedded-system.log" 2>&1 &
 sys=$!
 for _ in $(seq 1 600); do [ -s "$work/embedded.addr" ] && break; sleep 0.2; done
-load embedded "$work/embedded/registry.csv"; rc1=$?
+load embedded "$work/embedded/registry.csv" "$work/embedded.addr"; rc1=$?
 stop
 
 echo "== multi-process topology (three Kafka brokers, Redis, s3s-fs)"
@@ -51,7 +51,7 @@ TOPOLOGY_DIR="$work/topology" TOPOLOGY_PORT=$PORT TOPOLOGY_HOUSEHOLDS=$HOUSEHOLD
 sys=$!
 for _ in $(seq 1 600); do [ -s "$work/topology/addr" ] && break; kill -0 "$sys" 2>/dev/null || break; sleep 0.2; done
 [ -s "$work/topology/addr" ] || { echo "bench: topology did not start:" >&2; tail -5 "$OUT/topology-system.log" >&2; exit 2; }
-load topology "$work/topology/registry.csv"; rc2=$?
+load topology "$work/topology/registry.csv" "$work/topology/addr"; rc2=$?
 cp "$work"/topology/*.log "$OUT/" 2>/dev/null
 stop
 

@@ -61,7 +61,8 @@ pub struct AllInOneArgs {
     /// Address of the staff review console (not the public one).
     #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
     review_listen: SocketAddr,
-    /// Write the bound public address to this file once serving (for scripts and tests).
+    /// Write the bound public address, then the staff address, one a line, to this file once
+    /// serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
     #[command(flatten)]
@@ -173,7 +174,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     // API (with an admin token); a data directory made before either existed still runs the rest.
     let review_listener = TcpListener::bind(args.review_listen).await.with_context(|| format!("binding {}", args.review_listen))?;
     let review_addr = review_listener.local_addr()?;
-    let mut staff = axum::Router::new();
+    // Metrics only on the staff port: the public one never serves them.
+    let mut staff = kyufu_http::metrics_routes(metrics.clone());
     match kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or("")) {
         Ok(reviewers) => {
             staff = staff.merge(kyufu_review::router(
@@ -226,11 +228,12 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     ));
 
     if let Some(path) = &args.addr_file {
-        std::fs::write(path, public.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        // The public address, then the staff address (metrics, review console, admin API).
+        std::fs::write(path, format!("{public}\n{review_addr}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(%public, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
-        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{review_addr}/metrics  (staff port)\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
         secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
         registry_path.display(),
         registry.special_cases(program.reference_date),

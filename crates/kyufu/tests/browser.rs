@@ -128,7 +128,9 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
     assert!(log.contains("walk passed"));
     // Each browser's form spent its pass once (the parent's and the mother's); the API visitor
     // above never spent theirs.
-    let metrics = c.get(format!("{}/metrics", sys.base)).send().await.expect("metrics").text().await.expect("text");
+    let public = c.get(format!("{}/metrics", sys.base)).send().await.expect("public metrics");
+    assert_eq!(public.status().as_u16(), 404, "no metrics on the public port");
+    let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.lines().any(|l| l == "kyufu_gateway_passes_spent_total 2"), "{metrics}");
     assert!(metrics.lines().any(|l| l == "kyufu_intake_passes_spent_total 2"), "{metrics}");
 }
