@@ -267,6 +267,10 @@ async fn doubtful_applications_go_to_review_with_every_reason() {
             assert!(rec.reasons.contains(r), "want {r:?} in {:?}", rec.reasons);
         }
         assert!(rec.coupon_code.is_none());
+        // The citizen is told a person is checking, by email.
+        let told = w.mails_of(id, 2).await;
+        let review = told.iter().find(|m| m.kind == "needs_review").expect("a review email");
+        assert!(review.body.contains(Status::NeedsReview.label().0), "{}", review.body);
     }
 }
 
@@ -276,7 +280,7 @@ async fn reviewer_approval_flows_to_a_coupon_and_a_rejection_frees_the_child() {
     let (g, kids) = &w.families()[2];
     let mut app = app_for(g, &kids[0]);
     app.guardian.given_name_kana = "タイプミス".into(); // a typo in the guardian's name: same child
-    let id = w.submit(app).await;
+    let id = w.submit(app.clone()).await;
     let rec = w.settled(id).await;
     assert_eq!(rec.status, Status::NeedsReview);
 
@@ -288,6 +292,22 @@ async fn reviewer_approval_flows_to_a_coupon_and_a_rejection_frees_the_child() {
     let mut reject = Transition::new(&[Status::NeedsReview], Status::Rejected, "reviewer:test");
     reject.reasons = vec![ReasonCode::RejectedByReviewer];
     w.deps.status.transition(id, &reject).await.expect("reject");
+    // The console then hands the event to notify through `applications.settled`: a rejection email.
+    let rejected_ev = ApplicationEvent {
+        v: 1,
+        application_id: id,
+        program_id: w.program.id.clone(),
+        identity_key: child_identity_key(&w.secret, &w.program.id, &app),
+        received_at: Utc::now(),
+        application: app,
+        document: DocumentRef { key: "x".into(), content_type: "image/jpeg".into(), size: 1, sha256: "a".repeat(64) },
+    };
+    w.deps.bus.publish(topics::SETTLED, rejected_ev.identity_key.as_bytes(), &rejected_ev.to_json()).await.expect("publish");
+    let told = w.mails_of(id, 3).await;
+    let kinds: Vec<&str> = told.iter().map(|m| m.kind).collect();
+    assert!(["receipt", "needs_review", "rejected"].iter().all(|k| kinds.contains(k)), "{kinds:?}");
+    let rejection = told.iter().find(|m| m.kind == "rejected").expect("rejection email");
+    assert!(!rejection.body.contains(Status::NeedsReview.label().0), "a rejection never says a person is still checking");
     let corrected = w.submit(app_for(g, &kids[0])).await;
     assert_eq!(w.settled(corrected).await.status, Status::CouponIssued);
 
