@@ -21,3 +21,25 @@ export function launch() {
     args: ["--no-sandbox", "--disable-dev-shm-usage"],
   });
 }
+
+// The readable text of a MIME message as the outbox stores it: every part's body decoded from
+// base64 or quoted-printable (UTF-8), the parts one after another.
+export function mailText(raw) {
+  const out = [];
+  for (const part of raw.split(/\r?\n--[^\r\n]+\r?\n/)) {
+    const cut = part.search(/\r?\n\r?\n/);
+    if (cut < 0) continue;
+    const head = part.slice(0, cut).toLowerCase();
+    const body = part.slice(cut).trim();
+    if (!head.includes("content-type: text/")) continue;
+    if (head.includes("content-transfer-encoding: base64")) {
+      out.push(Buffer.from(body.replace(/\s+/g, ""), "base64").toString("utf8"));
+    } else if (head.includes("content-transfer-encoding: quoted-printable")) {
+      const bytes = body.replace(/=\r?\n/g, "").replace(/=([0-9A-Fa-f]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+      out.push(Buffer.from(bytes, "latin1").toString("utf8"));
+    } else {
+      out.push(body);
+    }
+  }
+  return out.join("\n");
+}

@@ -112,7 +112,7 @@ run() {
   snapshot "$dir" "$work/$name.before"
   # Retries of 5 % of submissions with the same Idempotency-Key, nobody abandoning: every
   # application offered is one to settle.
-  "$TARGET_DIR/release/loadtest" --out "$OUT/$name" --target "http://127.0.0.1:$PORT" --registry "$dir/registry.csv" \
+  "$TARGET_DIR/release/loadtest" --out "$OUT/$name" --target "http://127.0.0.1:$PORT" --metrics "http://$(sed -n 2p "$dir/addr")" --registry "$dir/registry.csv" \
     --applications "$n" --profile steady --steady-secs 3600 --speedup "$speedup" --retry 0.05 --abandon 0 --bad-input 0 \
     --settle-timeout 600 --drain-timeout 600 --quiet >"$OUT/$name.txt" 2>&1
   rc=$?

@@ -33,7 +33,9 @@ tck=$(getconf CLK_TCK)
 
 # CPU seconds (user + system) a process has used so far.
 cpu_of() { awk -v t="$tck" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-metric() { curl -s "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
+# /metrics is on the staff address only: the second line of the addr file.
+STAFF=""
+metric() { curl -s "http://$STAFF/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 
 # The disk: how long one small fsync'd write takes here, now.
 fsync_ms() {
@@ -50,7 +52,11 @@ start_system() { # name
   "${BENCH_KYUFU:-$TARGET_DIR/release/kyufu}" all-in-one --data-dir "$work/$1" --listen "127.0.0.1:$PORT" --review-listen 127.0.0.1:0 \
     --addr-file "$work/$1.addr" --households "$HOUSEHOLDS" --rate 100000 --burst 100000 >"$OUT/$1-system.log" 2>&1 &
   sys=$!
-  for _ in $(seq 1 1200); do [ -s "$work/$1.addr" ] && return 0; kill -0 "$sys" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 1200); do
+    if [ -s "$work/$1.addr" ]; then STAFF=$(sed -n 2p "$work/$1.addr"); return 0; fi
+    kill -0 "$sys" 2>/dev/null || break
+    sleep 0.1
+  done
   echo "bench: the all-in-one did not start; see $OUT/$1-system.log" >&2
   exit 2
 }
@@ -64,7 +70,7 @@ run() {
   start_system "$name"
   local cpu0 f0 lg cpu1 f1 c0 c1 o0 o1 lgcpu=0
   cpu0=$(cpu_of "$sys"); f0=$(metric kyufu_storage_fsyncs_total); c0=$(metric kyufu_storage_commits_total); o0=$(metric kyufu_storage_operations_total)
-  "$TARGET_DIR/release/loadtest" --target "http://127.0.0.1:$PORT" --registry "$work/$name/registry.csv" --applications "$n" \
+  "$TARGET_DIR/release/loadtest" --target "http://127.0.0.1:$PORT" --metrics "http://$STAFF" --registry "$work/$name/registry.csv" --applications "$n" \
     --profile steady --steady-secs 3600 --speedup "$speedup" --out "$OUT/$name" --quiet \
     --abandon 0 --bad-input 0 --retry 0.05 --settle-timeout 600 --drain-timeout 600 >"$OUT/$name.txt" 2>&1 &
   lg=$!

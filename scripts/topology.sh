@@ -4,8 +4,9 @@
 # jars `make deps` fetched; the roles create the topics, replication factor 3), then intake, one
 # worker per stage (TOPOLOGY_WORKERS of each), the review console and the gateway on
 # 127.0.0.1:$TOPOLOGY_PORT. Everything lives in a temporary directory; Ctrl-C (or SIGTERM) stops it
-# all. Prints the gateway's address to $TOPOLOGY_DIR/addr once everything is ready, and every
-# process as `name pid port` to $TOPOLOGY_DIR/pids (for the bench's CPU and metrics figures).
+# all. Prints the gateway's address, then its operations address (metrics, on PORT+11), to
+# $TOPOLOGY_DIR/addr once everything is ready, and every process as `name pid port` (the port
+# where its /metrics is) to $TOPOLOGY_DIR/pids (for the bench's CPU and metrics figures).
 #
 # Knobs: TOPOLOGY_PORT (8080), TOPOLOGY_HOUSEHOLDS (2000), TOPOLOGY_WORKERS (1), TOPOLOGY_RATE (100),
 # TOPOLOGY_BURST (200), TOPOLOGY_DIR (a new temporary directory), TOPOLOGY_KAFKA_JVM (quick|server),
@@ -104,10 +105,10 @@ for stage in $stages; do
     port=$((port + 1))
   done
 done
-"$BIN" gateway --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$INTAKE_PORT" \
+"$BIN" gateway --listen "127.0.0.1:$PORT" --upstream "http://127.0.0.1:$INTAKE_PORT" --ops-listen "127.0.0.1:$((PORT + 11))" \
   --rate "${TOPOLOGY_RATE:-100}" --burst "${TOPOLOGY_BURST:-200}" >"$DIR/gateway.log" 2>&1 &
-pids+=($!); record gateway "$PORT"; wait_ready gateway "$PORT"
-echo "127.0.0.1:$PORT" >"$DIR/addr"
+pids+=($!); record gateway "$((PORT + 11))"; wait_ready gateway "$PORT"
+printf '127.0.0.1:%s\n127.0.0.1:%s\n' "$PORT" "$((PORT + 11))" >"$DIR/addr"
 echo "topology.sh: gateway http://127.0.0.1:$PORT, intake :$INTAKE_PORT, workers from :$((PORT + 100)) ($WORKERS per stage unless set per stage),"
 echo "             redis :$REDIS_PORT, s3 :$S3_PORT, kafka $(cat "$DIR/kafka"); data and logs in $DIR. Ctrl-C stops it."
 wait -n "${pids[@]}" || true

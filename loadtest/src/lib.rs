@@ -46,6 +46,9 @@ use crate::visitor::{Ctx, Live, VisitorRecord};
 pub struct Config {
     /// Base URL, as the user gave it (checked by `target::check`).
     pub target: String,
+    /// Base URL where the target serves `/metrics`: its staff or operations address (the public
+    /// port never serves metrics).
+    pub metrics: String,
     pub allow_remote: bool,
     pub profile_name: String,
     pub curve: Curve,
@@ -131,7 +134,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<Outcome> {
     let client = client()?;
     probe(&client, &base).await?;
 
-    let accepted_before = accepted_so_far(&client, &base).await;
+    let metrics_base = cfg.metrics.trim_end_matches('/').to_owned();
+    let accepted_before = accepted_so_far(&client, &metrics_base).await;
     if let Some(n) = accepted_before.filter(|n| *n > 0.0) {
         eprintln!(
             "loadtest: warning: the target has already accepted {n:.0} applications; children applied for before \
@@ -161,7 +165,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<Outcome> {
 
     let snapshots = Arc::new(Mutex::new(Vec::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sampler = tokio::spawn(metrics::sample(client.clone(), format!("{base}/metrics"), start, Duration::from_secs(1), snapshots.clone(), stop_rx));
+    let sampler = tokio::spawn(metrics::sample(client.clone(), format!("{metrics_base}/metrics"), start, Duration::from_secs(1), snapshots.clone(), stop_rx));
 
     let live = Arc::new(Live::default());
     let pb = progress::bar(cfg.applications, cfg.progress);

@@ -45,6 +45,10 @@ struct TargetArgs {
     /// Base URL of the deployment (gateway).
     #[arg(long, env = "LOADTEST_TARGET", default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// Where the deployment serves `/metrics` (its staff or operations address; the all-in-one's
+    /// staff port by default).
+    #[arg(long, env = "LOADTEST_METRICS", default_value = "http://127.0.0.1:8090")]
+    metrics: String,
     /// Allow a target outside this machine's loopback. Only for a deployment you own.
     #[arg(long)]
     allow_remote: bool,
@@ -144,6 +148,7 @@ fn config(a: RunArgs) -> anyhow::Result<loadtest::Config> {
     mix.validate().map_err(anyhow::Error::msg)?;
     Ok(loadtest::Config {
         target: a.target.target,
+        metrics: a.target.metrics,
         allow_remote: a.target.allow_remote,
         profile_name,
         curve,

@@ -168,6 +168,7 @@ fn registry(dir: &std::path::Path) -> (std::path::PathBuf, chrono::NaiveDate) {
 fn config(target: &str, registry: std::path::PathBuf, today: chrono::NaiveDate, out: std::path::PathBuf) -> loadtest::Config {
     loadtest::Config {
         target: target.to_owned(),
+        metrics: target.to_owned(),
         allow_remote: false,
         profile_name: "steady".into(),
         curve: loadtest::profile::Curve::steady(20.0).expect("curve"),

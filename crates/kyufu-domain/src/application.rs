@@ -10,7 +10,9 @@ use crate::error::ValidationErrors;
 use crate::normalize::{digits_only, fold_width_and_space, is_kana_name, normalize_kana, parse_date};
 
 /// Who receives the benefit: a child, or an expectant mother applying for herself (the `child`
-/// object then describes her).
+/// object then describes her: the form sends her own details, or leaves `child` out and the parser
+/// copies them from the guardian, and she states her expected delivery date instead of a child's
+/// birth date).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum BeneficiaryKind {
@@ -49,6 +51,10 @@ pub struct Application {
     pub kind: BeneficiaryKind,
     pub guardian: Guardian,
     pub child: Child,
+    /// For an expectant mother: the expected delivery date (today at the earliest, at most
+    /// `MAX_DELIVERY_DAYS` ahead). `None` for a child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_delivery_date: Option<NaiveDate>,
     pub consent: bool,
 }
 
@@ -68,6 +74,8 @@ const MAX_NAME_CHARS: usize = 50;
 const MAX_EMAIL_CHARS: usize = 254;
 /// Resident ids in the registry are eleven digits (the length of a 住民票コード).
 pub const RESIDENT_ID_DIGITS: usize = 11;
+/// How far ahead an expected delivery date may lie (a pregnancy is about 280 days, plus margin).
+pub const MAX_DELIVERY_DAYS: i64 = 300;
 
 impl ApplicationInput {
     /// Parses and validates `body`. `today` bounds birth dates (none in the future).
@@ -108,8 +116,19 @@ impl ApplicationInput {
                 f.postal_code(),
             )
         });
-        let child = object(root, "child", &mut errs).map(|c| {
-            let mut f = Fields { obj: c, prefix: "child", errs: &mut errs };
+        let expected_delivery_date = match kind {
+            BeneficiaryKind::Child => None,
+            BeneficiaryKind::ExpectantMother => delivery_date(root, today, &mut errs),
+        };
+        // An expectant mother applies for herself: without a `child` object, she is the guardian.
+        let self_applied = kind == BeneficiaryKind::ExpectantMother && matches!(root.get("child"), None | Some(Value::Null));
+        let child_obj = if self_applied { root.get("guardian").and_then(Value::as_object) } else { object(root, "child", &mut errs) };
+        let child_prefix = if self_applied { "guardian" } else { "child" };
+        let mut child_errs = ValidationErrors::default();
+        let child = child_obj.map(|c| {
+            // Her own fields were checked once as the guardian's: their errors are not repeated.
+            let errs = if self_applied { &mut child_errs } else { &mut errs };
+            let mut f = Fields { obj: c, prefix: child_prefix, errs };
             (
                 f.resident_id(),
                 f.name("family_name"),
@@ -148,6 +167,7 @@ impl ApplicationInput {
                     given_name_kana: c.4?,
                     birth_date: c.5?,
                 },
+                expected_delivery_date,
                 consent,
             })
         })();
@@ -157,6 +177,23 @@ impl ApplicationInput {
             InputError::Invalid(e)
         })
     }
+}
+
+/// The expected delivery date of an expectant mother: required, today at the earliest.
+fn delivery_date(root: &Map<String, Value>, today: NaiveDate, errs: &mut ValidationErrors) -> Option<NaiveDate> {
+    const FIELD: &str = "expected_delivery_date";
+    let Some(Value::String(s)) = root.get(FIELD) else {
+        errs.push(FIELD, if matches!(root.get(FIELD), None | Some(Value::Null)) { "required" } else { "must_be_string" });
+        return None;
+    };
+    match parse_date(&fold_width_and_space(s)) {
+        Some(d) if d < today => errs.push(FIELD, "delivery_date_past"),
+        Some(d) if (d - today).num_days() > MAX_DELIVERY_DAYS => errs.push(FIELD, "delivery_date_too_far"),
+        Some(d) => return Some(d),
+        None if fold_width_and_space(s).is_empty() => errs.push(FIELD, "required"),
+        None => errs.push(FIELD, "invalid_date"),
+    }
+    None
 }
 
 fn object<'a>(root: &'a Map<String, Value>, key: &str, errs: &mut ValidationErrors) -> Option<&'a Map<String, Value>> {
@@ -404,6 +441,40 @@ mod tests {
         assert_eq!(parse(&v).expect("valid").child.resident_id.as_deref(), Some("12345678901"));
         v["child"]["resident_id"] = json!("123");
         assert_eq!(field_codes(&v), vec![("child.resident_id".to_owned(), "invalid_resident_id")]);
+    }
+
+    #[test]
+    fn expectant_mother_states_a_delivery_date_and_applies_for_herself() {
+        let mut v = valid();
+        v["kind"] = json!("expectant_mother");
+        v["child"] = Value::Null;
+        v["expected_delivery_date"] = json!("2027-03-01");
+        let app = parse(&v).expect("valid");
+        assert_eq!(app.kind, BeneficiaryKind::ExpectantMother);
+        assert_eq!(app.expected_delivery_date, NaiveDate::from_ymd_opt(2027, 3, 1));
+        assert_eq!(app.child.given_name_kana, "ハナコ", "she is the beneficiary");
+        assert_eq!(app.child.birth_date, app.guardian.birth_date);
+
+        v["expected_delivery_date"] = json!("2026-11-21");
+        assert_eq!(field_codes(&v), vec![("expected_delivery_date".to_owned(), "delivery_date_past")]);
+        v["expected_delivery_date"] = json!("2027-12-01");
+        assert_eq!(field_codes(&v), vec![("expected_delivery_date".to_owned(), "delivery_date_too_far")]);
+        v["expected_delivery_date"] = json!("soon");
+        assert_eq!(field_codes(&v), vec![("expected_delivery_date".to_owned(), "invalid_date")]);
+        v.as_object_mut().expect("object").remove("expected_delivery_date");
+        assert_eq!(field_codes(&v), vec![("expected_delivery_date".to_owned(), "required")]);
+
+        // Her own errors are reported once, at the guardian's fields.
+        v["expected_delivery_date"] = json!("2026-11-22");
+        v["guardian"]["given_name_kana"] = json!("Hanako");
+        assert_eq!(field_codes(&v), vec![("guardian.given_name_kana".to_owned(), "must_be_kana")]);
+
+        // A child's application ignores the date; a child's future birth date is still refused.
+        let mut c = valid();
+        c["expected_delivery_date"] = json!("2027-01-01");
+        assert_eq!(parse(&c).expect("valid").expected_delivery_date, None);
+        let json = serde_json::to_string(&parse(&c).expect("valid")).expect("json");
+        assert!(!json.contains("expected_delivery_date"), "old readers see the event unchanged");
     }
 
     #[test]

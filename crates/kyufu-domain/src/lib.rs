@@ -12,7 +12,9 @@ pub mod identity;
 pub mod normalize;
 pub mod pdf;
 pub mod program;
+pub mod reference;
 pub mod status;
+pub mod token;
 
 pub use application::{Application, ApplicationInput, BeneficiaryKind, Child, Guardian};
 pub use error::{ErrorCode, FieldError, ValidationErrors};

@@ -45,6 +45,22 @@ impl Status {
         Status::ALL.iter().copied().find(|st| st.as_str() == s)
     }
 
+    /// The one wording of each status, Japanese and English, used by the status page and the
+    /// emails alike so they never contradict each other.
+    pub fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Status::Received => ("受け付けました（確認を待っています）", "Received (waiting to be checked)"),
+            Status::NeedsReview => ("担当者が確認しています", "A member of staff is checking"),
+            Status::Approved => ("承認されました（クーポンを準備しています）", "Approved (the coupon is being prepared)"),
+            Status::CouponIssued => ("クーポンを発行しました", "Coupon issued"),
+            Status::Duplicate => (
+                "同じ方の申請がすでにあるため、この申請は受け付けませんでした",
+                "Not taken: an application for the same person was already received",
+            ),
+            Status::Rejected => ("申請は承認されませんでした", "The application was not approved"),
+        }
+    }
+
     /// Whether the state machine allows `self -> to`.
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
@@ -96,6 +112,8 @@ pub enum ReasonCode {
     ChildOverAgeLimit,
     OutsideRegion,
     NotExpectant,
+    /// The stated expected delivery date is far from the one in the pregnancy registration.
+    DeliveryDateMismatch,
     DocumentUnreadable,
     DocumentMissing,
     /// The message could not be processed after retries; a person must look.
@@ -168,6 +186,10 @@ impl ReasonCode {
                 "妊娠の届出が確認できませんでした。担当者が確認しています。",
                 "We could not find a pregnancy registration. A staff member is checking.",
             ),
+            ReasonCode::DeliveryDateMismatch => (
+                "出産予定日が妊娠の届出の日付と違います。担当者が確認しています。",
+                "The expected delivery date differs from the pregnancy registration. A staff member is checking.",
+            ),
             ReasonCode::DocumentUnreadable => (
                 "本人確認書類を読み取れませんでした。担当者からご連絡する場合があります。",
                 "We could not read the identity document. A staff member may contact you.",
@@ -204,6 +226,7 @@ impl ReasonCode {
             ReasonCode::ChildOverAgeLimit => "child_over_age_limit",
             ReasonCode::OutsideRegion => "outside_region",
             ReasonCode::NotExpectant => "not_expectant",
+            ReasonCode::DeliveryDateMismatch => "delivery_date_mismatch",
             ReasonCode::DocumentUnreadable => "document_unreadable",
             ReasonCode::DocumentMissing => "document_missing",
             ReasonCode::ProcessingFailed => "processing_failed",

@@ -213,6 +213,13 @@ async fn leases() {
 }
 
 #[tokio::test]
+async fn reference_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(dir.path()).expect("open");
+    kyufu_ports::contract::reference_index(store.status_store()).await;
+}
+
+#[tokio::test]
 async fn documents_are_never_overwritten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(dir.path()).expect("open");

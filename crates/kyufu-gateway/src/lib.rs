@@ -168,7 +168,13 @@ impl Gateway {
         Ok(())
     }
 
-    /// The HTTP routes. Serving them without `serve` admits only on joins (no ticker), so use
+    /// `/metrics` (with `/healthz`, `/readyz`) for the staff or operations address: the public
+    /// port never serves metrics.
+    pub fn ops_router(&self) -> Router {
+        kyufu_http::ops_routes(self.registry.clone(), self.readiness.clone())
+    }
+
+    /// The HTTP routes (public: no `/metrics`). Serving them without `serve` admits only on joins (no ticker), so use
     /// `serve` unless you run the ticker yourself.
     pub fn router(&self) -> Router {
         Router::new()
@@ -178,8 +184,8 @@ impl Gateway {
             .route("/api/{*path}", any(proxy::forward))
             .merge(pages::routes())
             .with_state(self.shared.clone())
-            .merge(kyufu_http::ops_routes(self.registry.clone(), self.readiness.clone()))
-            .fallback(kyufu_http::not_found)
+            .merge(kyufu_http::health_routes(self.readiness.clone()))
+            .fallback(pages::not_found)
             .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::MethodNotAllowed) })
     }
 

@@ -41,6 +41,8 @@ const WAIT_JS: &str = include_str!("pages/wait.js");
 const FORM_JS: &str = include_str!("pages/form.js");
 const STATUS_JS: &str = include_str!("pages/status.js");
 const COMMON_JS: &str = include_str!("pages/common.js");
+const DONE_JS: &str = include_str!("pages/done.js");
+const LOST_JS: &str = include_str!("pages/lost.js");
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -48,6 +50,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/wait", get(wait).post(join))
         .route("/apply", get(apply))
         .route("/status", get(status))
+        .route("/done", get(done))
+        .route("/lost", get(lost))
         .route("/assets/{name}", get(asset))
 }
 
@@ -329,12 +333,16 @@ fn chrono_like_now_jst() -> String {
 }
 
 /// `GET /apply`: the application form (needs the admission pass cookie; without it, the queue).
-async fn apply(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn apply(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
     let (l, remember) = Lang::pick(&q, &headers);
-    if cookie(&headers, PASS_COOKIE).is_none() {
+    let Some(pass) = cookie(&headers, PASS_COOKIE) else {
         return Redirect::to("/wait").into_response();
-    }
-    Page { lang: l, remember_lang: remember, title: l.t("申請フォーム", "Application form"), path: "/apply", body: form_body(l), scripts: &["form.js"], refresh: None }
+    };
+    // When the pass runs out, so the page can state it and warn before (the pass cookie is
+    // HttpOnly, so the script cannot read it).
+    let expires = kyufu_admission::verify_pass(&gw.config.keyring, &pass, &gw.config.event_id, queue::now_secs()).map(|c| c.exp).unwrap_or(0);
+    let body = form_body(l).replacen("<form id=\"apply\"", &format!("<form id=\"apply\" data-expires=\"{expires}\""), 1);
+    Page { lang: l, remember_lang: remember, title: l.t("申請フォーム", "Application form"), path: "/apply", body, scripts: &["form.js"], refresh: None }
         .render()
 }
 
@@ -374,7 +382,7 @@ fn form_body(l: Lang) -> String {
     guardian += &field(l, "guardian.email", "メールアドレス", "Email address", "email", "autocomplete=\"email\" required", Some(("クーポンのお知らせを送ります", "We send the coupon here")));
     guardian += &field(l, "guardian.phone", "電話番号", "Phone number", "tel", "autocomplete=\"tel\" required", Some(("例：090-1234-5678", "e.g. 090-1234-5678")));
     let child = format!(
-        "<fieldset class=\"child\" data-child><legend><span data-child-title>{title}</span></legend>{fields}\
+        "<fieldset class=\"child\" data-child><legend><span data-child-title>{title}</span></legend><div data-person>{fields}</div>\
          <div class=\"field\"><label for=\"child.document\">{doc}</label><span class=\"hint\" id=\"child.document-hint\">{dochint}</span>\
          <input id=\"child.document\" name=\"child.document\" type=\"file\" accept=\"image/jpeg,image/png,application/pdf\" capture=\"environment\" required aria-describedby=\"child.document-hint child.document-error\">\
          <img class=\"preview\" alt=\"{preview}\" hidden><span class=\"error\" id=\"child.document-error\" role=\"alert\"></span></div>\
@@ -388,9 +396,10 @@ fn form_body(l: Lang) -> String {
     );
     let msgs = messages_json(l);
     format!(
-        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
-         <form id=\"apply\" novalidate>\
-         <fieldset><legend>{gl}</legend>{guardian}</fieldset>\
+        "<h1>{h1}</h1><p id=\"intro\">{intro}</p><p id=\"pass-time\" class=\"notice\" role=\"status\" hidden></p>\
+         <p id=\"restored\" class=\"notice\" hidden>{restored}</p><noscript><p class=\"error-summary\">{nojs}</p></noscript><div id=\"form-errors\" class=\"error-summary\" role=\"alert\" tabindex=\"-1\" hidden></div>\
+         <form id=\"apply\" novalidate>{kind}\
+         <fieldset id=\"guardian\"><legend data-child-label=\"{gl}\" data-mother-label=\"{ml}\">{gl}</legend>{guardian}</fieldset>{expectant}\
          <div id=\"children\">{child}</div>\
          <button type=\"button\" class=\"secondary\" id=\"add-child\">{add}</button>\
          <div class=\"field check\"><input id=\"consent\" name=\"consent\" type=\"checkbox\" required aria-describedby=\"consent-error\">\
@@ -410,6 +419,10 @@ fn form_body(l: Lang) -> String {
             "Please turn on JavaScript to send this form. You can also apply at your municipal office."
         ),
         gl = l.t("保護者（申請する方）", "Guardian (the person applying)"),
+        ml = l.t("申請する方（妊娠中のご本人）", "You (the expectant mother applying)"),
+        restored = l.t("入力途中の内容を戻しました。", "We have put back what you had entered."),
+        kind = kind_choice(l),
+        expectant = expectant_fields(l),
         add = l.t("＋ お子さんを追加する（兄弟姉妹）", "+ Add another child (brother or sister)"),
         consent = l.t("入力内容を住民基本台帳と照合することに同意します。", "I agree that my answers are checked against the resident registry."),
         next = l.t("入力内容を確認する", "Check my answers"),
@@ -418,15 +431,117 @@ fn form_body(l: Lang) -> String {
         send = l.t("送信する", "Send"),
         back = l.t("戻って直す", "Go back and change"),
         dh = l.t("申請を受け付けました", "Your applications were received"),
-        dp = l.t(
-            "お子さんごとの申請番号と状況確認のリンクです。リンクを保存してください（メールでもお知らせします）。",
-            "Here is each child's application number and status link. Please keep the links (we also email you)."
-        ),
+        dp = DONE_INTRO.pick(l),
         dn = l.t(
             "受付はこれで終了しました。あとからほかのお子さんの申請をするときは、もう一度はじめから順番待ちに並んでください。",
             "Your turn is now finished. To apply for another child later, please join the queue again from the start page."
         ),
     )
+}
+
+/// Who the application is for: a child (the default) or an expectant mother for herself.
+fn kind_choice(l: Lang) -> String {
+    format!(
+        "<fieldset id=\"kind\"><legend>{legend}</legend>\
+         <div class=\"field check\"><input id=\"kind-child\" name=\"kind\" type=\"radio\" value=\"child\" checked>\
+         <label for=\"kind-child\">{child}</label></div>\
+         <div class=\"field check\"><input id=\"kind-mother\" name=\"kind\" type=\"radio\" value=\"expectant_mother\">\
+         <label for=\"kind-mother\">{mother}</label></div></fieldset>",
+        legend = l.t("どなたの分を申請しますか", "Who are you applying for?"),
+        child = l.t("18歳未満のお子さん（兄弟姉妹は続けて追加できます）", "A child under 18 (you can add brothers and sisters)"),
+        mother = l.t("妊娠中の方ご本人（出産予定日を入力します）", "Myself, as an expectant mother (you give the expected delivery date)"),
+    )
+}
+
+/// The expectant mother's own question: the expected delivery date (shown only for that choice).
+fn expectant_fields(l: Lang) -> String {
+    format!(
+        "<fieldset id=\"expectant\" hidden><legend>{legend}</legend>{date}</fieldset>",
+        legend = l.t("妊娠・出産について", "Your pregnancy"),
+        date = field(
+            l,
+            "expected_delivery_date",
+            "出産予定日",
+            "Expected delivery date",
+            "date",
+            "required",
+            Some(("母子健康手帳に書かれた日付", "The date in your maternal and child health handbook"))
+        ),
+    )
+}
+
+/// What the completion page says above the receipts (the form and `/done` share it).
+const DONE_INTRO: (&str, &str) = (
+    "申請ごとの申請番号と確認用コードです。メモするか、この画面を撮影してください。状況は「状況を確認する」のリンクか、状況確認のページで申請番号と確認用コードを入力して確認できます。同じ内容をメールでもお送りします。",
+    "Here is each application's number and status code. Write them down or take a screenshot. You can check the status with the link, or by typing the number and the code on the status page. We also send them to you by email.",
+);
+
+trait Pick {
+    fn pick(self, l: Lang) -> &'static str;
+}
+
+impl Pick for (&'static str, &'static str) {
+    fn pick(self, l: Lang) -> &'static str {
+        l.t(self.0, self.1)
+    }
+}
+
+/// `GET /done`: the completion page at its own address. The receipts come from this browser's
+/// storage (the server keeps no session), so it survives a reload and needs no admission pass.
+async fn done(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let body = format!(
+        "<h1>{h1}</h1><div id=\"some\" hidden><p>{intro}</p><ol id=\"done-list\"></ol>\
+         <p class=\"note\">{shared}</p><button type=\"button\" class=\"secondary\" id=\"forget\">{forget}</button></div>\
+         <div id=\"none\"><p>{none}</p></div><p><a href=\"/status\">{status}</a></p><p><a href=\"/lost\">{lost}</a></p>\
+         <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請を受け付けました", "Your applications were received"),
+        intro = DONE_INTRO.pick(l),
+        shared = l.t("共用の端末では、控えを取ったあと「この端末から消す」を押してください。", "On a shared phone or computer, press \"Remove from this device\" once you have a copy."),
+        forget = l.t("この端末から消す", "Remove from this device"),
+        none = l.t("この端末には申請の控えが残っていません。メールをご確認いただくか、下のリンクから確認してください。", "This device has no copy of your applications. Please look in your email, or use the links below."),
+        status = l.t("申請番号と確認用コードで状況を確認する", "Check the status with the number and the code"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
+        nojs = l.t("控えの表示には JavaScript が必要です。メールでもお知らせしています。", "Showing your copy needs JavaScript. We also sent it by email."),
+        msgs = messages_json(l),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("申請を受け付けました", "Applications received"), path: "/done", body, scripts: &["done.js"], refresh: None }
+        .render()
+}
+
+/// `GET /lost`: "lost your number or link?" — the links are sent again to the address given in
+/// the application (`POST /api/v1/links`); the page says the same whether or not it is known.
+async fn lost(Query(q): Query<HashMap<String, String>>, headers: HeaderMap) -> Response {
+    let (l, remember) = Lang::pick(&q, &headers);
+    let pairs: &[(&str, &str, &str)] = &[
+        ("invalid_email", "メールアドレスの形が正しくありません（例：name@example.jp）。", "This email address does not look right (e.g. name@example.jp)."),
+        (
+            "sent",
+            "このアドレスで申請があれば、申請番号・確認用コード・確認用リンクをそのアドレスに送りました。数分たっても届かない場合は、迷惑メールのフォルダもご確認ください。再送は15分に1回までです。",
+            "If applications were made with this address, we have sent their numbers, codes and links to it. If nothing arrives within a few minutes, look in your spam folder. You can ask once every 15 minutes.",
+        ),
+        ("network", "通信できませんでした。電波の良い場所でもう一度お試しください。", "We could not connect. Please try again where the signal is better."),
+        ("too_many_requests", "混み合っています。少し待ってからもう一度お試しください。", "We are busy. Please wait a moment and try again."),
+    ];
+    let map: serde_json::Map<String, serde_json::Value> =
+        pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    let msgs = serde_json::Value::Object(map).to_string().replace("</", "<\\/");
+    let body = format!(
+        "<h1>{h1}</h1><p>{p}</p><form id=\"lost\" novalidate>{email}<button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p id=\"lost-result\" role=\"status\" aria-live=\"polite\"></p><p><a href=\"/status\">{status}</a></p>\
+         <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
+        h1 = l.t("申請番号やリンクがわからなくなった方", "Lost your application number or link?"),
+        p = l.t(
+            "申請のときに入力したメールアドレスを入れてください。そのアドレスに、申請ごとの申請番号・確認用コード・状況確認のリンクをもう一度お送りします。ほかのアドレスには送りません。",
+            "Enter the email address you gave in the application. We send each application's number, code and status link to that address again, and to no other."
+        ),
+        email = field(l, "lost-email", "メールアドレス", "Email address", "email", "autocomplete=\"email\" required", None),
+        btn = l.t("もう一度送る", "Send them again"),
+        status = l.t("申請番号と確認用コードで状況を確認する", "Check the status with the number and the code"),
+        nojs = l.t("このページには JavaScript が必要です。窓口でもお調べします。", "This page needs JavaScript. Your municipal office can also help."),
+    );
+    Page { lang: l, remember_lang: remember, title: l.t("リンクの再送", "Send my links again"), path: "/lost", body, scripts: &["lost.js"], refresh: None }
+        .render()
 }
 
 /// Messages the scripts show, in the page's language: field error codes, API error codes, labels.
@@ -438,6 +553,11 @@ fn messages_json(l: Lang) -> String {
         ("invalid_phone", "電話番号を数字で入力してください（例：090-1234-5678）。", "Enter the phone number in digits (e.g. 090-1234-5678)."),
         ("must_be_kana", "フリガナはカタカナかひらがなで入力してください。", "Use katakana or hiragana for the reading."),
         ("in_future", "未来の日付は入力できません。", "This date cannot be in the future."),
+        ("over_age", "18歳未満のお子さんが対象です。生年月日をご確認ください。", "Children under 18 are eligible. Please check the date of birth."),
+        ("delivery_date_past", "出産予定日は今日以降の日付を入力してください。", "The expected delivery date must be today or later."),
+        ("delivery_date_too_far", "出産予定日が先すぎます。母子健康手帳の日付を確認してください。", "This delivery date is too far ahead. Please check the date in your handbook."),
+        ("mother", "申請する方（妊娠中のご本人）", "You (expectant mother)"),
+        ("expected_delivery_date", "出産予定日", "Expected delivery date"),
         ("invalid_date", "日付が正しくありません。", "This date is not valid."),
         ("invalid_resident_id", "住民票コードは11桁の数字です。わからなければ空欄にしてください。", "The resident record code is 11 digits. Leave it empty if you do not know it."),
         ("invalid_characters", "使えない文字が含まれています。", "This contains characters we cannot accept."),
@@ -464,11 +584,18 @@ fn messages_json(l: Lang) -> String {
         ("fix_errors", "入力内容を確認してください。", "Please check the highlighted answers."),
         ("child", "お子さん", "Child"),
         ("application_id", "申請番号", "Application number"),
+        ("reference", "申請番号", "Application number"),
+        ("lookup_code", "確認用コード", "Status code"),
         ("status_link", "状況を確認する", "Check the status"),
         ("failed", "このお子さんの申請は送れませんでした", "This child's application could not be sent"),
         ("retry", "もう一度送信する", "Send again"),
         ("guardian", "保護者", "Guardian"),
         ("document", "書類", "Document"),
+        ("document_block", "本人確認書類", "Identity document"),
+        ("pass_until", "受付時間は {t} までです（残り約{n}分）。時間内に送信してください。入力内容はこの端末に保存されています。", "Your turn lasts until {t} (about {n} min left). Please send before then; what you enter is kept on this device."),
+        ("pass_soon", "まもなく受付時間（{t}）が終わります。残り約{n}分です。すぐに送信してください。", "Your turn ends soon ({t}), in about {n} min. Please send now."),
+        ("photo_again", "写真をもう一度選んでください（ページを開き直したため消えました）。", "Please choose the photo again (it was lost when the page was opened again)."),
+        ("pass_over", "受付時間が終わりました。入力内容はこの端末に残っています。もう一度順番待ちに並ぶと、続きから送信できます。", "Your turn has ended. What you entered is kept on this device: join the queue again and you can send it."),
         ("sending", "送信しています…", "Sending…"),
     ];
     let map: serde_json::Map<String, serde_json::Value> =
@@ -485,9 +612,6 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
         ("checking", "確認中", "Being checked"),
         ("approved", "承認", "Approved"),
         ("coupon_issued", "クーポン発行", "Coupon issued"),
-        ("needs_review", "担当者が確認しています", "A member of staff is checking"),
-        ("duplicate", "同じお子さんの申請がすでにあります", "This child has already been applied for"),
-        ("rejected", "申請は承認されませんでした", "The application was not approved"),
         ("coupon", "クーポン番号", "Coupon code"),
         ("redeem", "クーポンを使う", "Use the coupon"),
         ("not_found", "申請が見つかりません。申請番号と確認用コードをご確認ください。", "We could not find this application. Please check the number and the code."),
@@ -498,22 +622,52 @@ async fn status(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, S
     ];
     let mut map: serde_json::Map<String, serde_json::Value> =
         pairs.iter().map(|(k, ja, en)| ((*k).to_owned(), serde_json::Value::from(l.t(ja, en)))).collect();
+    // The status words are the emails' too (`Status::label`).
+    for &s in kyufu_domain::Status::ALL {
+        let (ja, en) = s.label();
+        map.insert(format!("status_{}", s.as_str()), l.t(ja, en).into());
+    }
     map.insert("redemption_url".into(), gw.config.redemption_url.clone().into());
     map.insert("lang".into(), l.code().into());
     let msgs = serde_json::Value::Object(map).to_string().replace("</", "<\\/");
     let body = format!(
         "<h1>{h1}</h1><div id=\"result\" aria-live=\"polite\"></div>\
          <form id=\"lookup\"><p>{p}</p>{id}{token}<button class=\"primary\" type=\"submit\">{btn}</button></form>\
+         <p><a href=\"/lost\">{lost}</a></p>\
          <noscript><p class=\"note\">{nojs}</p></noscript><script type=\"application/json\" id=\"msgs\">{msgs}</script>",
         h1 = l.t("申請の状況", "Application status"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
         p = l.t("申請番号と確認用コードは、申請完了の画面とメールに書いてあります。", "The application number and the code are on the confirmation page and in the email."),
-        id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" required", None),
-        token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" required", None),
+        id = field(l, "lookup-id", "申請番号", "Application number", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：7K3QX-M2P9D（10文字）", "e.g. 7K3QX-M2P9D (10 characters)"))),
+        token = field(l, "lookup-token", "確認用コード", "Status code", "text", "autocomplete=\"off\" autocapitalize=\"characters\" spellcheck=\"false\" required", Some(("例：AB12-CD34（8文字）", "e.g. AB12-CD34 (8 characters)"))),
         btn = l.t("確認する", "Check"),
         nojs = l.t("状況の表示には JavaScript が必要です。メールのリンクからも確認できます。", "Showing the status needs JavaScript. You can also use the link in the email."),
     );
     Page { lang: l, remember_lang: remember, title: l.t("申請の状況", "Application status"), path: "/status", body, scripts: &["status.js"], refresh: None }
         .render()
+}
+
+/// Every unknown path: for a browser (it asks for `text/html`) an HTML page in the visitor's
+/// language with the ways on — a mistyped address must not show raw JSON; for API clients and
+/// under `/api/` the standard JSON `not_found`.
+pub(crate) async fn not_found(uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let browser = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
+    if !browser || uri.path().starts_with("/api/") {
+        return kyufu_http::not_found().await.into_response();
+    }
+    let (l, _) = Lang::pick(&HashMap::new(), &headers);
+    let body = format!(
+        "<h1>{h1}</h1><p>{p}</p><ul class=\"points\"><li><a href=\"/\">{home}</a></li><li><a href=\"/status\">{status}</a></li>\
+         <li><a href=\"/lost\">{lost}</a></li></ul>",
+        h1 = l.t("ページが見つかりません", "Page not found"),
+        p = l.t("アドレスが間違っているか、ページが移動しました。次のどれかからお進みください。", "The address is wrong or the page has moved. Please go on from one of these."),
+        home = l.t("申請のご案内（はじめから）", "How to apply (start)"),
+        status = l.t("申請の状況を確認する", "Check the status of an application"),
+        lost = l.t("申請番号やリンクがわからなくなった方", "Lost your number or link?"),
+    );
+    let mut resp = Page { lang: l, remember_lang: false, title: l.t("ページが見つかりません", "Page not found"), path: "/", body, scripts: &[], refresh: None }.render();
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
 }
 
 /// `GET /assets/{name}`: the stylesheet and scripts, compiled into the binary.
@@ -524,6 +678,8 @@ async fn asset(Path(name): Path<String>) -> Response {
         "form.js" => (FORM_JS, "text/javascript; charset=utf-8"),
         "status.js" => (STATUS_JS, "text/javascript; charset=utf-8"),
         "common.js" => (COMMON_JS, "text/javascript; charset=utf-8"),
+        "done.js" => (DONE_JS, "text/javascript; charset=utf-8"),
+        "lost.js" => (LOST_JS, "text/javascript; charset=utf-8"),
         _ => return kyufu_http::not_found().await.into_response(),
     };
     let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, ct)], body).into_response();

@@ -160,6 +160,7 @@ pub(crate) fn route_pattern(path: &str) -> &'static str {
             "/api/v1/applications/{id}"
         }
         (Some("api"), Some("v1"), Some("funnel"), None, _) => "/api/v1/funnel",
+        (Some("api"), Some("v1"), Some("links"), None, _) => "/api/v1/links",
         (Some("api"), Some("v1"), Some("pass"), Some("spend"), None) => SPEND_ROUTE,
         _ => "/api/other",
     }
@@ -462,6 +463,7 @@ mod tests {
         assert_eq!(route_pattern("/api/v1/applications/"), "/api/v1/applications");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42"), "/api/v1/applications/{id}");
         assert_eq!(route_pattern("/api/v1/applications/0f9a-42/x"), "/api/other");
+        assert_eq!(route_pattern("/api/v1/links"), "/api/v1/links");
         assert_eq!(route_pattern("/api/v1/funnel"), "/api/v1/funnel");
         assert_eq!(route_pattern("/api/v1/pass/spend"), "/api/v1/pass/spend");
         assert_eq!(route_pattern("/api/v1/pass/spend/x"), "/api/other");

@@ -59,31 +59,36 @@ async fn intake_503_and_slow_answers_back_admission_off_and_health_restores_it()
     config.backoff_slow = Duration::from_millis(200);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(kyufu_gateway::run(listener, config, kyufu_telemetry::new_registry(), std::future::pending()));
+    let registry = kyufu_telemetry::new_registry();
+    // Metrics are served on an operations port of their own, never on the public one.
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ops = format!("http://{}", ops_listener.local_addr().expect("addr"));
+    tokio::spawn(kyufu_http::serve(ops_listener, kyufu_http::metrics_routes(registry.clone()), std::future::pending()));
+    tokio::spawn(kyufu_gateway::run(listener, config, registry, std::future::pending()));
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{base}{path}")).send();
 
-    assert_eq!(until_rate(&client, &base, |r| r == 100.0, Duration::from_secs(2)).await, 100.0);
+    assert_eq!(until_rate(&client, &ops, |r| r == 100.0, Duration::from_secs(2)).await, 100.0);
     assert_eq!(get("/api/ok").await.expect("ok").status(), 200);
-    assert_eq!(effective_rate(&client, &base).await, 100.0, "a healthy answer changes nothing");
+    assert_eq!(effective_rate(&client, &ops).await, 100.0, "a healthy answer changes nothing");
 
     assert_eq!(get("/api/fail").await.expect("fail").status(), 503);
-    let after_one = until_rate(&client, &base, |r| r < 100.0, Duration::from_secs(1)).await;
+    let after_one = until_rate(&client, &ops, |r| r < 100.0, Duration::from_secs(1)).await;
     assert!(after_one <= 50.0, "one 503 halves the rate: {after_one}");
     // Intake keeps failing: cut after cut, down to the floor (20/s), never below.
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(1_050)).await;
         get("/api/fail").await.expect("fail");
     }
-    let floor = effective_rate(&client, &base).await;
+    let floor = effective_rate(&client, &ops).await;
     assert!((20.0..25.0).contains(&floor), "at the floor: {floor}");
 
     // Healthy again: back to the operator's rate (20 -> 100 at +20/s, after the 1 s cooldown).
-    let recovered = until_rate(&client, &base, |r| r == 100.0, Duration::from_secs(8)).await;
+    let recovered = until_rate(&client, &ops, |r| r == 100.0, Duration::from_secs(8)).await;
     assert_eq!(recovered, 100.0, "recovers to the operator's rate");
 
     // A slow (but successful) intake is overload too.
     assert_eq!(get("/api/slow").await.expect("slow").status(), 200);
-    let slowed = until_rate(&client, &base, |r| r < 100.0, Duration::from_secs(1)).await;
+    let slowed = until_rate(&client, &ops, |r| r < 100.0, Duration::from_secs(1)).await;
     assert!(slowed <= 50.0, "a slow answer halves the rate: {slowed}");
 }

@@ -93,8 +93,9 @@ async fn start_without_ticker(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness
     let (gateway, handle) = Gateway::new(config, kyufu_telemetry::new_registry()).expect("valid config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let ops = common::serve_ops(gateway.ops_router()).await;
     tokio::spawn(async move { axum::serve(listener, gateway.router()).await });
-    Harness { base, handle, keyring, client: reqwest::Client::new() }
+    Harness { base, ops, handle, keyring, client: reqwest::Client::new() }
 }
 
 #[tokio::test]

@@ -60,21 +60,26 @@ async fn start_upstream() -> String {
 }
 
 /// A gateway started through `run`, the way the binaries start it.
-async fn start_gateway(upstream: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> String {
+/// A gateway in front of `upstream`: its public base URL, and the operations base URL serving its
+/// `/metrics` (the public port never does).
+async fn start_gateway(upstream: &str, tweak: impl FnOnce(&mut GatewayConfig)) -> (String, String) {
     let mut config = GatewayConfig::new("rice-2026", Keyring::random(), upstream);
     tweak(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let registry = kyufu_telemetry::new_registry();
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ops = format!("http://{}", ops_listener.local_addr().expect("addr"));
+    tokio::spawn(kyufu_http::serve(ops_listener, kyufu_http::metrics_routes(registry.clone()), std::future::pending()));
     tokio::spawn(kyufu_gateway::run(listener, config, registry, std::future::pending()));
-    base
+    (base, ops)
 }
 
 #[tokio::test]
 async fn a_large_upload_and_its_headers_pass_through() {
     let upstream = start_upstream().await;
     let upstream_host = upstream.trim_start_matches("http://").to_owned();
-    let gw = start_gateway(&upstream, |c| c.max_body_bytes = 16 * 1024 * 1024).await;
+    let (gw, ops) = start_gateway(&upstream, |c| c.max_body_bytes = 16 * 1024 * 1024).await;
     let client = reqwest::Client::new();
     let body = vec![7u8; 12 * 1024 * 1024];
     let resp = client
@@ -111,7 +116,7 @@ async fn a_large_upload_and_its_headers_pass_through() {
     assert_eq!(resp.status(), StatusCode::CREATED);
     let echoed: Value = resp.json().await.expect("upstream body");
     assert_eq!((echoed["method"].as_str(), echoed["body_bytes"].as_u64()), (Some("GET"), Some(0)));
-    let metrics = client.get(format!("{gw}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = client.get(format!("{ops}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains(
         "kyufu_gateway_proxy_requests_total{route=\"/api/v1/applications/{id}\",status_class=\"2xx\"} 1"
     ));
@@ -125,7 +130,7 @@ async fn an_unreachable_upstream_is_503_with_retry_after() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = dead.local_addr().expect("addr");
     drop(dead);
-    let gw = start_gateway(&format!("http://{addr}"), |_| {}).await;
+    let (gw, _) = start_gateway(&format!("http://{addr}"), |_| {}).await;
     let resp = reqwest::Client::new()
         .post(format!("{gw}/api/v1/applications"))
         .header("Content-Type", "application/octet-stream")
@@ -144,7 +149,7 @@ async fn an_unreachable_upstream_is_503_with_retry_after() {
 #[tokio::test]
 async fn a_slow_upstream_is_503_after_the_timeout() {
     let upstream = start_upstream().await;
-    let gw = start_gateway(&upstream, |c| c.upstream_timeout = Duration::from_millis(300)).await;
+    let (gw, _) = start_gateway(&upstream, |c| c.upstream_timeout = Duration::from_millis(300)).await;
     let resp = reqwest::Client::new().get(format!("{gw}/api/slow")).send().await.expect("answered");
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(resp.headers().contains_key("retry-after"));
@@ -154,7 +159,7 @@ async fn a_slow_upstream_is_503_after_the_timeout() {
 #[tokio::test]
 async fn an_upload_over_the_cap_is_refused_at_the_edge_with_413() {
     let upstream = start_upstream().await;
-    let gw = start_gateway(&upstream, |c| c.max_body_bytes = 1024 * 1024).await;
+    let (gw, ops) = start_gateway(&upstream, |c| c.max_body_bytes = 1024 * 1024).await;
     let client = reqwest::Client::new();
     // Declared length over the cap: answered without contacting intake, readable by the client.
     let resp = client.post(format!("{gw}/api/v1/applications")).body(vec![1u8; 3 * 1024 * 1024]).send().await.expect("answered");
@@ -172,14 +177,14 @@ async fn an_upload_over_the_cap_is_refused_at_the_edge_with_413() {
     if let Ok(resp) = resp {
         assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
     } // (a client may also see the connection closed while it is still sending)
-    let metrics = client.get(format!("{gw}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = client.get(format!("{ops}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("kyufu_gateway_proxy_errors_total{kind=\"too_large\"}"), "{metrics}");
 }
 
 #[tokio::test]
 async fn one_address_submitting_or_looking_up_too_often_gets_429_and_never_reaches_intake() {
     let upstream = start_upstream().await;
-    let gw = start_gateway(&upstream, |c| {
+    let (gw, ops) = start_gateway(&upstream, |c| {
         c.submit_limit_per_sec = 1;
         c.submit_limit_burst = 2;
         c.lookup_limit_per_sec = 1;
@@ -206,7 +211,7 @@ async fn one_address_submitting_or_looking_up_too_often_gets_429_and_never_reach
     tokio::time::sleep(Duration::from_secs(retry.unwrap_or(1))).await;
     assert_eq!(submit().await.expect("submit").status(), StatusCode::CREATED, "allowed again after Retry-After");
 
-    let metrics = client.get(format!("{gw}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = client.get(format!("{ops}/metrics")).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("kyufu_gateway_requests_rate_limited_total{limit=\"submit\"} 1"), "{metrics}");
     assert!(metrics.contains("kyufu_gateway_requests_rate_limited_total{limit=\"lookup\"} 1"), "{metrics}");
     // Only the allowed requests reached the upstream (its 201s); the refused ones are the 4xx.

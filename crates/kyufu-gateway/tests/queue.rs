@@ -46,6 +46,37 @@ async fn a_lone_visitor_is_admitted_at_once_with_a_pass_intake_accepts() {
 }
 
 #[tokio::test]
+async fn a_mistyped_page_address_is_an_html_page_in_the_visitors_language() {
+    let h = start(|_| {}).await;
+    let get = |path: &str, lang: Option<&str>| {
+        let mut r = h.client.get(format!("{}{path}", h.base)).header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        if let Some(l) = lang {
+            r = r.header("cookie", format!("kyufu_lang={l}"));
+        }
+        r.send()
+    };
+    let ja = get("/stauts", None).await.expect("get");
+    assert_eq!(ja.status().as_u16(), 404);
+    assert!(ja.headers()["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    let text = ja.text().await.expect("text");
+    assert!(text.contains("ページが見つかりません") && text.contains("href=\"/status\""), "{text}");
+    let en = get("/apply/step2", Some("en")).await.expect("get").text().await.expect("text");
+    assert!(en.contains("Page not found") && en.contains("<html lang=\"en\""), "{en}");
+}
+
+#[tokio::test]
+async fn metrics_are_served_on_the_operations_address_only() {
+    let h = start(|_| {}).await;
+    let public = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get");
+    assert_eq!(public.status().as_u16(), 404, "the public port never serves metrics");
+    let ops = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
+    assert!(ops.contains("kyufu_gateway_"), "{ops}");
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(h.client.get(format!("{}{path}", h.base)).send().await.expect("get").status().as_u16(), 200, "{path} stays public");
+    }
+}
+
+#[tokio::test]
 async fn cookies_are_secure_when_configured() {
     let h = start(|c| c.secure_cookies = true).await;
     let a = join(&h).await;
@@ -297,7 +328,7 @@ async fn metrics_count_joins_polls_and_passes() {
     let a = join(&h).await;
     status(&h, &a.ticket()).await;
     status(&h, "garbage").await;
-    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let text = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
     for line in [
         "kyufu_gateway_joins_total 1",
         "kyufu_gateway_passes_issued_total 1",
@@ -327,7 +358,7 @@ async fn queue_wait_and_active_sessions_follow_admissions() {
     let admitted = until_admitted(&h, &second.ticket(), Duration::from_secs(3)).await;
     // Polling the admitted ticket again must not count the wait twice.
     status(&h, &admitted.ticket()).await;
-    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let text = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
     let value = |name: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
@@ -371,7 +402,7 @@ async fn abandoned_tickets_are_skipped_and_on_time_pollers_keep_their_place() {
     assert!(common::until_admitted(&h, &c, Duration::from_secs(5)).await.admitted());
     let late = common::status(&h, &b).await;
     assert_eq!((late.status, late.code()), (StatusCode::GONE, "ticket_expired"), "{:?}", late.body);
-    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let text = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
     let value = |name: &str| {
         text.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).unwrap_or_default()
     };
@@ -402,6 +433,6 @@ async fn one_address_joining_too_often_gets_429_with_retry_after() {
     assert!((1..=2).contains(&retry), "{retry}");
     tokio::time::sleep(Duration::from_secs(retry)).await;
     assert_eq!(join(&h).await.status, StatusCode::OK, "allowed again after Retry-After");
-    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let text = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
     assert!(text.contains("kyufu_gateway_joins_rate_limited_total 1"), "{text}");
 }

@@ -54,8 +54,9 @@ async fn start(state: Arc<SharedQueue>, tweak: impl FnOnce(&mut GatewayConfig)) 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (gateway, handle) = Gateway::with_state(config, kyufu_telemetry::new_registry(), state).expect("valid config");
+    let ops = common::serve_ops(gateway.ops_router()).await;
     tokio::spawn(gateway.serve(listener, std::future::pending()));
-    common::Harness { base, handle, keyring, client: reqwest::Client::new() }
+    common::Harness { base, ops, handle, keyring, client: reqwest::Client::new() }
 }
 
 #[tokio::test]
@@ -77,7 +78,7 @@ async fn silent_visitors_are_not_skipped_when_the_queue_is_shared() {
         let admitted = common::until_admitted(&h, t, Duration::from_secs(5)).await;
         assert_eq!(admitted.status, StatusCode::OK);
     }
-    let text = h.client.get(format!("{}/metrics", h.base)).send().await.expect("get").text().await.expect("text");
+    let text = h.client.get(format!("{}/metrics", h.ops)).send().await.expect("get").text().await.expect("text");
     assert!(text.lines().any(|l| l == "kyufu_gateway_tickets_expired_total 0"), "{text}");
 }
 

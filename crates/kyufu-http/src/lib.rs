@@ -156,10 +156,19 @@ pub fn ops_routes(registry: Registry, readiness: Readiness) -> Router {
             tracing::warn!(error = %e, "readiness metrics not registered");
         }
     }
+    metrics_routes(registry).merge(health_routes(readiness))
+}
+
+/// `/healthz` and `/readyz` only: what a public port carries (load balancers probe it).
+pub fn health_routes(readiness: Readiness) -> Router {
     Router::new()
-        .route("/metrics", get(metrics).with_state(registry))
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route("/readyz", get(ready).with_state(readiness))
+}
+
+/// `/metrics` only, for a staff or operations address (never a public one).
+pub fn metrics_routes(registry: Registry) -> Router {
+    Router::new().route("/metrics", get(metrics).with_state(registry))
 }
 
 async fn metrics(State(registry): State<Registry>) -> Response {

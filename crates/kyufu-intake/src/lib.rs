@@ -26,6 +26,7 @@ mod routes;
 pub mod scan;
 
 pub use kyufu_ports::events::payload_key;
+mod links;
 pub mod token;
 
 use std::future::Future;

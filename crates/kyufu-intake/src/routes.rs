@@ -41,6 +41,10 @@ pub(crate) fn api(intake: Intake) -> Router {
         .route(STATUS_ROUTE, get(status))
         .route(SPEND_ROUTE, post(spend))
         .route(
+            crate::links::LINKS_ROUTE,
+            post(crate::links::ask).layer(DefaultBodyLimit::max(crate::links::MAX_LINKS_BODY)),
+        )
+        .route(
             crate::funnel::FUNNEL_ROUTE,
             post(crate::funnel::record).layer(DefaultBodyLimit::max(crate::funnel::MAX_FUNNEL_BODY)),
         )
@@ -54,6 +58,11 @@ struct Accepted {
     application_id: Uuid,
     status_token: String,
     status_url: String,
+    /// The short typeable reference (`XXXXX-XXXXX`); `None` only if the store failed right after
+    /// the commit point (the id then serves, and a retry with the same key assigns it).
+    reference: Option<String>,
+    /// The typeable code that, with the reference or the id, opens the status lookup.
+    lookup_code: String,
 }
 
 async fn submit(State(intake): State<Intake>, headers: HeaderMap, multipart: Result<Multipart, MultipartRejection>) -> Response {
@@ -326,11 +335,25 @@ async fn submit_inner(
         }
         CreateOutcome::Existing { same_request: false, .. } => return Err(ErrorCode::IdempotencyConflict.into()),
     }
+    // After the commit point, so a refused submission leaves no reference behind; a retry finds
+    // the same one again.
+    let reference = match kyufu_ports::reference::assign(&*ports.status, &program.id, application_id).await {
+        Ok(r) => Some(r.display()),
+        Err(e) => {
+            tracing::warn!(error = %e, "reference not assigned; the application id stands in");
+            None
+        }
+    };
+    if let Err(e) = crate::links::index(&*ports.status, intake, &event.application.guardian.email, application_id).await {
+        tracing::warn!(error = %e, "email index not written; a retry writes it");
+    }
     Ok((
         Accepted {
             application_id,
             status_token: intake.config.status_tokens.issue(application_id),
             status_url: format!("/api/v1/applications/{application_id}"),
+            reference,
+            lookup_code: intake.config.status_tokens.issue_code(application_id),
         },
         replay,
     ))
@@ -456,17 +479,38 @@ async fn status(State(intake): State<Intake>, Path(id): Path<String>, headers: H
     resp
 }
 
+/// The reasons a citizen is shown: all of them while a person is checking; once decided, only the
+/// decision's own (a rejection must not still say "a member of staff is checking").
+fn citizen_reasons(record: &kyufu_ports::ApplicationRecord) -> Vec<ReasonCode> {
+    match record.status {
+        Status::Rejected => vec![ReasonCode::RejectedByReviewer],
+        Status::Duplicate => vec![ReasonCode::DuplicateApplication],
+        Status::Approved | Status::CouponIssued => Vec::new(),
+        Status::Received | Status::NeedsReview => record.reasons.clone(),
+    }
+}
+
 async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<StatusView, ApiError> {
     // Unknown id, malformed id, missing or wrong token: all the same 404, so ids cannot be probed.
+    // The id is the application id or its short reference, as typed.
     let not_found = || ApiError::new(ErrorCode::NotFound);
-    let id = Uuid::parse_str(id).map_err(|_| not_found())?;
+    let id = match Uuid::parse_str(id) {
+        Ok(id) => id,
+        Err(_) => {
+            let reference = kyufu_domain::reference::Reference::parse(id).ok_or_else(not_found)?;
+            kyufu_ports::reference::resolve(&*intake.ports.status, &intake.config.program.id, &reference)
+                .await
+                .map_err(|_| ApiError::new(ErrorCode::ServiceUnavailable))?
+                .ok_or_else(not_found)?
+        }
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .or_else(|| header_or_cookie(headers, "x-status-token", "kyufu_status"))
         .ok_or_else(not_found)?;
-    if !intake.config.status_tokens.verify(id, token) {
+    if !intake.config.status_tokens.verify_token_or_code(id, token) {
         return Err(not_found());
     }
     let record = intake
@@ -479,10 +523,9 @@ async fn status_inner(intake: &Intake, id: &str, headers: &HeaderMap) -> Result<
     Ok(StatusView {
         application_id: record.application_id,
         status: record.status,
-        explanations: record
-            .reasons
-            .iter()
-            .map(|&code| {
+        explanations: citizen_reasons(&record)
+            .into_iter()
+            .map(|code| {
                 let (ja, en) = code.explain();
                 Explanation { code, ja, en }
             })

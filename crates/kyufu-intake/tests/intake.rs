@@ -272,6 +272,53 @@ async fn accepted_application_is_recorded_and_published() {
         assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
     }
     assert!(!text.contains(&id.to_string()), "no application id in metrics");
+
+    // The short reference and the typeable code open the same status, however they are typed.
+    let reference = body["reference"].as_str().expect("reference");
+    let code = body["lookup_code"].as_str().expect("lookup code");
+    assert!(reference.len() == 11 && code.len() == 9, "{reference} {code}");
+    let by_ref = |r: String, t: String| {
+        let client = client.clone();
+        let url = format!("{}/api/v1/applications/{}", h.base, r);
+        async move { client.get(url).bearer_auth(t).send().await.expect("get") }
+    };
+    let ok: Value = by_ref(reference.to_owned(), code.to_owned()).await.json().await.expect("json");
+    assert_eq!(ok["application_id"], id.to_string());
+    let typed = by_ref(reference.to_lowercase().replace('-', ""), code.to_lowercase().replace('-', "")).await;
+    assert_eq!(typed.status().as_u16(), 200, "lower case, no hyphens");
+    let wrong_check = if reference.ends_with('X') { 'Y' } else { 'X' };
+    assert_eq!(by_ref(format!("{}{wrong_check}", &reference[..10]), code.to_owned()).await.status().as_u16(), 404, "wrong check symbol");
+    assert_eq!(by_ref(reference.to_owned(), "AAAA-AAAA".into()).await.status().as_u16(), 404, "wrong code");
+    assert_eq!(by_ref(id.to_string(), code.to_owned()).await.status().as_u16(), 200, "the code works with the id too");
+}
+
+#[tokio::test]
+async fn lost_links_are_sent_again_only_to_the_address_that_applied_and_the_answer_never_tells() {
+    let h = start().await;
+    let p = pass(&h, "rice-demo");
+    let (code, body) = post(&h, Some(&p), form(&application().to_string(), b"%PDF-1.4 test")).await;
+    assert_eq!(code, 202, "{body}");
+    let id = body["application_id"].as_str().expect("id").to_owned();
+    let email = application()["guardian"]["email"].as_str().expect("email").to_owned();
+    let mut resent = h.ports.bus.subscribe("test-resend", &[kyufu_ports::events::topics::RESEND]).await.expect("sub");
+    let ask = |email: String| {
+        let url = format!("{}/api/v1/links", h.base);
+        async move {
+            let r = reqwest::Client::new().post(url).json(&serde_json::json!({ "email": email })).send().await.expect("post");
+            (r.status().as_u16(), r.text().await.expect("text"))
+        }
+    };
+    let unknown = ask("nobody@example.jp".into()).await;
+    let known = ask(format!("  {}  ", email.to_uppercase())).await;
+    assert_eq!(known.0, 202);
+    assert_eq!(unknown, known, "the same answer for a known and an unknown address");
+    let m = resent.poll(Duration::from_secs(2)).await.expect("poll").expect("the application is sent again");
+    assert_eq!(ApplicationEvent::from_json(&m.payload).expect("event").application_id.to_string(), id);
+    assert!(resent.poll(Duration::from_millis(300)).await.expect("poll").is_none(), "only that one, and nothing for the unknown address");
+    // Asking again at once sends nothing more (one request per address per quarter hour).
+    assert_eq!(ask(email.clone()).await.0, 202);
+    assert!(resent.poll(Duration::from_millis(500)).await.expect("poll").is_none(), "rate limited per address");
+    assert_eq!(ask("not an address".into()).await.0, 422);
 }
 
 #[tokio::test]
@@ -480,6 +527,8 @@ async fn a_retry_publishes_again_an_application_still_waiting_to_be_checked() {
     assert_eq!(retry.status().as_u16(), 202);
     let retry: Value = retry.json().await.expect("json");
     assert_eq!(retry["application_id"], first["application_id"], "the same application");
+    assert_eq!(retry["reference"], first["reference"], "and the same reference");
+    assert!(retry["reference"].as_str().is_some_and(|r| r.len() == 11), "{retry}");
     let m = c.poll(Duration::from_secs(2)).await.expect("poll").expect("published by the retry");
     let ev = ApplicationEvent::from_json(&m.payload).expect("event");
     assert_eq!(ev.application_id.to_string(), first["application_id"].as_str().expect("id"));

@@ -24,7 +24,7 @@ use chrono::{Datelike, NaiveDate};
 use kyufu_domain::identity::{keyed_hash, IdentitySecret};
 use kyufu_domain::normalize::kana_key;
 use kyufu_domain::{ReasonCode, Status};
-use kyufu_ports::events::ApplicationEvent;
+use kyufu_ports::events::{topics, ApplicationEvent};
 use kyufu_ports::{Claim, EventBus, Message, StatusStore, Transition, TransitionOutcome};
 use kyufu_registry::Registry;
 use uuid::Uuid;
@@ -81,11 +81,17 @@ pub fn near_keys(secret: &IdentitySecret, ev: &ApplicationEvent) -> Vec<String> 
 }
 
 impl Dedupe {
-    async fn mark(&self, id: Uuid, to: Status, reason: ReasonCode, first: Uuid) -> Result<Handled, StageError> {
+    async fn mark(&self, raw: &Message, id: Uuid, to: Status, reason: ReasonCode, first: Uuid) -> Result<Handled, StageError> {
         let mut t = Transition::new(&[Status::Received], to, NAME);
         t.reasons = vec![reason];
         t.duplicate_of = Some(first);
-        match self.status.transition(id, &t).await? {
+        let outcome = self.status.transition(id, &t).await?;
+        // The citizen is told (notify, through `applications.settled`); a redo finds the record
+        // already moved and tells again, which notify's sent-record turns into nothing.
+        if matches!(outcome, TransitionOutcome::Applied(_) | TransitionOutcome::AlreadyIn(_)) {
+            self.bus.publish(topics::SETTLED, &raw.key, &raw.payload).await?;
+        }
+        match outcome {
             TransitionOutcome::Applied(record) => {
                 self.metrics.observe_final(&record);
                 self.metrics.decisions.with_label_values(&[NAME, to.as_str()]).inc();
@@ -127,7 +133,7 @@ impl Stage for Dedupe {
         }
         if let Claim::Held { owner } = claim {
             let (first, _) = parse_owner(&owner)?;
-            return self.mark(ev.application_id, Status::Duplicate, ReasonCode::DuplicateApplication, first).await;
+            return self.mark(raw, ev.application_id, Status::Duplicate, ReasonCode::DuplicateApplication, first).await;
         }
 
         let near_owner = format!("{me}|{}", if resolved { "r" } else { "u" });
@@ -136,7 +142,7 @@ impl Stage for Dedupe {
             if let Claim::Held { owner } = c {
                 let (other, other_resolved) = parse_owner(&owner)?;
                 if other != ev.application_id && !(resolved && other_resolved) {
-                    return self.mark(ev.application_id, Status::NeedsReview, ReasonCode::PossibleDuplicate, other).await;
+                    return self.mark(raw, ev.application_id, Status::NeedsReview, ReasonCode::PossibleDuplicate, other).await;
                 }
             }
         }

@@ -15,7 +15,7 @@ use kyufu_domain::document::sniff_content_type;
 use kyufu_domain::normalize::kana_key;
 use kyufu_domain::program::age_on;
 use kyufu_domain::{Program, ReasonCode, Status};
-use kyufu_ports::events::ApplicationEvent;
+use kyufu_ports::events::{topics, ApplicationEvent};
 use kyufu_ports::{DocumentStore, EventBus, Message, Publication, StatusStore, Transition, TransitionOutcome, UnitOfWork};
 use kyufu_registry::{Registry, Resident};
 
@@ -27,6 +27,9 @@ pub const NAME: &str = "idcheck";
 
 /// Age from which a guardian counts as an adult (Civil Code, since 2022).
 const ADULT_AGE: u32 = 18;
+/// How far the stated expected delivery date may lie from the registered one: due dates are
+/// revised during a pregnancy, and a month's difference is normal.
+const DELIVERY_DATE_TOLERANCE_DAYS: i64 = 31;
 
 pub struct IdCheck {
     pub bus: Arc<dyn EventBus>,
@@ -85,11 +88,11 @@ pub fn decide(program: &Program, registry: &Registry, ev: &ApplicationEvent, doc
                         reasons.push(ReasonCode::ChildOverAgeLimit);
                     }
                 }
-                BeneficiaryKind::ExpectantMother => {
-                    if r.expecting.is_none() {
-                        reasons.push(ReasonCode::NotExpectant);
-                    }
-                }
+                BeneficiaryKind::ExpectantMother => match (r.expecting, app.expected_delivery_date) {
+                    (None, _) => reasons.push(ReasonCode::NotExpectant),
+                    (Some(due), Some(stated)) if (stated - due).num_days().abs() <= DELIVERY_DATE_TOLERANCE_DAYS => {}
+                    (Some(_), _) => reasons.push(ReasonCode::DeliveryDateMismatch),
+                },
             }
             if !program.postal_code_in_region(&r.postal_code) {
                 reasons.push(ReasonCode::OutsideRegion);
@@ -139,6 +142,11 @@ impl Stage for IdCheck {
                 self.bus.publish(&self.output_topic, &raw.key, &raw.payload).await?;
                 return Ok(Handled::Skipped);
             }
+            // Moved by an earlier run whose publish to `applications.settled` may not have happened.
+            Status::NeedsReview if record.history.last().is_some_and(|h| h.actor == NAME) => {
+                self.bus.publish(topics::SETTLED, &raw.key, &raw.payload).await?;
+                return Ok(Handled::Skipped);
+            }
             _ => return Ok(Handled::Skipped),
         }
         let document_ok = self.check_document(ev).await?;
@@ -153,6 +161,11 @@ impl Stage for IdCheck {
         } else {
             self.status.transition(ev.application_id, &t).await?
         };
+        // A review is told to the citizen (notify, through `applications.settled`), also on a redo;
+        // notify's sent-record keeps it to one email.
+        if to == Status::NeedsReview && matches!(outcome, TransitionOutcome::Applied(_) | TransitionOutcome::AlreadyIn(_)) {
+            self.bus.publish(topics::SETTLED, &raw.key, &raw.payload).await?;
+        }
         match outcome {
             TransitionOutcome::Applied(record) => {
                 self.metrics.observe_final(&record);
@@ -283,14 +296,21 @@ mod tests {
         assert_eq!(reasons(&r, app(&p("10000000008"), &p("10000000009"))), vec![OutsideRegion]);
 
         // Expectant mothers apply for themselves.
+        let expectant = |m: &Resident, due: NaiveDate| {
+            let mut a = app(m, m);
+            a.kind = BeneficiaryKind::ExpectantMother;
+            a.expected_delivery_date = Some(due);
+            a
+        };
         let aoi = p("10000000006");
-        let mut a = app(&aoi, &aoi);
-        a.kind = BeneficiaryKind::ExpectantMother;
-        assert_eq!(reasons(&r, a), vec![]);
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 8, 1))), vec![], "registered due date");
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 8, 29))), vec![], "a revised due date");
+        assert_eq!(reasons(&r, expectant(&aoi, d(2026, 10, 1))), vec![DeliveryDateMismatch]);
+        let mut no_date = expectant(&aoi, d(2026, 8, 1));
+        no_date.expected_delivery_date = None;
+        assert_eq!(reasons(&r, no_date), vec![DeliveryDateMismatch], "an event without the date is never approved alone");
         let yui = p("10000000007");
-        let mut a = app(&yui, &yui);
-        a.kind = BeneficiaryKind::ExpectantMother;
-        assert_eq!(reasons(&r, a), vec![NotExpectant]);
+        assert_eq!(reasons(&r, expectant(&yui, d(2026, 8, 1))), vec![NotExpectant]);
 
         // Same-name cousins at one address: nothing tells them apart without an id.
         let mut a = app(&p("10000000010"), &p("10000000011"));

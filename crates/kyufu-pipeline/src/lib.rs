@@ -4,6 +4,8 @@
 //! applications.received --dedupe--> applications.unique --idcheck--> applications.approved --coupon-->
 //!                          └─> duplicate                   └─> needs_review (reasons)
 //!   coupon_issued, applications.issued --notify--> email
+//! dedupe (duplicate), idcheck (needs_review), reviewers (rejected) --> applications.settled --notify--> email
+//! applications.received (receipt), applications.resend (links again) --notify--> email
 //! ```
 //!
 //! Results land in the status store. Every stage is idempotent, so at-least-once delivery never
@@ -57,6 +59,14 @@ impl StageKind {
         StageKind::ALL.into_iter().find(|k| k.name() == s)
     }
 
+    /// Further topics the stage consumes (notify: receipts, other outcomes, links asked again).
+    pub fn extra_topics(self) -> &'static [&'static str] {
+        match self {
+            StageKind::Notify => &[topics::RECEIVED, topics::SETTLED, topics::RESEND],
+            _ => &[],
+        }
+    }
+
     /// The topic the stage consumes.
     pub fn input_topic(self) -> &'static str {
         match self {
@@ -81,6 +91,8 @@ pub struct PipelineDeps {
     pub identity_secret: kyufu_domain::identity::IdentitySecret,
     pub program: Program,
     pub notifier: Arc<dyn notify::Notifier>,
+    /// The public site and the status secret, for the links and codes in emails.
+    pub mail_links: notify::MailLinks,
     pub metrics: StageMetrics,
 }
 
@@ -116,6 +128,7 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
         StageKind::Notify => Arc::new(notify::NotifyStage {
             status: deps.status.clone(),
             notifier: deps.notifier.clone(),
+            links: deps.mail_links.clone(),
             program: deps.program.clone(),
             metrics: deps.metrics.clone(),
         }),
@@ -145,6 +158,7 @@ pub fn spawn_stage_with(
     let mut config = RunnerConfig::new(&group_name(&deps.program.id, kind), kind.input_topic(), topics::DEAD_LETTER);
     config.concurrency = lanes.max(1);
     config.window = window.max(config.concurrency);
+    config.extra_topics = kind.extra_topics().iter().map(|t| (*t).to_owned()).collect();
     let (bus, status, metrics) = (deps.bus.clone(), deps.status.clone(), deps.metrics.clone());
     tokio::spawn(async move {
         if let Err(e) = run_stage(stage, config, bus, status, metrics, shutdown).await {

@@ -77,6 +77,8 @@ pub trait Stage: Send + Sync + 'static {
 pub struct RunnerConfig {
     pub group: String,
     pub input_topic: String,
+    /// Further topics consumed by the same group (the lag gauge follows `input_topic` only).
+    pub extra_topics: Vec<String>,
     pub dead_letter_topic: String,
     /// Attempts for `Failed` before dead-lettering.
     pub max_attempts: u32,
@@ -106,6 +108,7 @@ impl RunnerConfig {
         RunnerConfig {
             group: group.to_owned(),
             input_topic: input_topic.to_owned(),
+            extra_topics: Vec::new(),
             dead_letter_topic: dead_letter_topic.to_owned(),
             max_attempts: 5,
             backoff: Duration::from_millis(100),
@@ -169,7 +172,8 @@ pub async fn run_stage(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AdapterError> {
     let name = stage.name();
-    let mut consumer = bus.subscribe(&config.group, &[config.input_topic.as_str()]).await?;
+    let topics: Vec<&str> = std::iter::once(config.input_topic.as_str()).chain(config.extra_topics.iter().map(String::as_str)).collect();
+    let mut consumer = bus.subscribe(&config.group, &topics).await?;
     tracing::info!(stage = name, group = %config.group, topic = %config.input_topic, "stage consuming");
     // The series alerts watch exist from the start at zero, so the first retry or dead letter is an
     // increase that `increase()` can see.
@@ -616,6 +620,7 @@ mod tests {
             received_at: Utc::now(),
             application: Application {
                 kind: BeneficiaryKind::Child,
+                expected_delivery_date: None,
                 guardian: Guardian {
                     resident_id: None,
                     family_name: family.clone(),

@@ -89,6 +89,7 @@ impl Default for DayMix {
 pub fn application_for(g: &Resident, c: &Resident) -> Application {
     Application {
         kind: BeneficiaryKind::Child,
+        expected_delivery_date: None,
         guardian: Guardian {
             resident_id: None,
             family_name: g.family_name.clone(),

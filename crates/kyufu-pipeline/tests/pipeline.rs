@@ -61,6 +61,10 @@ async fn world() -> World {
         identity_secret: IdentitySecret::new(b"test identity secret".to_vec()),
         program: program.clone(),
         notifier: outbox.clone(),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(b"status secret for tests, long enough".to_vec()),
+            public_url: "https://kyufu.example.jp".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (stop, rx) = watch::channel(false);
@@ -115,6 +119,25 @@ impl World {
     }
 }
 
+impl World {
+    /// The emails sent about `id`, once there are at least `n` (or after a few seconds).
+    async fn mails_of(&self, id: uuid::Uuid, n: usize) -> Vec<Notification> {
+        let mut mails = Vec::new();
+        for _ in 0..200 {
+            mails = self.outbox.0.lock().await.iter().filter(|m| m.application_id == id).cloned().collect();
+            if mails.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        mails
+    }
+
+    fn deps_links(&self) -> &kyufu_pipeline::notify::MailLinks {
+        &self.deps.mail_links
+    }
+}
+
 impl Drop for World {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
@@ -132,20 +155,22 @@ async fn registry_child_gets_one_coupon_and_an_email() {
     assert_eq!(kyufu_pipeline::coupon_code::normalize(&code).as_deref(), Some(code.as_str()));
     let statuses: Vec<Status> = rec.history.iter().map(|h| h.status).collect();
     assert_eq!(statuses, vec![Status::Received, Status::Approved, Status::CouponIssued]);
-    // The email is the notify stage's job, a moment later.
-    let mut mails = Vec::new();
-    for _ in 0..100 {
-        mails = w.outbox.0.lock().await.clone();
-        if !mails.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(mails.len(), 1);
-    for part in [&mails[0].text, &mails[0].html] {
+    // The emails are the notify stage's job, a moment later: the receipt, then the coupon.
+    let mails = w.mails_of(id, 2).await;
+    let kinds: Vec<&str> = mails.iter().map(|m| m.kind).collect();
+    assert!(kinds.contains(&"receipt") && kinds.contains(&"coupon_issued"), "{kinds:?}");
+    let coupon = mails.iter().find(|m| m.kind == "coupon_issued").expect("coupon email");
+    for part in [&coupon.text, &coupon.html] {
         assert!(part.contains(&code) && part.contains("クーポン") && part.contains("Coupon code"), "{part}");
     }
-    assert_eq!(mails[0].to, "guardian@example.jp");
+    assert_eq!(coupon.to, "guardian@example.jp");
+    // Every email carries the short reference, the code and the link, the same in each.
+    let reference = kyufu_ports::reference::assign(&*w.deps.status, &w.program.id, id).await.expect("reference");
+    let code = w.deps_links().tokens.issue_code(id);
+    for m in &mails {
+        assert!(m.text.contains(&reference.display()) && m.text.contains(&code), "{}", m.text);
+        assert!(m.text.contains(&format!("https://kyufu.example.jp/status#id={id}&token=")), "{}", m.text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +185,10 @@ async fn same_child_twice_is_duplicate_but_twins_and_siblings_are_not() {
     let dup = w.settled(again).await;
     assert_eq!(dup.status, Status::Duplicate);
     assert_eq!(dup.duplicate_of, Some(first));
+    // The duplicate is told plainly, by email too.
+    let told = w.mails_of(again, 2).await;
+    let dup_mail = told.iter().find(|m| m.kind == "duplicate").expect("a duplicate email");
+    assert!(dup_mail.text.contains(Status::Duplicate.label().0), "{}", dup_mail.text);
     assert_eq!(dup.reasons, vec![ReasonCode::DuplicateApplication]);
     assert_eq!(w.settled(sibling).await.status, Status::CouponIssued);
 
@@ -240,6 +269,10 @@ async fn doubtful_applications_go_to_review_with_every_reason() {
             assert!(rec.reasons.contains(r), "want {r:?} in {:?}", rec.reasons);
         }
         assert!(rec.coupon_code.is_none());
+        // The citizen is told a person is checking, by email.
+        let told = w.mails_of(id, 2).await;
+        let review = told.iter().find(|m| m.kind == "needs_review").expect("a review email");
+        assert!(review.text.contains(Status::NeedsReview.label().0), "{}", review.text);
     }
 }
 
@@ -249,7 +282,7 @@ async fn reviewer_approval_flows_to_a_coupon_and_a_rejection_frees_the_child() {
     let (g, kids) = &w.families()[2];
     let mut app = app_for(g, &kids[0]);
     app.guardian.given_name_kana = "タイプミス".into(); // a typo in the guardian's name: same child
-    let id = w.submit(app).await;
+    let id = w.submit(app.clone()).await;
     let rec = w.settled(id).await;
     assert_eq!(rec.status, Status::NeedsReview);
 
@@ -261,6 +294,22 @@ async fn reviewer_approval_flows_to_a_coupon_and_a_rejection_frees_the_child() {
     let mut reject = Transition::new(&[Status::NeedsReview], Status::Rejected, "reviewer:test");
     reject.reasons = vec![ReasonCode::RejectedByReviewer];
     w.deps.status.transition(id, &reject).await.expect("reject");
+    // The console then hands the event to notify through `applications.settled`: a rejection email.
+    let rejected_ev = ApplicationEvent {
+        v: 1,
+        application_id: id,
+        program_id: w.program.id.clone(),
+        identity_key: child_identity_key(&w.secret, &w.program.id, &app),
+        received_at: Utc::now(),
+        application: app,
+        document: DocumentRef { key: "x".into(), content_type: "image/jpeg".into(), size: 1, sha256: "a".repeat(64) },
+    };
+    w.deps.bus.publish(topics::SETTLED, rejected_ev.identity_key.as_bytes(), &rejected_ev.to_json()).await.expect("publish");
+    let told = w.mails_of(id, 3).await;
+    let kinds: Vec<&str> = told.iter().map(|m| m.kind).collect();
+    assert!(["receipt", "needs_review", "rejected"].iter().all(|k| kinds.contains(k)), "{kinds:?}");
+    let rejection = told.iter().find(|m| m.kind == "rejected").expect("rejection email");
+    assert!(!rejection.text.contains(Status::NeedsReview.label().0), "a rejection never says a person is still checking");
     let corrected = w.submit(app_for(g, &kids[0])).await;
     assert_eq!(w.settled(corrected).await.status, Status::CouponIssued);
 
@@ -298,7 +347,8 @@ async fn replayed_messages_change_nothing() {
         w.deps.bus.publish(topic, &m.key, &m.payload).await.expect("replay");
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(w.outbox.0.lock().await.len(), 1, "one email, however often the message comes");
+    let kinds: Vec<&str> = w.outbox.0.lock().await.iter().map(|m| m.kind).collect();
+    assert_eq!(kinds.len(), 2, "one email of each kind, however often the message comes: {kinds:?}");
     let after = w.deps.status.get(id).await.expect("get").expect("rec");
     assert_eq!(after.status, Status::CouponIssued);
     assert_eq!(after.coupon_code.as_deref(), Some(code.as_str()), "same code after replays");
@@ -311,11 +361,17 @@ async fn a_poison_message_is_dead_lettered_and_sent_to_review() {
     let mut dlq = w.deps.bus.subscribe("dlq-reader", &[topics::DEAD_LETTER]).await.expect("sub");
     // Undecodable payload.
     w.deps.bus.publish(topics::RECEIVED, b"junk", b"{not json").await.expect("publish");
-    let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
-    let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("dead letter json");
-    assert_eq!(letter.stage, "dedupe");
-    assert!(letter.error.contains("undecodable"), "{}", letter.error);
-    assert_eq!(letter.payload, b"{not json");
+    // Both consumers of the topic give up on it: dedupe, and notify (which sends receipts).
+    let mut stages = Vec::new();
+    for _ in 0..2 {
+        let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
+        let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("dead letter json");
+        assert!(letter.error.contains("undecodable"), "{}", letter.error);
+        assert_eq!(letter.payload, b"{not json");
+        stages.push(letter.stage);
+    }
+    stages.sort();
+    assert_eq!(stages, ["dedupe", "notify"]);
 
     // A decodable event whose record is missing: dead-lettered with its id.
     let (g, kids) = &w.families()[0];
@@ -421,12 +477,12 @@ async fn a_mail_outage_never_holds_back_issuance() {
     assert!(w.outbox.0.lock().await.is_empty());
     w.outbox.1.store(false, std::sync::atomic::Ordering::SeqCst);
     for _ in 0..300 {
-        if w.outbox.0.lock().await.len() >= 3 {
+        if w.outbox.0.lock().await.len() >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mails = w.outbox.0.lock().await.clone();
-    assert_eq!(mails.len(), 3, "each email exactly once after the outage");
+    assert_eq!(mails.len(), 6, "each receipt and coupon email exactly once after the outage");
 }

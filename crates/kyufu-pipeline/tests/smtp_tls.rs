@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use chrono::NaiveDate;
 use kyufu_domain::Program;
-use kyufu_pipeline::notify::{coupon_email, Notifier, SmtpNotifier};
+use kyufu_pipeline::notify::{Notifier, SmtpNotifier};
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio_rustls::rustls;
 
 mod common;
-use common::{converse, Seen};
+use common::{converse, coupon_email, Seen};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl").current_dir(dir).args(args).output().expect("run openssl");

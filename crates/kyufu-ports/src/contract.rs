@@ -183,6 +183,32 @@ pub async fn status_leases(s: Arc<dyn StatusStore>, racers: usize) {
     assert_eq!(winners, 1);
 }
 
+/// The reference index (`crate::reference`): a reference is claimed once per application, found
+/// again by a retry, resolved back to its application, kept per program, and a candidate another
+/// application holds is skipped.
+pub async fn reference_index(s: Arc<dyn StatusStore>) {
+    use crate::reference::{assign, candidate, namespace, resolve};
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let ra = assign(&*s, "p", a).await.expect("assign");
+    assert_eq!(assign(&*s, "p", a).await.expect("assign again"), ra, "a retry finds the same reference");
+    assert_eq!(resolve(&*s, "p", &ra).await.expect("resolve"), Some(a));
+    assert_eq!(resolve(&*s, "other", &ra).await.expect("resolve"), None, "references are per program");
+    let rb = assign(&*s, "p", b).await.expect("assign");
+    assert_ne!(ra, rb);
+    assert_eq!(resolve(&*s, "p", &rb).await.expect("resolve"), Some(b));
+
+    // Another application already holds c's first candidates: c gets the next free one.
+    let c = Uuid::new_v4();
+    let taken: Vec<_> = (0..3).filter_map(|k| candidate(c, k)).collect();
+    for r in &taken {
+        assert_eq!(s.claim(&namespace("p"), r.as_str(), &b.to_string()).await.expect("claim"), Claim::Won);
+    }
+    let rc = assign(&*s, "p", c).await.expect("assign");
+    assert!(!taken.contains(&rc), "{rc:?} was taken");
+    assert_eq!(resolve(&*s, "p", &rc).await.expect("resolve"), Some(c));
+    assert_eq!(resolve(&*s, "p", &taken[0]).await.expect("resolve"), Some(b), "the holder keeps its claim");
+}
+
 /// Many owners race for one key: exactly one wins.
 pub async fn status_racing_claims(s: Arc<dyn StatusStore>, racers: usize) {
     let tasks: Vec<_> = (0..racers)

@@ -16,10 +16,15 @@ pub mod topics {
     pub const APPROVED: &str = "applications.approved";
     /// Coupon issuance -> notification: applications whose coupon was issued.
     pub const ISSUED: &str = "applications.issued";
+    /// Dedupe, ID-check and reviewers -> notification: outcomes a citizen is told of other than
+    /// the coupon (duplicate, sent to a person, rejected).
+    pub const SETTLED: &str = "applications.settled";
+    /// Intake -> notification: the links of an application, asked for again.
+    pub const RESEND: &str = "applications.resend";
     /// Messages a stage gave up on, with the reason.
     pub const DEAD_LETTER: &str = "applications.deadletter";
     /// Every topic, in pipeline order (what a deployment creates).
-    pub const ALL: &[&str] = &[RECEIVED, UNIQUE, APPROVED, ISSUED, DEAD_LETTER];
+    pub const ALL: &[&str] = &[RECEIVED, UNIQUE, APPROVED, ISSUED, SETTLED, RESEND, DEAD_LETTER];
 }
 
 /// Where intake keeps the full application event in the document store, before the commit point:

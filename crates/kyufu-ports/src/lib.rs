@@ -11,6 +11,7 @@ pub mod bus;
 pub mod contract;
 pub mod documents;
 pub mod events;
+pub mod reference;
 pub mod status;
 pub mod unit;
 

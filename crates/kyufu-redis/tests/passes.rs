@@ -25,6 +25,8 @@ const EVENT: &str = "rice-demo";
 
 struct Node {
     base: String,
+    /// The operations address serving `/metrics` (never the public `base`).
+    ops: String,
     handle: GatewayHandle,
 }
 
@@ -71,8 +73,11 @@ async fn start_node(server: &RedisServer, prefix: &str, keyring: &Keyring, intak
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (gateway, handle) =
         Gateway::with_state(config, kyufu_telemetry::new_registry(), Arc::new(state)).expect("valid config");
+    let ops_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ops = format!("http://{}", ops_listener.local_addr().expect("addr"));
+    tokio::spawn(kyufu_http::serve(ops_listener, gateway.ops_router(), std::future::pending()));
     tokio::spawn(gateway.serve(listener, std::future::pending()));
-    Node { base, handle }
+    Node { base, ops, handle }
 }
 
 async fn json_of(resp: reqwest::Response) -> (StatusCode, Value) {
@@ -117,7 +122,7 @@ async fn spend(client: &reqwest::Client, node: &Node, pass: &str) -> reqwest::Re
 }
 
 async fn metric(client: &reqwest::Client, node: &Node, name: &str) -> u64 {
-    let text = client.get(format!("{}/metrics", node.base)).send().await.expect("metrics").text().await.expect("text");
+    let text = client.get(format!("{}/metrics", node.ops)).send().await.expect("metrics").text().await.expect("text");
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
         .unwrap_or_else(|| panic!("{name} missing"))

@@ -69,6 +69,12 @@ async fn a_run_out_lease_is_forgotten() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_reference_index() {
+    let server = RedisServer::start();
+    kyufu_ports::contract::reference_index(store(&server).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_claim_is_forgotten_after_its_time() {
     let server = RedisServer::start();
     let s = store(&server).await;

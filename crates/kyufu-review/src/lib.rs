@@ -707,6 +707,9 @@ async fn decide(console: &Console, me: &str, id: Uuid, input: &DecisionInput) ->
             return Err(DecisionError::Api(ApiError::new(ErrorCode::Internal)));
         };
         console.deps.bus.publish(topics::APPROVED, ev.identity_key.as_bytes(), &ev.to_json()).await.map_err(store_err)?;
+    } else if let Some(ev) = event {
+        // Rejected: the citizen is told by email (notify, through `applications.settled`).
+        console.deps.bus.publish(topics::SETTLED, ev.identity_key.as_bytes(), &ev.to_json()).await.map_err(store_err)?;
     }
     release(console, id, me).await;
     console.decisions.with_label_values(&[to.as_str()]).inc();

@@ -34,6 +34,10 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
         identity_secret: common::secret(),
         program: program.clone(),
         notifier: Arc::new(OutboxNotifier::new(dir.path().join("outbox"), "noreply@example.jp").expect("sender")),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(b"status secret for tests, long enough".to_vec()),
+            public_url: "http://localhost".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (_stop, rx) = tokio::sync::watch::channel(false);

@@ -65,7 +65,8 @@ pub struct AllInOneArgs {
     /// Address of the staff review console (not the public one).
     #[arg(long, env = "KYUFU_REVIEW_LISTEN", default_value = "127.0.0.1:8090")]
     review_listen: SocketAddr,
-    /// Write the bound public address to this file once serving (for scripts and tests).
+    /// Write the bound public address, then the staff address, one a line, to this file once
+    /// serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
     #[command(flatten)]
@@ -83,6 +84,10 @@ pub struct MailArgs {
     /// Sender of coupon emails.
     #[arg(long, env = "KYUFU_MAIL_FROM", default_value = "kyufu <noreply@example.jp>")]
     pub mail_from: String,
+    /// The public site the links in emails point to (`https://kyufu.example.jp`); the all-in-one
+    /// defaults to its own public address.
+    #[arg(long, env = "KYUFU_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl MailArgs {
@@ -178,7 +183,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     // API (with an admin token); a data directory made before either existed still runs the rest.
     let review_listener = TcpListener::bind(args.review_listen).await.with_context(|| format!("binding {}", args.review_listen))?;
     let review_addr = review_listener.local_addr()?;
-    let mut staff = axum::Router::new();
+    // Metrics only on the staff port: the public one never serves them.
+    let mut staff = kyufu_http::metrics_routes(metrics.clone());
     match kyufu_review::Reviewers::from_spec(secrets.reviewers.as_deref().unwrap_or("")) {
         Ok(reviewers) => {
             staff = staff.merge(kyufu_review::router(
@@ -211,6 +217,10 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
         identity_secret: secrets.identity.clone(),
         program: program.clone(),
         notifier: args.mail.notifier(&args.data_dir)?,
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: secrets.status_tokens.clone(),
+            public_url: args.mail.public_url.clone().unwrap_or_else(|| format!("http://{public}")),
+        },
         metrics: StageMetrics::new(&metrics),
     };
     let stages: Vec<_> = StageKind::ALL.into_iter().map(|k| kyufu_pipeline::spawn_stage(k, &deps, stop_rx.clone())).collect();
@@ -227,11 +237,12 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<()> {
     ));
 
     if let Some(path) = &args.addr_file {
-        std::fs::write(path, public.to_string()).with_context(|| format!("writing {}", path.display()))?;
+        // The public address, then the staff address (metrics, review console, admin API).
+        std::fs::write(path, format!("{public}\n{review_addr}\n")).with_context(|| format!("writing {}", path.display()))?;
     }
     tracing::info!(%public, data_dir = %args.data_dir.display(), "kyufu all-in-one running");
     println!(
-        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{public}/metrics\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
+        "\nkyufu is running.\n  waiting room + API : http://{public}/queue/join  (POST)\n  metrics            : http://{review_addr}/metrics  (staff port)\n  review console     : http://{review_addr}/review  (staff; login {})\n  operators' API     : http://{review_addr}/admin/v1/queue  (kyufu admin --help; token in secrets.json)\n  resident registry  : {}\n                       {}\n  data directory     : {}\n  coupon emails      : {}\nStop with Ctrl-C.\n",
         secrets.demo_reviewer_password.as_deref().map_or_else(|| "from KYUFU_REVIEWERS".to_owned(), |p| format!("reviewer / {p}")),
         registry_path.display(),
         registry.special_cases(program.reference_date),

@@ -62,6 +62,10 @@ pub async fn run(args: EvalArgs) -> anyhow::Result<()> {
         identity_secret: identity.clone(),
         program,
         notifier: Arc::new(OutboxNotifier::new(dir.path().join("outbox"), "kyufu <noreply@example.jp>").map_err(anyhow::Error::msg)?),
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: kyufu_domain::token::StatusTokens::new(rand::random::<[u8; 32]>().to_vec()),
+            public_url: "http://localhost".into(),
+        },
         metrics: StageMetrics::new(&kyufu_telemetry::new_registry()),
     };
     let (stop, rx) = watch::channel(false);

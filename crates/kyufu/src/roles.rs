@@ -63,6 +63,10 @@ pub struct GatewayArgs {
     /// With several gateway nodes on a Redis queue, a change sent to one node reaches them all.
     #[arg(long, env = "KYUFU_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
+    /// Operations address for Prometheus (`/metrics`, with `/healthz` and `/readyz`); the public
+    /// `--listen` never serves metrics. Without it the gateway exports no metrics.
+    #[arg(long, env = "KYUFU_OPS_LISTEN")]
+    ops_listen: Option<SocketAddr>,
     /// Secrets file (tickets and passes); environment variables take precedence.
     #[arg(long, env = "KYUFU_SECRETS_FILE", default_value = "./data/secrets.json")]
     secrets_file: PathBuf,
@@ -215,14 +219,28 @@ pub async fn gateway(args: GatewayArgs) -> anyhow::Result<()> {
             let router = kyufu_gateway::admin::admin_router(handle, token).map_err(|e| anyhow::anyhow!("KYUFU_ADMIN_TOKEN: {e}"))?;
             let admin = TcpListener::bind(addr).await.with_context(|| format!("binding --admin-listen {addr}"))?;
             tracing::info!(addr = %admin.local_addr()?, "admin API listening");
-            Some(tokio::spawn(kyufu_http::serve(admin, router, crate::all_in_one::stopped(stop_rx))))
+            Some(tokio::spawn(kyufu_http::serve(admin, router, crate::all_in_one::stopped(stop_rx.clone()))))
         }
         (Some(_), None) => anyhow::bail!("--admin-listen needs KYUFU_ADMIN_TOKEN (or KYUFU_ADMIN_TOKEN_FILE)"),
         (None, _) => None,
     };
+    let ops_task = match args.ops_listen {
+        Some(addr) => {
+            let ops = TcpListener::bind(addr).await.with_context(|| format!("binding --ops-listen {addr}"))?;
+            tracing::info!(addr = %ops.local_addr()?, "metrics listening (operations address)");
+            Some(tokio::spawn(kyufu_http::serve(ops, gateway.ops_router(), crate::all_in_one::stopped(stop_rx.clone()))))
+        }
+        None => {
+            tracing::warn!("no --ops-listen: this gateway exports no metrics (never on the public port)");
+            None
+        }
+    };
     let served = gateway.serve(listener, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    if let Some(task) = ops_task {
         let _ = task.await;
     }
     served
@@ -309,6 +327,10 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         identity_secret: secrets.identity,
         program,
         notifier: args.mail.notifier(&args.data_dir)?,
+        mail_links: kyufu_pipeline::notify::MailLinks {
+            tokens: secrets.status_tokens.clone(),
+            public_url: args.mail.public_url.clone().unwrap_or_else(|| "http://localhost:8080".to_owned()),
+        },
         metrics: StageMetrics::new(&metrics),
     };
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -1,7 +1,10 @@
 //! The citizen's pages in a real browser: headless Debian Chromium driven by playwright-core
 //! (`e2e/walk.mjs`) against a real all-in-one with a slow door, so the visitor really waits.
 //! Queue → admitted → the form for two siblings with uploads (a mistake shown next to its field
-//! first) → check page → sent → the status page with the coupon; a case needing review; English.
+//! first) → check page → sent → the status page with the coupon; a case needing review; English;
+//! an expectant mother applies in a second browser, her completion page survives a reload, and a
+//! third browser finds her application with only the number and code from that page, and again
+//! with only the link in her receipt email; the "lost your link?" page.
 //!
 //! Needs `node`, `chromium` and `e2e/node_modules` (all installed by `make deps`); fails loudly
 //! without them. `KYUFU_SCREENSHOTS=docs/screenshots` keeps the phone-width screenshots.
@@ -26,6 +29,20 @@ fn person(r: &Resident) -> Value {
         "family_name_kana": r.family_name_kana, "given_name_kana": r.given_name_kana,
         "birth_date": r.birth_date.to_string(),
     })
+}
+
+/// The first expectant mother in the registry, as the form's guardian fields plus her due date.
+fn expectant_mother(registry: &Path) -> Value {
+    let mut rdr = csv::Reader::from_path(registry).expect("registry.csv readable");
+    let headers = rdr.headers().expect("header row").clone();
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("row")).collect();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("column {name} missing"));
+    let row = rows.iter().find(|r| !r[col("expecting")].is_empty() && r[col("postal_code")].starts_with('9')).expect("an expectant mother in the registry");
+    let mut m = json!({"postal_code": row[col("postal_code")], "email": "mother@example.jp", "phone": "080-2222-3333"});
+    for k in ["family_name", "given_name", "family_name_kana", "given_name_kana", "birth_date"] {
+        m[k] = json!(row[col(k)]);
+    }
+    json!({ "guardian": m, "due": row[col("expecting")] })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,6 +87,9 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
     let review = wait_settled(&c, &sys.base, id, token, Duration::from_secs(30)).await;
     assert_eq!(review["status"], "needs_review");
 
+    // An expectant mother, as the registry has her (with her registered due date).
+    let mother = expectant_mother(&dir.path().join("registry.csv"));
+
     let document = dir.path().join("id-card.png");
     std::fs::write(&document, card_png(320, 200)).expect("write document");
     let input = json!({
@@ -78,6 +98,8 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
         "children": [person(&siblings[0].1), person(&siblings[1].1)],
         "document": document,
         "review_link": format!("/status#id={id}&token={token}"),
+        "mother": mother,
+        "outbox": dir.path().join("outbox"),
     });
     let input_path = dir.path().join("walk.json");
     std::fs::write(&input_path, input.to_string()).expect("write input");
@@ -104,8 +126,11 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
     eprintln!("{log}");
     assert!(out.status.success(), "browser walk failed:\n{log}");
     assert!(log.contains("walk passed"));
-    // The form spent the browser's pass once; the API visitor above never spent theirs.
-    let metrics = c.get(format!("{}/metrics", sys.base)).send().await.expect("metrics").text().await.expect("text");
-    assert!(metrics.lines().any(|l| l == "kyufu_gateway_passes_spent_total 1"), "{metrics}");
-    assert!(metrics.lines().any(|l| l == "kyufu_intake_passes_spent_total 1"), "{metrics}");
+    // Each browser's form spent its pass once (the parent's and the mother's); the API visitor
+    // above never spent theirs.
+    let public = c.get(format!("{}/metrics", sys.base)).send().await.expect("public metrics");
+    assert_eq!(public.status().as_u16(), 404, "no metrics on the public port");
+    let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.lines().any(|l| l == "kyufu_gateway_passes_spent_total 2"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "kyufu_intake_passes_spent_total 2"), "{metrics}");
 }

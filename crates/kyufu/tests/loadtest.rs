@@ -20,6 +20,7 @@ async fn compressed_launch_day_loses_nothing() {
     let today = chrono::Local::now().date_naive();
     let config = loadtest::Config {
         target: sys.base.clone(),
+        metrics: sys.staff.clone(),
         allow_remote: false,
         profile_name: "launch-day".into(),
         curve: loadtest::profile::Curve::launch_day(),

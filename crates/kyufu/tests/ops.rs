@@ -210,7 +210,7 @@ async fn short_load(c: &reqwest::Client, base: &str, data_dir: &Path, valid: usi
 async fn prometheus_scrapes_the_launch_day_series_from_a_running_system() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sys = System::start(dir.path(), &["--households", "300"]);
-    let target = sys.base.trim_start_matches("http://").to_owned();
+    let target = sys.staff.trim_start_matches("http://").to_owned();
     let prom = Prometheus::start(&target);
     let c = client();
 
@@ -420,7 +420,7 @@ async fn dashboards_and_rules_name_only_exported_metrics() {
     let sys = System::start(dir.path(), &["--households", "300"]);
     let c = client();
     short_load(&c, &sys.base, dir.path(), 2).await;
-    let text = c.get(format!("{}/metrics", sys.base)).send().await.expect("scrape").text().await.expect("text");
+    let text = c.get(format!("{}/metrics", sys.staff)).send().await.expect("scrape").text().await.expect("text");
     let (samples, families) = scraped_names(&text);
     assert!(samples.contains("kyufu_gateway_queue_wait_seconds_bucket"), "histogram suffixes are seen");
 
@@ -526,7 +526,7 @@ async fn render_launch_day_overview() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Two admissions per second against a morning rush: a real queue builds and drains.
     let sys = System::start(dir.path(), &["--households", "2000", "--rate", "2", "--burst", "4"]);
-    let prom = Prometheus::start(sys.base.trim_start_matches("http://"));
+    let prom = Prometheus::start(sys.staff.trim_start_matches("http://"));
     let c = client();
     let registry = read_registry(&dir.path().join("registry.csv"));
     let fams = Arc::new(families(&registry, chrono::Utc::now().date_naive()));

@@ -51,7 +51,7 @@ async fn logs_and_metrics_carry_no_personal_data() {
         assert_eq!(code, 422);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let metrics = c.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
     drop(sys);
     let log = std::fs::read_to_string(dir.path().join("test-system.log")).expect("log");
     assert!(log.len() > 1000, "the run logged something: {} bytes", log.len());

@@ -73,6 +73,8 @@ struct Topology {
     dir: PathBuf,
     registry: PathBuf,
     gateway_base: String,
+    /// The gateway's operations address (`/metrics`; the public port serves none).
+    gateway_ops: String,
     intake_addr: String,
 }
 
@@ -98,6 +100,7 @@ impl Topology {
             dir: dir.to_owned(),
             registry,
             gateway_base: String::new(),
+            gateway_ops: String::new(),
             intake_addr: String::new(),
         }
     }
@@ -154,12 +157,12 @@ impl Topology {
         self.intake_addr.clone_from(&intake);
         procs.insert("intake".to_owned(), self.intake());
         let gateway = format!("127.0.0.1:{}", free_port());
+        let ops = format!("127.0.0.1:{}", free_port());
         let upstream = format!("http://{intake}");
-        procs.insert(
-            "gateway".to_owned(),
-            self.spawn("gateway", &["gateway", "--listen", &gateway, "--upstream", &upstream, "--secrets-file", "/nonexistent"], format!("http://{gateway}/readyz")),
-        );
+        let args = ["gateway", "--listen", &gateway, "--upstream", &upstream, "--ops-listen", &ops, "--secrets-file", "/nonexistent"];
+        procs.insert("gateway".to_owned(), self.spawn("gateway", &args, format!("http://{gateway}/readyz")));
         self.gateway_base = format!("http://{gateway}");
+        self.gateway_ops = format!("http://{ops}");
         for stage in ["dedupe", "idcheck", "coupon", "notify"] {
             procs.insert(stage.to_owned(), self.worker(stage, 0));
         }
@@ -295,6 +298,7 @@ async fn fault_topology(dir: &Path, households: usize, kafka: Kafka, prefix: &st
 fn fault_load(topo: &Topology, out: &Path, curve: loadtest::profile::Curve, applications: u64, speedup: f64, mix: loadtest::plan::Mix) -> loadtest::Config {
     loadtest::Config {
         target: topo.gateway_base.clone(),
+        metrics: topo.gateway_ops.clone(),
         allow_remote: false,
         profile_name: "fault-run".into(),
         curve,

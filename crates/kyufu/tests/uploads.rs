@@ -45,7 +45,7 @@ async fn all_in_one_scans_uploads_with_clamd_and_fails_closed() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert!(readyz.contains("virus_scanner"), "readyz names the scanner: {readyz:?}");
-    let metrics = c.get(format!("{}/metrics", sys.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
     for outcome in ["clean", "infected", "error"] {
         let line = format!("kyufu_intake_documents_scanned_total{{outcome=\"{outcome}\"}} 1");
         assert!(metrics.contains(&line), "{line} in /metrics");

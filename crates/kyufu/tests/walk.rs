@@ -143,7 +143,7 @@ async fn launch_walk_through_the_public_contract() {
 
     // Nothing from the refused submissions was recorded: the metrics count exactly the five
     // applications accepted above (one of them a replay).
-    let metrics = c.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
     let accepted_new: f64 = metric_value(&metrics, "kyufu_intake_applications_accepted_total{replay=\"false\"}");
     assert_eq!(accepted_new, 4.0, "{metrics}");
     let decisions = metric_value(&metrics, "kyufu_pipeline_coupons_issued_total");

@@ -32,8 +32,8 @@
   function retitle() {
     const blocks = children.querySelectorAll("[data-child]");
     blocks.forEach((b, i) => {
-      b.querySelector("[data-child-title]").textContent = M.child + " " + (i + 1);
-      b.querySelector("[data-remove]").hidden = blocks.length < 2;
+      b.querySelector("[data-child-title]").textContent = isMother() ? M.document_block : M.child + " " + (i + 1);
+      b.querySelector("[data-remove]").hidden = blocks.length < 2 || isMother();
     });
   }
   const $ = (id) => document.getElementById(id);
@@ -80,7 +80,8 @@
   }
 
   // Light checks in the browser; the server checks everything again.
-  const KANA = /^[\u3041-\u3096\u30A1-\u30FA\u30FC\u3000 ・ー]+$/;
+  // Hiragana, katakana, and half-width katakana (ｶﾀｶﾅ, which the server folds to full width).
+  const KANA = /^[\u3041-\u3096\u30A1-\u30FA\u30FC\u3000\uFF65-\uFF9F ・ー]+$/;
   function check(id, kind) {
     const el = $(id);
     if (!el) return true;
@@ -99,8 +100,10 @@
   function validate() {
     let ok = true;
     GUARDIAN.forEach((f) => { ok = check("guardian." + f, $("guardian." + f) && $("guardian." + f).type) && ok; });
-    children.querySelectorAll("[data-child]").forEach((b) => {
-      PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
+    if (isMother()) ok = checkDeliveryDate() && ok;
+    activeBlocks().forEach((b) => {
+      if (!isMother()) PERSON.forEach((f) => { ok = check("c" + b.dataset.n + "." + f, "") && ok; });
+      if (!isMother()) ok = checkChildAge($("c" + b.dataset.n + ".birth_date")) && ok;
       const file = b.querySelector("input[type=file]");
       if (!file.files || !file.files[0]) { setError(file, M.document_missing); ok = false; }
       else if (!checkFile(b)) ok = false;
@@ -114,9 +117,26 @@
     box.textContent = text || "";
     box.hidden = !text;
     if (text) {
-      const first = form.querySelector("[aria-invalid=true]");
-      (first || box).focus();
+      errorLinks(box);
+      box.focus();
     }
+  }
+  // The summary lists each error with a link to its field (label: message).
+  function errorLinks(box) {
+    const ul = document.createElement("ul");
+    form.querySelectorAll("[aria-invalid=true]").forEach((el) => {
+      if (el.closest("[hidden]")) return;
+      const label = form.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+      const err = $(el.id + "-error");
+      const li = document.createElement("li");
+      const a = document.createElement("a");
+      a.href = "#" + el.id;
+      a.textContent = (label ? label.textContent : el.id) + ": " + (err ? err.textContent : "");
+      a.addEventListener("click", (e) => { e.preventDefault(); el.focus(); });
+      li.appendChild(a);
+      ul.appendChild(li);
+    });
+    if (ul.children.length) box.appendChild(ul);
   }
 
   $("add-child").addEventListener("click", () => {
@@ -142,7 +162,9 @@
     };
     const guardian = person("guardian.");
     ["postal_code", "email", "phone"].forEach((f) => { guardian[f] = val("guardian." + f); });
-    return { guardian: guardian, child: person("c" + n + "."), consent: true };
+    // An expectant mother applies for herself: no child object, her delivery date instead.
+    if (isMother()) return { kind: "expectant_mother", guardian: guardian, expected_delivery_date: val("expected_delivery_date"), consent: true };
+    return { kind: "child", guardian: guardian, child: person("c" + n + "."), consent: true };
   }
 
   form.addEventListener("submit", (e) => {
@@ -152,7 +174,7 @@
       return;
     }
     summary("");
-    children.querySelectorAll("[data-child]").forEach(() => kyufu.funnel("child_done"));
+    activeBlocks().forEach(() => kyufu.funnel("child_done"));
     const list = $("confirm-list");
     list.textContent = "";
     const add = (dl, k, v) => {
@@ -163,16 +185,18 @@
     const g = document.createElement("dl");
     add(g, M.guardian, val("guardian.family_name") + " " + val("guardian.given_name") + "（" + val("guardian.family_name_kana") + " " + val("guardian.given_name_kana") + "） " + val("guardian.email"));
     list.appendChild(g);
-    children.querySelectorAll("[data-child]").forEach((b, i) => {
+    activeBlocks().forEach((b, i) => {
       const n = b.dataset.n;
       const dl = document.createElement("dl");
-      add(dl, M.child + " " + (i + 1), val("c" + n + ".family_name") + " " + val("c" + n + ".given_name") + "（" + val("c" + n + ".birth_date") + "）");
+      if (isMother()) add(dl, M.expected_delivery_date, val("expected_delivery_date"));
+      else add(dl, M.child + " " + (i + 1), val("c" + n + ".family_name") + " " + val("c" + n + ".given_name") + "（" + val("c" + n + ".birth_date") + "）");
       add(dl, M.document, b.querySelector("input[type=file]").files[0].name);
       list.appendChild(dl);
     });
     form.hidden = true;
     $("confirm").hidden = false;
     $("confirm").focus();
+    enterCheckStep();
     kyufu.funnel("confirm_shown");
   });
   $("back").addEventListener("click", () => {
@@ -198,7 +222,7 @@
         headers: { "Idempotency-Key": block.dataset.key, Accept: "application/json" },
       });
       const v = await r.json().catch(() => ({}));
-      if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token };
+      if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token, reference: v.reference, code: v.lookup_code };
       return { ok: false, status: r.status, code: v.code || "service_unavailable", errors: v.errors || [] };
     } catch (e) {
       return { ok: false, status: 0, code: "network", errors: [] };
@@ -226,12 +250,12 @@
     const send = $("send");
     send.disabled = true;
     send.textContent = M.sending;
-    const blocks = Array.from(children.querySelectorAll("[data-child]"));
+    const blocks = activeBlocks();
     const results = [];
     for (const b of blocks) {
       if (b.dataset.done) { results.push({ block: b, res: JSON.parse(b.dataset.done) }); continue; }
       const res = await sendOne(b);
-      if (res.ok) b.dataset.done = JSON.stringify(res);
+      if (res.ok) { b.dataset.done = JSON.stringify(res); keepReceipt(b, res); }
       else kyufu.funnel("error", res.code === "network" ? "service_unavailable" : res.code);
       results.push({ block: b, res: res });
     }
@@ -241,27 +265,14 @@
     const list = $("done-list");
     list.textContent = "";
     results.forEach(({ block, res }) => {
+      if (res.ok) { list.appendChild(kyufu.receiptItem(receiptOf(block, res), M)); return; }
       const li = document.createElement("li");
-      const n = block.dataset.n;
       const who = document.createElement("strong");
-      who.textContent = val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
-      li.appendChild(who);
-      if (res.ok) {
-        const p = document.createElement("p");
-        p.textContent = M.application_id + ": ";
-        const code = document.createElement("code");
-        code.textContent = res.id;
-        p.appendChild(code);
-        const a = document.createElement("a");
-        a.href = "/status#id=" + encodeURIComponent(res.id) + "&token=" + encodeURIComponent(res.token);
-        a.textContent = M.status_link;
-        li.append(p, a);
-      } else {
-        const p = document.createElement("p");
-        p.className = "error";
-        p.textContent = M.failed + ": " + (M[res.code] || M.service_unavailable);
-        li.appendChild(p);
-      }
+      who.textContent = receiptOf(block, res).who;
+      const p = document.createElement("p");
+      p.className = "error";
+      p.textContent = M.failed + ": " + (M[res.code] || M.service_unavailable);
+      li.append(who, p);
       list.appendChild(li);
     });
     if (results.some((x) => x.res.ok)) {
@@ -287,9 +298,224 @@
       $("intro").hidden = true;
       $("done-next").hidden = false;
       $("done").focus();
+      // The completion page has its own address: a reload shows the receipts kept in this browser.
+      history.replaceState(null, "", "/done");
+      clearState();
+      // The turn is over: no clock, no "answers put back" notice on the completion page.
+      form.dataset.expires = "0";
+      $("pass-time").hidden = true;
+      $("restored").hidden = true;
       spendPass();
     }
   });
 
+  // --- Receipts: kept in this browser as each application is accepted. ---
+  function receiptOf(block, res) {
+    const n = block.dataset.n;
+    const who = isMother()
+      ? val("guardian.family_name") + " " + val("guardian.given_name")
+      : val("c" + n + ".family_name") + " " + val("c" + n + ".given_name");
+    return { id: res.id, token: res.token, reference: res.reference, code: res.code, who: who };
+  }
+  function keepReceipt(block, res) {
+    kyufu.saveReceipt(receiptOf(block, res));
+  }
+
+  // --- Who the application is for: children, or an expectant mother for herself. ---
+  function isMother() {
+    const r = form.querySelector("input[name=kind]:checked");
+    return !!r && r.value === "expectant_mother";
+  }
+  // The blocks that are sent: every child, or the mother's one document block.
+  function activeBlocks() {
+    const all = Array.from(children.querySelectorAll("[data-child]"));
+    return isMother() ? all.slice(0, 1) : all;
+  }
+  function applyKind() {
+    const mother = isMother();
+    $("expectant").hidden = !mother;
+    $("add-child").hidden = mother;
+    const legend = $("guardian").querySelector("legend");
+    legend.textContent = mother ? legend.dataset.motherLabel : legend.dataset.childLabel;
+    children.querySelectorAll("[data-child]").forEach((b, i) => {
+      b.querySelector("[data-person]").hidden = mother;
+      if (!b.dataset.done) b.hidden = mother && i > 0;
+    });
+    retitle();
+  }
+  // A delivery date from today up to 300 days ahead, as the server checks it.
+  function checkDeliveryDate() {
+    const el = $("expected_delivery_date");
+    const v = el.value.trim();
+    let code = "";
+    if (!v) code = "required";
+    else {
+      const d = new Date(v + "T00:00:00");
+      const today = new Date(); today.setHours(0, 0, 0, 0);
+      if (isNaN(d)) code = "invalid_date";
+      else if (d < today) code = "delivery_date_past";
+      else if ((d - today) / 86400000 > 300) code = "delivery_date_too_far";
+    }
+    setError(el, code ? M[code] : "");
+    return !code;
+  }
+  form.querySelectorAll("input[name=kind]").forEach((r) => r.addEventListener("change", applyKind));
+
+  // A child's birth date: not in the future, and under 18 today.
+  function checkChildAge(el) {
+    if (!el || !el.value || el.getAttribute("aria-invalid") === "true") return !!(el && el.value);
+    const born = new Date(el.value + "T00:00:00");
+    const today = new Date();
+    let code = "";
+    if (isNaN(born)) code = "invalid_date";
+    else if (born > today) code = "in_future";
+    else {
+      const adult = new Date(born); adult.setFullYear(born.getFullYear() + 18);
+      if (adult <= today) code = "over_age";
+    }
+    if (code) setError(el, M[code]);
+    return !code;
+  }
+
+  // --- No lost input: answers (sessionStorage) and photos (IndexedDB) kept in this browser
+  // across reload, Back and language switch, until the applications are sent. ---
+  const STATE = "kyufu-form";
+  const inBlock = (el) => el.closest("[data-child]");
+  function blocks() { return Array.from(children.querySelectorAll("[data-child]")); }
+  function saveState() {
+    const own = {};
+    form.querySelectorAll("input").forEach((el) => {
+      if (el.type === "file" || inBlock(el)) return;
+      if (el.type === "radio") { if (el.checked) own["radio:" + el.name] = el.value; }
+      else own[el.id] = el.type === "checkbox" ? el.checked : el.value;
+    });
+    const per = blocks().map((b) => {
+      const o = {};
+      b.querySelectorAll("input").forEach((el) => {
+        if (el.type === "file") o.photo = !!(el.files && el.files[0]);
+        else o[el.id.replace(/^c\d+\./, "")] = el.value;
+      });
+      return o;
+    });
+    try { sessionStorage.setItem(STATE, JSON.stringify({ own: own, blocks: per })); } catch (e) { /* private mode */ }
+  }
+  function photoDb() {
+    return new Promise((resolve) => {
+      try {
+        const req = indexedDB.open(STATE, 1);
+        req.onupgradeneeded = () => req.result.createObjectStore("photos");
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => resolve(null);
+      } catch (e) { resolve(null); }
+    });
+  }
+  async function savePhotos() {
+    const db = await photoDb();
+    if (!db) return;
+    const tx = db.transaction("photos", "readwrite");
+    const store = tx.objectStore("photos");
+    store.clear();
+    blocks().forEach((b, i) => {
+      const f = b.querySelector("input[type=file]").files[0];
+      if (f) store.put({ name: f.name, type: f.type, blob: f }, i);
+    });
+  }
+  async function loadPhotos() {
+    const db = await photoDb();
+    if (!db) return [];
+    return new Promise((resolve) => {
+      const out = [];
+      const req = db.transaction("photos").objectStore("photos").openCursor();
+      req.onsuccess = () => {
+        const c = req.result;
+        if (!c) return resolve(out);
+        out.push([c.key, c.value]);
+        c.continue();
+      };
+      req.onerror = () => resolve(out);
+    });
+  }
+  function clearState() {
+    try { sessionStorage.removeItem(STATE); } catch (e) { /* nothing kept */ }
+    photoDb().then((db) => { if (db) db.transaction("photos", "readwrite").objectStore("photos").clear(); });
+  }
+  async function restoreState() {
+    let state = null;
+    try { state = JSON.parse(sessionStorage.getItem(STATE) || "null"); } catch (e) { /* none */ }
+    if (!state) return;
+    for (let i = 1; i < state.blocks.length; i++) children.appendChild(number(template.cloneNode(true)));
+    Object.entries(state.own).forEach(([k, v]) => {
+      if (k.startsWith("radio:")) {
+        const r = form.querySelector(`input[name="${k.slice(6)}"][value="${v}"]`);
+        if (r) r.checked = true;
+      } else if ($(k)) {
+        if ($(k).type === "checkbox") $(k).checked = v; else $(k).value = v;
+      }
+    });
+    const bs = blocks();
+    state.blocks.forEach((o, i) => {
+      Object.entries(o).forEach(([k, v]) => { const el = $("c" + bs[i].dataset.n + "." + k); if (el && k !== "photo") el.value = v; });
+    });
+    applyKind();
+    const photos = await loadPhotos();
+    photos.forEach(([i, p]) => {
+      const b = bs[i];
+      if (!b || !p || typeof DataTransfer === "undefined") return;
+      const dt = new DataTransfer();
+      dt.items.add(new File([p.blob], p.name, { type: p.type }));
+      b.querySelector("input[type=file]").files = dt.files;
+      const img = b.querySelector("img.preview");
+      if (p.type.startsWith("image/")) { img.src = URL.createObjectURL(p.blob); img.hidden = false; }
+    });
+    state.blocks.forEach((o, i) => {
+      const input = bs[i] && bs[i].querySelector("input[type=file]");
+      if (o.photo && input && !(input.files && input.files[0])) setError(input, M.photo_again);
+    });
+    $("restored").hidden = false;
+    // Reloaded on the check step: show it again.
+    if (location.hash === "#check") form.requestSubmit();
+  }
+  // The check step has its own address and history entry: Back returns to the form.
+  function enterCheckStep() {
+    if (location.hash === "#check") history.replaceState({ step: "check" }, "", "#check");
+    else history.pushState({ step: "check" }, "", "#check");
+  }
+  window.addEventListener("popstate", () => {
+    if (location.hash !== "#check" && !$("confirm").hidden) {
+      $("confirm").hidden = true;
+      form.hidden = false;
+      form.querySelector("input").focus();
+    } else if (location.hash === "#check" && $("confirm").hidden && !form.hidden) {
+      form.requestSubmit();
+    }
+  });
+  $("back").addEventListener("click", () => { if (location.hash === "#check") history.back(); });
+  form.addEventListener("input", saveState);
+  form.addEventListener("change", (e) => { saveState(); if (e.target.type === "file") savePhotos(); });
+  form.addEventListener("click", (e) => {
+    if (e.target.closest("button")) setTimeout(() => { saveState(); savePhotos(); }, 0);
+  });
+
+  // The pass's time limit, stated and warned about five minutes before the end.
+  function passClock() {
+    const exp = Number(form.dataset.expires || 0) * 1000;
+    if (!exp) return;
+    const box = $("pass-time");
+    const tick = () => {
+      if (!Number(form.dataset.expires)) return;
+      const left = exp - Date.now();
+      const t = new Date(exp).toLocaleTimeString(kyufu.lang === "en" ? "en-GB" : "ja-JP", { hour: "2-digit", minute: "2-digit" });
+      const msg = left <= 0 ? M.pass_over : left < 5 * 60000 ? M.pass_soon : M.pass_until;
+      box.textContent = msg.replace("{t}", t).replace("{n}", String(Math.max(0, Math.ceil(left / 60000))));
+      box.hidden = false;
+      box.classList.toggle("urgent", left < 5 * 60000);
+      if (left > 0) setTimeout(tick, 15000);
+    };
+    tick();
+  }
+
   number(children.querySelector("[data-child]"));
+  applyKind();
+  passClock();
+  restoreState();
 })();

@@ -28,14 +28,12 @@
     if (r.status !== 200) { out.appendChild(el("p", "error", M.unavailable)); return; }
     const v = await r.json();
     form.hidden = true;
-    out.appendChild(el("h2", "", M.current + ": " + (M[v.status] || v.status)));
-    if (v.status === "duplicate" || v.status === "rejected") {
-      out.appendChild(el("p", "notice", M[v.status]));
-    } else {
+    out.appendChild(el("h2", "", M.current + ": " + (M["status_" + v.status] || v.status)));
+    if (v.status !== "duplicate" && v.status !== "rejected") {
       const ol = el("ol", "steps");
       const at = stepIndex(v.status);
       STEPS.forEach((s, i) => {
-        const label = i === 1 && v.status === "needs_review" ? M.needs_review : M[s];
+        const label = i === 1 && v.status === "needs_review" ? M.status_needs_review : M[s];
         const li = el("li", i < at || (i === at && s === "coupon_issued") ? "done" : i === at ? "current" : "", label);
         if (i === at) li.setAttribute("aria-current", "step");
         ol.appendChild(li);

@@ -14,6 +14,8 @@ pub const EVENT: &str = "rice-2026";
 
 pub struct Harness {
     pub base: String,
+    /// The operations address: `/metrics` (never on the public `base`).
+    pub ops: String,
     pub handle: GatewayHandle,
     pub keyring: Keyring,
     pub client: reqwest::Client,
@@ -30,8 +32,17 @@ pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (gateway, handle) = Gateway::new(config, kyufu_telemetry::new_registry()).expect("valid config");
+    let ops = serve_ops(gateway.ops_router()).await;
     tokio::spawn(gateway.serve(listener, std::future::pending()));
-    Harness { base, handle, keyring, client: reqwest::Client::new() }
+    Harness { base, ops, handle, keyring, client: reqwest::Client::new() }
+}
+
+/// Serves a gateway's operations routes on their own loopback port; returns its base URL.
+pub async fn serve_ops(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ops = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(kyufu_http::serve(listener, router, std::future::pending()));
+    ops
 }
 
 /// One queue answer.

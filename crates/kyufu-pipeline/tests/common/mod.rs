@@ -1,5 +1,7 @@
-//! A small SMTP peer for the notifier tests: records what it is sent.
+//! A small SMTP peer for the notifier tests: records what it is sent; and the coupon email they send.
 
+use kyufu_domain::Program;
+use kyufu_pipeline::notify::{email, MailFacts, MailKind, Notification};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
 
@@ -58,4 +60,11 @@ pub async fn converse<S: AsyncRead + AsyncWrite + Unpin>(stream: S, tls: bool, s
         };
         stream.write_all(reply).await.ok()?;
     }
+}
+
+/// The coupon email of application `id`, its id standing in for the reference.
+pub fn coupon_email(program: &Program, id: uuid::Uuid, to: &str, who: &str, code: &str) -> Notification {
+    let reference = id.to_string();
+    let facts = MailFacts { program, who, reference: &reference, code: "AB12-CD34", status_link: "https://kyufu.example.jp/status", coupon_code: Some(code) };
+    email(MailKind::CouponIssued, &facts, id, to)
 }

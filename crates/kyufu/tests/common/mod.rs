@@ -15,6 +15,8 @@ pub use kyufu_testservers::free_port;
 pub struct System {
     pub child: Child,
     pub base: String,
+    /// The staff address: `/metrics`, the review console, the admin API (never on `base`).
+    pub staff: String,
     pub data_dir: PathBuf,
 }
 
@@ -47,16 +49,18 @@ impl System {
             .spawn()
             .expect("start kyufu binary");
         let deadline = Instant::now() + Duration::from_secs(60);
-        let base = loop {
-            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-                if !addr.trim().is_empty() {
-                    break format!("http://{}", addr.trim());
+        // The file holds the public address, then the staff address, one a line.
+        let (base, staff) = loop {
+            if let Ok(addrs) = std::fs::read_to_string(&addr_file) {
+                let mut lines = addrs.lines().map(str::trim).filter(|l| !l.is_empty());
+                if let (Some(public), Some(staff)) = (lines.next(), lines.next()) {
+                    break (format!("http://{public}"), format!("http://{staff}"));
                 }
             }
             assert!(Instant::now() < deadline, "kyufu did not start; see {}", data_dir.join("test-system.log").display());
             std::thread::sleep(Duration::from_millis(50));
         };
-        System { child, base, data_dir: data_dir.to_owned() }
+        System { child, base, staff, data_dir: data_dir.to_owned() }
     }
 
     pub fn kill(&mut self) {
