@@ -8,6 +8,7 @@ pub mod application;
 pub mod document;
 pub mod error;
 pub mod identity;
+pub mod imagefile;
 pub mod normalize;
 pub mod pdf;
 pub mod program;

@@ -3,7 +3,8 @@
 //! - `GET /review` — the queue of `needs_review` applications, oldest first, with reasons and who
 //!   is looking at each.
 //! - `GET /review/cases/{id}` — one case: every reason, the application as submitted, the registry
-//!   records it was compared with, and the uploaded document (`/review/cases/{id}/document`).
+//!   records it was compared with, and the uploaded document (`/review/cases/{id}/document`: the
+//!   documents step's rendition of an image, else the document as stored).
 //!   Opening a case takes a lease on it (`LEASE_SECS`), so two reviewers never decide the same case.
 //! - `POST /review/cases/{id}/decision` — approve (the application moves to `approved` and is
 //!   published to coupon issuance) or reject with a reason. Every decision is recorded in the
@@ -225,7 +226,15 @@ async fn document(State(console): State<Console>, Path(id): Path<String>, header
         Ok((_, None)) => return ApiError::new(ErrorCode::NotFound).into_response(),
         Err(e) => return e.into_response(),
     };
-    match console.deps.documents.get(&event.document.key).await {
+    // The rendition the documents step made (upright, small, no metadata) when there is one; a
+    // PDF, or an image not yet rendered, as stored.
+    let rendition = console.deps.documents.get(&kyufu_ports::events::rendition_key(&event.program_id, event.application_id)).await;
+    let stored = match rendition {
+        Ok(Some(doc)) => Ok(Some(doc)),
+        Ok(None) => console.deps.documents.get(&event.document.key).await,
+        Err(e) => Err(e),
+    };
+    match stored {
         Ok(Some(doc)) => (
             [
                 (header::CONTENT_TYPE, doc.content_type.clone()),
