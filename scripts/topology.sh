@@ -8,7 +8,7 @@
 #
 # Knobs: TOPOLOGY_PORT (8080), TOPOLOGY_HOUSEHOLDS (2000), TOPOLOGY_WORKERS (1), TOPOLOGY_RATE (100),
 # TOPOLOGY_BURST (200), TOPOLOGY_DIR (a new temporary directory), TARGET_DIR (target), and per stage
-# TOPOLOGY_WORKERS_DEDUPE / _IDCHECK / _COUPON / _NOTIFY (default TOPOLOGY_WORKERS): the ID check reads
+# TOPOLOGY_WORKERS_DEDUPE / _DOCUMENTS / _IDCHECK / _COUPON / _NOTIFY (default TOPOLOGY_WORKERS): the ID check reads
 # every document from S3, so it is the stage that gains most from more members.
 set -euo pipefail
 
@@ -79,7 +79,7 @@ export KYUFU_DATA_DIR="$DIR" KYUFU_BUS=kafka KYUFU_KAFKA_BROKERS="$(cat "$DIR/ka
 "$BIN" intake --listen "127.0.0.1:$INTAKE_PORT" >"$DIR/intake.log" 2>&1 &
 pids+=($!); wait_ready intake "$INTAKE_PORT"
 port=$((PORT + 100))
-for stage in dedupe idcheck coupon notify; do
+for stage in dedupe documents idcheck coupon notify; do
   knob="TOPOLOGY_WORKERS_${stage^^}"
   for n in $(seq 1 "${!knob:-$WORKERS}"); do
     "$BIN" worker "$stage" --listen "127.0.0.1:$port" >"$DIR/worker-$stage-$n.log" 2>&1 &

@@ -468,6 +468,7 @@ fn messages_json(l: Lang) -> String {
         ("retry", "もう一度送信する", "Send again"),
         ("guardian", "保護者", "Guardian"),
         ("document", "書類", "Document"),
+        ("uploading", "書類の送信状況", "Document upload progress"),
         ("sending", "送信しています…", "Sending…"),
     ];
     let map: serde_json::Map<String, serde_json::Value> =

@@ -123,7 +123,7 @@ pub struct IntakeArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// `dedupe`, `idcheck`, `coupon` or `notify`.
+    /// `dedupe`, `documents`, `idcheck`, `coupon` or `notify`.
     stage: String,
     /// Address for `/metrics` and health.
     #[arg(long, env = "KYUFU_METRICS_LISTEN", default_value = "127.0.0.1:9102")]
@@ -240,7 +240,7 @@ pub async fn intake(args: IntakeArgs) -> anyhow::Result<()> {
 
 pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let kind = StageKind::parse(&args.stage)
-        .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon or notify", args.stage))?;
+        .with_context(|| format!("unknown stage {:?}: expected dedupe, documents, idcheck, coupon or notify", args.stage))?;
     let program = args.program.program();
     let registry_path = args.registry.clone().unwrap_or_else(|| args.data_dir.join("registry.csv"));
     let secrets_path = args.secrets_file.clone().unwrap_or_else(|| args.data_dir.join("secrets.json"));

@@ -1,6 +1,6 @@
 //! Each role as its own process on the same data: `kyufu gateway` and `kyufu intake` accept an
 //! application; then, with intake stopped (the embedded store admits one process at a time),
-//! `kyufu worker dedupe`, `worker idcheck` and `worker coupon` each run alone and carry it
+//! `kyufu worker dedupe`, `worker documents`, `worker idcheck` and `worker coupon` each run alone and carry it
 //! forward through their own consumer groups; intake started again shows `coupon_issued`.
 
 mod common;
@@ -59,7 +59,7 @@ async fn every_role_runs_as_its_own_process() {
     drop(intake);
 
     // Each stage alone, in its own process, until its input is drained.
-    for stage in ["dedupe", "idcheck", "coupon"] {
+    for stage in ["dedupe", "documents", "idcheck", "coupon"] {
         let port = free_port().to_string();
         let listen = format!("127.0.0.1:{port}");
         let _worker = Kill(kyufu(dir.path(), &["worker", stage, "--listen", &listen, "--data-dir", &data]));
