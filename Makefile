@@ -56,7 +56,7 @@ bench-gateway: deps
 ## decode it replaced, the documents step's CPU per image, the PDF check, the bytes after the form's
 ## downscale.
 bench-documents:
-	$(CARGO) run -j$(JOBS) --release -p kyufu-intake --example document_bench
+	$(CARGO) run -j$(JOBS) --release -p kyufu-pipeline --example document_bench
 
 ## Simulated launch: 1,000,000 visitors within 60 s at 200 admissions/s on virtual time; order and
 ## ETA error, without and with a pre-queue drawn at opening.

@@ -178,6 +178,33 @@ pub fn modern_pdf(pages: u32) -> Vec<u8> {
     out
 }
 
+/// The documents of the load tester's `--documents camera` profile: phone photos of varied sizes
+/// and orientations, with EXIF, GPS and XMP, and PDFs with object streams of 1 to 3 pages. Made once
+/// per process (a few seconds), then picked by salt, so a retry sends the same bytes.
+pub struct CameraDocuments {
+    pub photos: Vec<Vec<u8>>,
+    pub pdfs: Vec<Vec<u8>>,
+}
+
+/// Upright size and orientation of each photo of the camera set: 12, 8 and 5 megapixels, 4:3 and
+/// 16:9, held every way.
+const CAMERA_SET: &[(u32, u32, u8)] = &[(4032, 3024, 6), (4032, 3024, 1), (3264, 2448, 3), (4032, 2268, 8), (2592, 1944, 6), (4000, 3000, 1)];
+
+static CAMERA_DOCUMENTS: std::sync::OnceLock<CameraDocuments> = std::sync::OnceLock::new();
+
+/// Switches this process's uploads to the camera set (makes it on the first call).
+pub fn use_camera_documents() -> &'static CameraDocuments {
+    CAMERA_DOCUMENTS.get_or_init(|| CameraDocuments {
+        photos: CAMERA_SET.iter().enumerate().map(|(i, &(w, h, o))| camera_jpeg(w, h, o, i as u64 + 1)).collect(),
+        pdfs: (1..=3).map(modern_pdf).collect(),
+    })
+}
+
+/// The camera set, if this process uses it.
+pub fn camera_documents() -> Option<&'static CameraDocuments> {
+    CAMERA_DOCUMENTS.get()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

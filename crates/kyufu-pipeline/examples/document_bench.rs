@@ -6,7 +6,8 @@
 //! 2,000 px, JPEG quality 0.85; the browser test checks the real one).
 //!
 //! CPU is the main thread's own time on a core (`/proc/thread-self/schedstat`), so other load on
-//! the machine does not count. Run: `make bench-documents`.
+//! the machine does not count. Run: `make bench-documents`. (An example of the pipeline crate, which
+//! has both the request-path check and the documents step in reach without the test servers.)
 
 use std::time::Duration;
 
