@@ -53,8 +53,10 @@ pub fn decode(bytes: &[u8], content_type: &str, max_pixels: u64) -> Option<Resul
 /// its longer side, JPEG, no metadata. `None` for a type that has no rendition (PDF).
 pub fn render(bytes: &[u8], content_type: &str, max_pixels: u64) -> Option<Result<Vec<u8>, ImageProblem>> {
     Some(decode(bytes, content_type, max_pixels)?.and_then(|img| {
+        // `thumbnail` averages whole source pixels (fixed point): a few times cheaper than a
+        // filtered resize, and for a shrink by 2 or more just as sharp.
         let img = if img.width().max(img.height()) > RENDITION_MAX_SIDE {
-            img.resize(RENDITION_MAX_SIDE, RENDITION_MAX_SIDE, image::imageops::FilterType::Triangle)
+            img.thumbnail(RENDITION_MAX_SIDE, RENDITION_MAX_SIDE)
         } else {
             img
         };
