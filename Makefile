@@ -6,7 +6,7 @@ DATA_DIR ?= ./data
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench bench-topology deploy-up deploy-down bench-gateway fault-run bench-launch
+.PHONY: run build test deps check-deploy clean triage-eval loadtest run-topology bench bench-topology deploy-up deploy-down bench-gateway fault-run bench-launch bench-documents
 
 ## Build (release) and start everything in one process on 127.0.0.1:8080, data under ./data.
 run:
@@ -53,6 +53,12 @@ deploy-down:
 ## memory for 1,000,000 tickets.
 bench-gateway: deps
 	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
+
+## Identity documents: request-path CPU per 12-MP camera JPEG (structure walk) against the full
+## decode it replaced, the documents step's CPU per image, the PDF check, the bytes after the form's
+## downscale.
+bench-documents:
+	$(CARGO) run -j$(JOBS) --release -p kyufu-pipeline --example document_bench
 
 ## Simulated launch: 1,000,000 visitors within 60 s at 200 admissions/s on virtual time; order and
 ## ETA error, without and with a pre-queue drawn at opening.

@@ -13,7 +13,7 @@
 # TOPOLOGY_COMBINED (1: one worker process for every stage), TOPOLOGY_KAFKA_WARM_UP (messages sent
 # through a scratch topic before anything starts, so the brokers' JIT is warm; 0),
 # TARGET_DIR (target), and per stage
-# TOPOLOGY_WORKERS_DEDUPE / _IDCHECK / _COUPON / _NOTIFY (default TOPOLOGY_WORKERS): the ID check reads
+# TOPOLOGY_WORKERS_DEDUPE / _DOCUMENTS / _IDCHECK / _COUPON / _NOTIFY (default TOPOLOGY_WORKERS): the ID check reads
 # every document from S3, so it is the stage that gains most from more members.
 set -euo pipefail
 
@@ -95,7 +95,7 @@ export KYUFU_DATA_DIR="$DIR" KYUFU_BUS=kafka KYUFU_KAFKA_BROKERS="$(cat "$DIR/ka
 pids+=($!); record intake "$INTAKE_PORT"; wait_ready intake "$INTAKE_PORT"
 port=$((PORT + 100))
 # TOPOLOGY_COMBINED=1: one worker process running every stage (`kyufu worker all`).
-stages="dedupe idcheck coupon notify"
+stages="dedupe documents idcheck coupon notify"
 [ "${TOPOLOGY_COMBINED:-0}" = 1 ] && stages=all
 for stage in $stages; do
   knob="TOPOLOGY_WORKERS_${stage^^}"

@@ -16,6 +16,7 @@
 
 pub mod ledger;
 pub mod metrics;
+pub mod photos;
 pub mod plan;
 pub mod profile;
 pub mod progress;

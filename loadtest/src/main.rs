@@ -64,6 +64,16 @@ enum ProfileName {
     Custom,
 }
 
+/// Which identity documents the visitors upload.
+#[derive(Clone, Copy, ValueEnum)]
+enum Documents {
+    /// 32×32 images and 3 KB PDFs: the pipeline's own cost.
+    Small,
+    /// Phone photos of 5–12 megapixels (3–5 MB, EXIF with GPS, every orientation) and PDFs with
+    /// object streams: what launch day really uploads.
+    Camera,
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -125,9 +135,18 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Documents uploaded: `small` (tiny images and PDFs) or `camera` (phone photos with EXIF/GPS
+    /// in varied sizes and orientations, PDFs with object streams).
+    #[arg(long, value_enum, default_value_t = Documents::Small)]
+    documents: Documents,
 }
 
 fn config(a: RunArgs) -> anyhow::Result<loadtest::Config> {
+    if matches!(a.documents, Documents::Camera) {
+        let set = loadtest::photos::use_camera_documents();
+        let mean = set.photos.iter().map(Vec::len).sum::<usize>() / set.photos.len().max(1);
+        eprintln!("loadtest: camera documents: {} photos (mean {} bytes, EXIF/GPS), {} PDFs with object streams", set.photos.len(), mean, set.pdfs.len());
+    }
     let (profile_name, curve) = match a.profile {
         ProfileName::LaunchDay => ("launch-day".to_owned(), Curve::launch_day()),
         ProfileName::Steady => ("steady".to_owned(), Curve::steady(a.steady_secs).map_err(|e| anyhow::anyhow!("--steady-secs: {e}"))?),
@@ -150,7 +169,10 @@ fn config(a: RunArgs) -> anyhow::Result<loadtest::Config> {
         target: a.target.target,
         metrics: a.target.metrics,
         allow_remote: a.target.allow_remote,
-        profile_name,
+        profile_name: match a.documents {
+            Documents::Small => profile_name,
+            Documents::Camera => format!("{profile_name}, camera documents"),
+        },
         curve,
         applications: a.applications,
         speedup: a.speedup,

@@ -88,6 +88,15 @@ impl DocumentKind {
     /// active content); `salt` varies the content so two uploads differ, and the same salt gives
     /// the same bytes (a retry sends the same body).
     pub fn bytes(self, salt: u64) -> Vec<u8> {
+        if let Some(set) = crate::photos::camera_documents() {
+            // `--documents camera`: photos as phones take them and PDFs as tools write them.
+            let pick = |v: &Vec<Vec<u8>>| v[(salt % v.len() as u64) as usize].clone();
+            match self {
+                DocumentKind::Jpeg => return pick(&set.photos),
+                DocumentKind::Pdf => return pick(&set.pdfs),
+                DocumentKind::Png => {}
+            }
+        }
         let mut x = salt.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut noise = || {
             // xorshift: cheap bytes that do not compress to nothing.

@@ -9,6 +9,7 @@ pub mod document;
 pub mod error;
 pub mod html;
 pub mod identity;
+pub mod imagefile;
 pub mod normalize;
 pub mod pdf;
 pub mod program;

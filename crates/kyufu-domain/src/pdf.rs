@@ -8,12 +8,11 @@
 //! except inside stream bodies (`>> stream` … `endstream`), which hold compressed or binary data
 //! where a short name like `/JS` would turn up by chance in a few percent of large scans.
 //!
-//! Limit, by design: dictionaries inside *compressed object streams* (`/Type /ObjStm`,
-//! FlateDecode, PDF 1.5+) are not inflated, so a key hidden there is not seen; nor is a key placed
-//! inside a fake stream body that a reader reaches through the cross-reference table. This catches
-//! active content as ordinary tools write it; it is not a proof against a hand-crafted file. The
-//! virus scanner (clamd, which inflates streams) and reviewers viewing documents in a viewer with
-//! scripts off are the further layers.
+//! Dictionaries inside *compressed object streams* (`/Type /ObjStm`, PDF 1.5+) are not seen by this
+//! byte scan; intake therefore also parses the file with a PDF library that inflates object
+//! streams and checks every object with the same list (`kyufu_intake::inspect`), and refuses a file
+//! with object streams that the library cannot read. The virus scanner and reviewers viewing
+//! documents in a viewer with scripts off are the further layers.
 
 /// Keys whose presence makes a PDF active, compared with the whole decoded name.
 pub const ACTIVE_KEYS: &[&str] = &[
@@ -32,13 +31,23 @@ pub const ACTIVE_KEYS: &[&str] = &[
 
 /// The first active key found in `pdf` (outside stream bodies), or `None` for a passive PDF.
 pub fn active_content(pdf: &[u8]) -> Option<&'static str> {
+    first_name(pdf, active_key)
+}
+
+/// Whether `name` (decoded, without the slash) occurs as a name token outside stream bodies.
+pub fn has_name(pdf: &[u8], name: &str) -> bool {
+    first_name(pdf, |n| (n == name.as_bytes()).then_some(())).is_some()
+}
+
+/// The first answer of `pick` for the decoded name tokens of `pdf`, outside stream bodies.
+fn first_name<T>(pdf: &[u8], pick: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
     let mut i = 0;
     while i < pdf.len() {
         match pdf[i] {
             b'/' => {
                 let (name, next) = read_name(pdf, i + 1);
-                if let Some(key) = ACTIVE_KEYS.iter().find(|k| k.as_bytes() == name.as_slice()) {
-                    return Some(key);
+                if let Some(found) = pick(&name) {
+                    return Some(found);
                 }
                 i = next;
             }
@@ -47,6 +56,11 @@ pub fn active_content(pdf: &[u8]) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// The active key that `name` is, if it is one.
+pub fn active_key(name: &[u8]) -> Option<&'static str> {
+    ACTIVE_KEYS.iter().find(|k| k.as_bytes() == name).copied()
 }
 
 fn is_white(b: u8) -> bool {

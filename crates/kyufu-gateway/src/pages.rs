@@ -596,6 +596,7 @@ fn messages_json(l: Lang) -> String {
         ("pass_soon", "まもなく受付時間（{t}）が終わります。残り約{n}分です。すぐに送信してください。", "Your turn ends soon ({t}), in about {n} min. Please send now."),
         ("photo_again", "写真をもう一度選んでください（ページを開き直したため消えました）。", "Please choose the photo again (it was lost when the page was opened again)."),
         ("pass_over", "受付時間が終わりました。入力内容はこの端末に残っています。もう一度順番待ちに並ぶと、続きから送信できます。", "Your turn has ended. What you entered is kept on this device: join the queue again and you can send it."),
+        ("uploading", "書類の送信状況", "Document upload progress"),
         ("sending", "送信しています…", "Sending…"),
     ];
     let map: serde_json::Map<String, serde_json::Value> =

@@ -1,113 +1,129 @@
-//! Checks of an uploaded document's content, after its type is known from the magic bytes and
-//! before anything is stored: an image must decode completely within a pixel cap (read from the
-//! header first, so a decompression bomb costs nothing), a PDF must carry no active content
-//! (`kyufu_domain::pdf`). JPEGs are decoded by zune-jpeg in strict mode: its lenient default
-//! fills a truncated scan with grey, which would let a half-uploaded photo through. Decoding is CPU work and runs on the blocking pool, at most a few at a
-//! time so concurrent large images cannot take all memory.
+//! Checks of an uploaded document's content on the request path, after its type is known from the
+//! magic bytes and before anything is stored. Only cheap checks run here (a few milliseconds for a
+//! 12-megapixel photo); the full decode is the documents step's work, off the request path
+//! (`kyufu_pipeline::documents`):
+//! - an image's structure is walked (JPEG markers and scans through EOI, PNG chunks and their
+//!   CRCs) and its pixel count read from the header, so a truncated upload or a decompression bomb
+//!   is refused without decoding a pixel; what is stored is the same file without its metadata
+//!   (`kyufu_domain::imagefile`): no GPS position or camera tags ever reach storage;
+//! - a PDF must carry no active content: the byte scan of `kyufu_domain::pdf`, then every object
+//!   as the PDF library lopdf reads it, compressed object streams included. A file with object
+//!   streams that the library cannot read is refused as unreadable, since its objects could not be
+//!   checked.
+//!
+//! The work runs on the blocking pool, at most a few at a time.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use image::{ImageFormat, ImageReader, Limits};
 use kyufu_domain::document::MAX_IMAGE_PIXELS;
+pub use kyufu_domain::imagefile::ImageProblem;
+use kyufu_domain::imagefile::{strip_jpeg, strip_png, Stripped};
 use kyufu_domain::ErrorCode;
 use tokio::sync::Semaphore;
 
-/// Bytes per pixel the decoder may allocate at most (16-bit RGBA).
-const MAX_BYTES_PER_PIXEL: u64 = 8;
-
-/// Why an image was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageProblem {
-    /// Not decodable: damaged, truncated, or not really the format its magic says.
-    Unreadable,
-    /// Width × height above the cap.
-    TooManyPixels,
-}
-
-impl ImageProblem {
-    pub fn code(self) -> ErrorCode {
-        match self {
-            ImageProblem::Unreadable => ErrorCode::DocumentUnreadable,
-            ImageProblem::TooManyPixels => ErrorCode::DocumentTooManyPixels,
-        }
+fn problem_code(p: ImageProblem) -> ErrorCode {
+    match p {
+        ImageProblem::Unreadable => ErrorCode::DocumentUnreadable,
+        ImageProblem::TooManyPixels => ErrorCode::DocumentTooManyPixels,
     }
 }
 
-/// Decodes `bytes` as `format` completely, refusing more than `max_pixels` from the header alone.
-pub fn check_image(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<(u32, u32), ImageProblem> {
-    if format == ImageFormat::Jpeg {
-        return check_jpeg(bytes, max_pixels);
-    }
-    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
-        .into_dimensions()
-        .map_err(|_| ImageProblem::Unreadable)?;
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(ImageProblem::TooManyPixels);
-    }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(w);
-    limits.max_image_height = Some(h);
-    limits.max_alloc = Some(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL));
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-    reader.limits(limits);
-    let image = reader.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => ImageProblem::TooManyPixels,
-        _ => ImageProblem::Unreadable,
-    })?;
-    Ok((image.width(), image.height()))
-}
-
-fn check_jpeg(bytes: &[u8], max_pixels: u64) -> Result<(u32, u32), ImageProblem> {
-    use zune_jpeg::zune_core::bytestream::ZCursor;
-    use zune_jpeg::zune_core::options::DecoderOptions;
-    // The decoder's own size limit would be a format error; the pixel cap is checked here instead.
-    let options = DecoderOptions::default()
-        .set_strict_mode(true)
-        .set_max_width(usize::from(u16::MAX))
-        .set_max_height(usize::from(u16::MAX));
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    decoder.decode_headers().map_err(|_| ImageProblem::Unreadable)?;
-    let info = decoder.info().ok_or(ImageProblem::Unreadable)?;
-    let (w, h) = (u32::from(info.width), u32::from(info.height));
-    if u64::from(w) * u64::from(h) > max_pixels {
-        return Err(ImageProblem::TooManyPixels);
-    }
-    decoder.decode().map_err(|_| ImageProblem::Unreadable)?;
-    Ok((w, h))
-}
-
-/// The image format for a sniffed content type, if it is an image.
-pub fn image_format(content_type: &str) -> Option<ImageFormat> {
+/// Walks an image of `content_type` and copies it without metadata; `None` for a non-image type.
+pub fn check_image(bytes: &[u8], content_type: &str, max_pixels: u64) -> Option<Result<Stripped, ImageProblem>> {
     match content_type {
-        "image/jpeg" => Some(ImageFormat::Jpeg),
-        "image/png" => Some(ImageFormat::Png),
+        "image/jpeg" => Some(strip_jpeg(bytes, max_pixels)),
+        "image/png" => Some(strip_png(bytes, max_pixels)),
         _ => None,
     }
 }
 
-/// Runs the content checks for `content_type`; images are decoded on the blocking pool under
-/// `decoders` (one permit per concurrent decode).
-pub async fn check_document(bytes: &Bytes, content_type: &str, decoders: &Arc<Semaphore>) -> Result<(), ErrorCode> {
-    if content_type == "application/pdf" {
-        return match kyufu_domain::pdf::active_content(bytes) {
-            Some(_) => Err(ErrorCode::DocumentActiveContent),
-            None => Ok(()),
-        };
+/// The active key a PDF carries anywhere, compressed object streams included, or an error code
+/// for a PDF whose object streams cannot be read.
+pub fn check_pdf(pdf: &[u8]) -> Result<(), ErrorCode> {
+    if kyufu_domain::pdf::active_content(pdf).is_some() {
+        return Err(ErrorCode::DocumentActiveContent);
     }
-    let Some(format) = image_format(content_type) else { return Ok(()) };
-    let _permit = decoders.clone().acquire_owned().await.map_err(|_| ErrorCode::Internal)?;
-    let bytes = bytes.clone();
-    tokio::task::spawn_blocking(move || check_image(&bytes, format, MAX_IMAGE_PIXELS))
-        .await
-        .map_err(|_| ErrorCode::Internal)?
-        .map(|_| ())
-        .map_err(ImageProblem::code)
+    // The library is outside input's first reader here: a panic in it is a refusal, not a crash.
+    let parsed = std::panic::catch_unwind(|| lopdf::Document::load_mem(pdf));
+    match parsed {
+        Ok(Ok(doc)) => {
+            // lopdf leaves out the objects of an object stream it cannot inflate, silently.
+            let lost = doc.reference_table.entries.iter().any(|(&number, entry)| {
+                matches!(entry, lopdf::xref::XrefEntry::Compressed { .. }) && !doc.objects.contains_key(&(number, 0))
+            });
+            if lost {
+                return Err(ErrorCode::DocumentUnreadable);
+            }
+            let active = std::iter::once(&lopdf::Object::Dictionary(doc.trailer.clone()))
+                .chain(doc.objects.values())
+                .find_map(active_in_object);
+            match active {
+                Some(_) => Err(ErrorCode::DocumentActiveContent),
+                None => Ok(()),
+            }
+        }
+        // Without object streams the byte scan above has seen every dictionary.
+        _ if kyufu_domain::pdf::has_name(pdf, "ObjStm") => Err(ErrorCode::DocumentUnreadable),
+        _ => Ok(()),
+    }
+}
+
+/// The first active key among the names of `object` (dictionary keys and name values, nested).
+fn active_in_object(object: &lopdf::Object) -> Option<&'static str> {
+    use lopdf::Object;
+    let mut todo = vec![object];
+    while let Some(o) = todo.pop() {
+        let dict = match o {
+            Object::Name(n) => match kyufu_domain::pdf::active_key(n) {
+                Some(k) => return Some(k),
+                None => continue,
+            },
+            Object::Array(items) => {
+                todo.extend(items.iter());
+                continue;
+            }
+            Object::Dictionary(d) => d,
+            Object::Stream(s) => &s.dict,
+            _ => continue,
+        };
+        for (key, value) in dict.iter() {
+            if let Some(k) = kyufu_domain::pdf::active_key(key) {
+                return Some(k);
+            }
+            todo.push(value);
+        }
+    }
+    None
+}
+
+/// The request-path check of a document of `content_type` (known from its bytes), synchronous:
+/// the bytes to store (an image without metadata; anything else as uploaded) or the refusal.
+pub fn inspect(bytes: &Bytes, content_type: &str) -> Result<Bytes, ErrorCode> {
+    if content_type == "application/pdf" {
+        return check_pdf(bytes).map(|()| bytes.clone());
+    }
+    match check_image(bytes, content_type, MAX_IMAGE_PIXELS) {
+        Some(Ok(stripped)) => Ok(Bytes::from(stripped.bytes)),
+        Some(Err(p)) => Err(problem_code(p)),
+        None => Ok(bytes.clone()),
+    }
+}
+
+/// Runs `inspect` on the blocking pool under `workers` (one permit per concurrent check).
+pub async fn check_document(bytes: &Bytes, content_type: &str, workers: &Arc<Semaphore>) -> Result<Bytes, ErrorCode> {
+    let _permit = workers.clone().acquire_owned().await.map_err(|_| ErrorCode::Internal)?;
+    let (bytes, content_type) = (bytes.clone(), content_type.to_owned());
+    tokio::task::spawn_blocking(move || inspect(&bytes, &content_type)).await.map_err(|_| ErrorCode::Internal)?
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
+    use image::ImageFormat;
+    use lopdf::{dictionary, Document, Object, Stream};
+
     use super::*;
 
     fn encode(w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
@@ -117,32 +133,33 @@ mod tests {
         out.into_inner()
     }
 
+    fn mime(format: ImageFormat) -> &'static str {
+        if format == ImageFormat::Png { "image/png" } else { "image/jpeg" }
+    }
+
+    fn dims(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<(u32, u32), ImageProblem> {
+        let s = check_image(bytes, mime(format), max_pixels).expect("an image type")?;
+        // What is stored still decodes to the same picture size.
+        let back = image::load_from_memory_with_format(&s.bytes, format).expect("stored copy decodes");
+        assert_eq!((back.width(), back.height()), (s.facts.width, s.facts.height));
+        Ok((s.facts.width, s.facts.height))
+    }
+
     /// A PNG whose header claims `w` × `h` but carries one tiny IDAT: a bomb's shape.
     fn png_claiming(w: u32, h: u32) -> Vec<u8> {
         let mut png = encode(1, 1, ImageFormat::Png);
         // IHDR data starts after the 8-byte signature, 4-byte length and 4-byte type.
         png[16..20].copy_from_slice(&w.to_be_bytes());
         png[20..24].copy_from_slice(&h.to_be_bytes());
-        let crc = crc32(&png[12..29]);
+        let crc = crc32fast::hash(&png[12..29]);
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         png
     }
 
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xFFFF_FFFFu32;
-        for &b in data {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    }
-
     #[test]
-    fn real_images_decode() {
-        assert_eq!(check_image(&encode(32, 24, ImageFormat::Png), ImageFormat::Png, MAX_IMAGE_PIXELS), Ok((32, 24)));
-        assert_eq!(check_image(&encode(32, 24, ImageFormat::Jpeg), ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Ok((32, 24)));
+    fn real_images_pass() {
+        assert_eq!(dims(&encode(32, 24, ImageFormat::Png), ImageFormat::Png, MAX_IMAGE_PIXELS), Ok((32, 24)));
+        assert_eq!(dims(&encode(32, 24, ImageFormat::Jpeg), ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Ok((32, 24)));
     }
 
     #[test]
@@ -150,10 +167,12 @@ mod tests {
         for format in [ImageFormat::Png, ImageFormat::Jpeg] {
             let full = encode(64, 64, format);
             let cut = &full[..full.len() / 2];
-            assert_eq!(check_image(cut, format, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable), "{format:?} cut in half");
+            assert_eq!(dims(cut, format, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable), "{format:?} cut in half");
+            let short = &full[..full.len() - 1];
+            assert_eq!(dims(short, format, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable), "{format:?} without its last byte");
         }
-        assert_eq!(check_image(b"\x89PNG\r\n\x1a\n\0\0\0\0padding", ImageFormat::Png, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable));
-        assert_eq!(check_image(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J'], ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable));
+        assert_eq!(dims(b"\x89PNG\r\n\x1a\n\0\0\0\0padding", ImageFormat::Png, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable));
+        assert_eq!(dims(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J'], ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Err(ImageProblem::Unreadable));
     }
 
     #[test]
@@ -161,28 +180,75 @@ mod tests {
         // 100 000 × 100 000 = 10 gigapixels claimed in a file of a few dozen bytes.
         let bomb = png_claiming(100_000, 100_000);
         assert!(bomb.len() < 100);
-        assert_eq!(check_image(&bomb, ImageFormat::Png, MAX_IMAGE_PIXELS), Err(ImageProblem::TooManyPixels));
+        assert_eq!(dims(&bomb, ImageFormat::Png, MAX_IMAGE_PIXELS), Err(ImageProblem::TooManyPixels));
         // The cap is on the product: a small real image over a low cap is refused too.
-        assert_eq!(check_image(&encode(10, 10, ImageFormat::Png), ImageFormat::Png, 99), Err(ImageProblem::TooManyPixels));
-        assert_eq!(check_image(&encode(10, 10, ImageFormat::Png), ImageFormat::Png, 100), Ok((10, 10)));
-        assert_eq!(check_image(&encode(10, 10, ImageFormat::Jpeg), ImageFormat::Jpeg, 99), Err(ImageProblem::TooManyPixels));
+        assert_eq!(dims(&encode(10, 10, ImageFormat::Png), ImageFormat::Png, 99), Err(ImageProblem::TooManyPixels));
+        assert_eq!(dims(&encode(10, 10, ImageFormat::Png), ImageFormat::Png, 100), Ok((10, 10)));
+        assert_eq!(dims(&encode(10, 10, ImageFormat::Jpeg), ImageFormat::Jpeg, 99), Err(ImageProblem::TooManyPixels));
         // A JPEG header claiming 60 000 × 60 000, with no scan data behind it.
         let mut jpeg = encode(8, 8, ImageFormat::Jpeg);
         let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF0");
         jpeg[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
         jpeg[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
-        assert_eq!(check_image(&jpeg, ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Err(ImageProblem::TooManyPixels));
+        assert_eq!(dims(&jpeg, ImageFormat::Jpeg, MAX_IMAGE_PIXELS), Err(ImageProblem::TooManyPixels));
+    }
+
+    /// A one-page PDF written by lopdf with `catalog_extra` in its catalog; with object streams
+    /// (PDF 1.5, every dictionary compressed) when `modern`.
+    fn lopdf_pdf(catalog_extra: Option<(&str, Object)>, modern: bool) -> Vec<u8> {
+        let mut doc = Document::with_version("1.5");
+        let pages_id = doc.new_object_id();
+        let content = doc.add_object(Stream::new(dictionary! {}, b"BT /F1 12 Tf 72 720 Td (ID card) Tj ET".to_vec()));
+        let page = doc.add_object(dictionary! { "Type" => "Page", "Parent" => pages_id, "Contents" => content });
+        doc.objects.insert(pages_id, Object::Dictionary(dictionary! { "Type" => "Pages", "Kids" => vec![page.into()], "Count" => 1 }));
+        let mut catalog = dictionary! { "Type" => "Catalog", "Pages" => pages_id };
+        if let Some((k, v)) = catalog_extra {
+            catalog.set(k, v);
+        }
+        let catalog_id = doc.add_object(catalog);
+        doc.trailer.set("Root", catalog_id);
+        let mut out = Vec::new();
+        if modern {
+            doc.save_modern(&mut out).expect("save with object streams");
+        } else {
+            doc.save_to(&mut out).expect("save");
+        }
+        out
+    }
+
+    #[test]
+    fn active_content_inside_compressed_object_streams_is_refused() {
+        let js = dictionary! { "S" => "JavaScript", "JS" => Object::string_literal("app.alert(1)") };
+        let open = lopdf_pdf(Some(("OpenAction", Object::Dictionary(js))), true);
+        assert!(kyufu_domain::pdf::has_name(&open, "ObjStm"), "the catalog sits in an object stream");
+        assert_eq!(kyufu_domain::pdf::active_content(&open), None, "the byte scan alone cannot see it");
+        assert_eq!(check_pdf(&open), Err(ErrorCode::DocumentActiveContent));
+        let launch = lopdf_pdf(Some(("AA", Object::Dictionary(dictionary! { "O" => dictionary! { "S" => "Launch" } }))), true);
+        assert_eq!(check_pdf(&launch), Err(ErrorCode::DocumentActiveContent));
+        // The same documents without active content pass, with and without object streams.
+        assert_eq!(check_pdf(&lopdf_pdf(None, true)), Ok(()));
+        assert_eq!(check_pdf(&lopdf_pdf(None, false)), Ok(()));
+        assert_eq!(check_pdf(&lopdf_pdf(Some(("Lang", Object::string_literal("ja-JP"))), true)), Ok(()));
+        // An object stream the library cannot inflate: refused, since nothing in it was checked.
+        let mut damaged = open.clone();
+        let objstm = damaged.windows(6).position(|w| w == b"ObjStm").expect("an object stream");
+        let body = objstm + damaged[objstm..].windows(7).position(|w| w == b"stream\n").expect("its body") + 7;
+        for b in &mut damaged[body + 2..body + 12] {
+            *b = b'x';
+        }
+        assert_eq!(check_pdf(&damaged), Err(ErrorCode::DocumentUnreadable));
     }
 
     #[tokio::test]
     async fn check_document_routes_by_type() {
-        let decoders = Arc::new(Semaphore::new(1));
+        let workers = Arc::new(Semaphore::new(1));
         let png = Bytes::from(encode(8, 8, ImageFormat::Png));
-        assert_eq!(check_document(&png, "image/png", &decoders).await, Ok(()));
+        assert!(check_document(&png, "image/png", &workers).await.is_ok());
         let bad = Bytes::from_static(b"\xFF\xD8\xFF\xE0 not a jpeg");
-        assert_eq!(check_document(&bad, "image/jpeg", &decoders).await, Err(ErrorCode::DocumentUnreadable));
+        assert_eq!(check_document(&bad, "image/jpeg", &workers).await, Err(ErrorCode::DocumentUnreadable));
         let js = Bytes::from_static(b"%PDF-1.4\n<< /OpenAction 2 0 R >>");
-        assert_eq!(check_document(&js, "application/pdf", &decoders).await, Err(ErrorCode::DocumentActiveContent));
-        assert_eq!(check_document(&Bytes::from_static(b"%PDF-1.4\n"), "application/pdf", &decoders).await, Ok(()));
+        assert_eq!(check_document(&js, "application/pdf", &workers).await, Err(ErrorCode::DocumentActiveContent));
+        let plain = Bytes::from_static(b"%PDF-1.4\n");
+        assert_eq!(check_document(&plain, "application/pdf", &workers).await, Ok(plain));
     }
 }

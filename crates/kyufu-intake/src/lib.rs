@@ -76,19 +76,19 @@ pub(crate) struct Intake {
     pub(crate) config: Arc<IntakeConfig>,
     pub(crate) ports: IntakePorts,
     pub(crate) metrics: metrics::IntakeMetrics,
-    /// Permits for concurrent image decodes (bounds the memory decoding may take).
-    pub(crate) decoders: Arc<tokio::sync::Semaphore>,
+    /// Permits for concurrent document checks (bounds the CPU and memory they may take).
+    pub(crate) inspectors: Arc<tokio::sync::Semaphore>,
 }
 
 /// The intake router (API, metrics, health), for serving or embedding; `/readyz` follows
 /// `readiness` (see `monitor`).
 pub fn router(config: IntakeConfig, ports: IntakePorts, registry: Registry, readiness: Readiness) -> axum::Router {
-    let decoders = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let inspectors = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
     let intake = Intake {
         config: Arc::new(config),
         ports,
         metrics: metrics::IntakeMetrics::new(&registry),
-        decoders: Arc::new(tokio::sync::Semaphore::new(decoders)),
+        inspectors: Arc::new(tokio::sync::Semaphore::new(inspectors)),
     };
     routes::api(intake).merge(kyufu_http::ops_routes(registry, readiness))
 }

@@ -264,9 +264,12 @@ async fn submit_inner(
         return Err(ErrorCode::EmptyDocument.into());
     }
     let content_type = sniff_content_type(&document).ok_or(ApiError::new(ErrorCode::UnsupportedDocumentType))?;
-    crate::inspect::check_document(&document, content_type, &intake.decoders).await?;
-    scan(intake, &document).await?;
     intake.metrics.upload_bytes.observe(document.len() as f64);
+    let stored = crate::inspect::check_document(&document, content_type, &intake.inspectors).await?;
+    // The scanner judges what was uploaded, metadata included.
+    scan(intake, &document).await?;
+    // From here on `document` is what is stored: an image without its metadata.
+    let document = stored;
 
     let doc_sha = hex(&Sha256::digest(&document));
     let program = &intake.config.program;

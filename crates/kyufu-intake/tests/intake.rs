@@ -606,6 +606,7 @@ async fn document_content_is_checked_before_anything_is_stored() {
         (b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /OpenAction 2 0 R >>\nendobj\n".to_vec(), "document_active_content"),
         (b"%PDF-1.4\n2 0 obj\n<< /S /J#61vaScript /JS (app.alert(1)) >>\nendobj\n".to_vec(), "document_active_content"),
         (b"%PDF-1.7\n<< /Names << /EmbeddedFiles 3 0 R >> >>\n".to_vec(), "document_active_content"),
+        (pdf_with_script_in_an_object_stream(), "document_active_content"),
     ];
     for (doc, want) in cases {
         let (code, body) = post(&h, Some(&p), form(&app, &doc)).await;
@@ -623,6 +624,37 @@ async fn document_content_is_checked_before_anything_is_stored() {
         let stored = h.ports.documents.get(&format!("rice-demo/{id}/document")).await.expect("get").expect("stored");
         assert_eq!((stored.content_type.as_str(), stored.bytes.len()), (content_type, doc.len()));
     }
+
+    // A phone photo: stored without its location or camera tags, its orientation kept.
+    let photo = loadtest::photos::camera_jpeg(1200, 900, 6, 9);
+    let found = kyufu_domain::imagefile::metadata_kinds(&photo);
+    assert!(found.contains(&"gps") && found.contains(&"xmp") && found.contains(&"exif"), "{found:?}");
+    let (code, body) = post(&h, Some(&p), form(&app, &photo)).await;
+    assert_eq!(code, 202, "{body}");
+    let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
+    let stored = h.ports.documents.get(&format!("rice-demo/{id}/document")).await.expect("get").expect("stored");
+    assert_eq!(kyufu_domain::imagefile::metadata_kinds(&stored.bytes), Vec::<&str>::new(), "no EXIF, XMP or GPS stored");
+    assert!(!stored.bytes.windows(11).any(|w| w == b"Kyufu Phone"), "no camera make");
+    let walked = kyufu_domain::imagefile::strip_jpeg(&stored.bytes, u64::MAX).expect("still a well-formed JPEG");
+    assert_eq!((walked.facts.width, walked.facts.height, walked.facts.orientation), (900, 1200, 6));
+    let pixels_before = image::load_from_memory(&photo).expect("decode").to_rgb8();
+    let pixels_after = image::load_from_memory(&stored.bytes).expect("decode").to_rgb8();
+    assert!(pixels_before == pixels_after, "the pixels are untouched");
+}
+
+/// A PDF 1.5 written by lopdf with its catalog (and the `/OpenAction` JavaScript in it) inside a
+/// compressed object stream, where a byte scan cannot see it.
+fn pdf_with_script_in_an_object_stream() -> Vec<u8> {
+    use lopdf::{dictionary, Document, Object};
+    let mut doc = Document::with_version("1.5");
+    let pages = doc.add_object(dictionary! { "Type" => "Pages", "Kids" => Vec::<Object>::new(), "Count" => 0 });
+    let js = dictionary! { "S" => "JavaScript", "JS" => Object::string_literal("app.alert(1)") };
+    let catalog = doc.add_object(dictionary! { "Type" => "Catalog", "Pages" => pages, "OpenAction" => js });
+    doc.trailer.set("Root", catalog);
+    let mut out = Vec::new();
+    doc.save_modern(&mut out).expect("save");
+    assert!(kyufu_domain::pdf::active_content(&out).is_none(), "hidden from the byte scan");
+    out
 }
 
 /// A scanner whose answer the test sets.
@@ -712,7 +744,10 @@ async fn real_clamd_refuses_eicar_and_the_test_marker_and_fails_closed_when_kill
     assert_eq!(code, 202, "a clean upload passes: {body}");
     let id: uuid::Uuid = body["application_id"].as_str().expect("id").parse().expect("uuid");
     let stored = h.ports.documents.get(&format!("rice-demo/{id}/document")).await.expect("get").expect("stored");
-    assert_eq!(stored.bytes.len(), clean.len());
+    // Stored without its comment, the rest byte for byte.
+    assert_eq!(stored.bytes.len(), clean.len() - 4 - b"an ordinary comment".len());
+    assert!(kyufu_domain::imagefile::metadata_kinds(&clean).contains(&"comment"));
+    assert!(kyufu_domain::imagefile::metadata_kinds(&stored.bytes).is_empty());
     let writes = h.writes();
 
     server.kill();

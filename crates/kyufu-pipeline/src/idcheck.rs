@@ -1,5 +1,5 @@
 //! ID-check triage: match guardian and child against the resident registry and check the uploaded
-//! document. Every failed check becomes a reason code; no reasons means `approved`, any reason
+//! document (stored, intact, and for an image decoded by the documents step into a rendition). Every failed check becomes a reason code; no reasons means `approved`, any reason
 //! means `needs_review`. Nothing is rejected without a person.
 //!
 //! Safe to redo: the decision is a pure function of the event, the registry and the document; the
@@ -15,7 +15,7 @@ use kyufu_domain::document::sniff_content_type;
 use kyufu_domain::normalize::kana_key;
 use kyufu_domain::program::age_on;
 use kyufu_domain::{Program, ReasonCode, Status};
-use kyufu_ports::events::{topics, ApplicationEvent};
+use kyufu_ports::events::{rendition_key, topics, ApplicationEvent};
 use kyufu_ports::{DocumentStore, EventBus, Message, Publication, StatusStore, Transition, TransitionOutcome, UnitOfWork};
 use kyufu_registry::{Registry, Resident};
 
@@ -122,7 +122,10 @@ impl IdCheck {
         let readable = !doc.bytes.is_empty()
             && doc.sha256 == ev.document.sha256
             && sniff_content_type(&doc.bytes) == Some(doc.content_type.as_str());
-        Ok(if readable { Ok(()) } else { Err(ReasonCode::DocumentUnreadable) })
+        // An image the documents step could not decode has no rendition (that step runs first).
+        let rendered = !doc.content_type.starts_with("image/")
+            || self.documents.get(&rendition_key(&ev.program_id, ev.application_id)).await?.is_some();
+        Ok(if readable && rendered { Ok(()) } else { Err(ReasonCode::DocumentUnreadable) })
     }
 }
 

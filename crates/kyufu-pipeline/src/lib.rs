@@ -1,8 +1,10 @@
 //! Pipeline workers. Each stage is its own consumer group on its own input topic:
 //!
 //! ```text
-//! applications.received --dedupe--> applications.unique --idcheck--> applications.approved --coupon-->
-//!                          └─> duplicate                   └─> needs_review (reasons)
+//! applications.received --dedupe--> applications.unique --documents--> applications.documented
+//!                          └─> duplicate                     (rendition)
+//!   applications.documented --idcheck--> applications.approved --coupon-->
+//!                              └─> needs_review (reasons)
 //!   coupon_issued, applications.issued --notify--> email
 //! dedupe (duplicate), idcheck (needs_review), reviewers (rejected) --> applications.settled --notify--> email
 //! applications.received (receipt), applications.resend (links again) --notify--> email
@@ -15,6 +17,7 @@
 pub mod coupon;
 pub mod coupon_code;
 pub mod dedupe;
+pub mod documents;
 pub mod idcheck;
 pub mod matching;
 pub mod metrics;
@@ -38,17 +41,19 @@ pub use runner::{run_stage, RunnerConfig, Stage, StageError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StageKind {
     Dedupe,
+    Documents,
     IdCheck,
     Coupon,
     Notify,
 }
 
 impl StageKind {
-    pub const ALL: [StageKind; 4] = [StageKind::Dedupe, StageKind::IdCheck, StageKind::Coupon, StageKind::Notify];
+    pub const ALL: [StageKind; 5] = [StageKind::Dedupe, StageKind::Documents, StageKind::IdCheck, StageKind::Coupon, StageKind::Notify];
 
     pub fn name(self) -> &'static str {
         match self {
             StageKind::Dedupe => dedupe::NAME,
+            StageKind::Documents => documents::NAME,
             StageKind::IdCheck => idcheck::NAME,
             StageKind::Coupon => coupon::NAME,
             StageKind::Notify => notify::NAME,
@@ -71,7 +76,8 @@ impl StageKind {
     pub fn input_topic(self) -> &'static str {
         match self {
             StageKind::Dedupe => topics::RECEIVED,
-            StageKind::IdCheck => topics::UNIQUE,
+            StageKind::Documents => topics::UNIQUE,
+            StageKind::IdCheck => topics::DOCUMENTED,
             StageKind::Coupon => topics::APPROVED,
             StageKind::Notify => topics::ISSUED,
         }
@@ -106,6 +112,16 @@ pub fn build_stage(kind: StageKind, deps: &PipelineDeps) -> Arc<dyn Stage> {
             secret: deps.identity_secret.clone(),
             output_topic: topics::UNIQUE.to_owned(),
             metrics: deps.metrics.clone(),
+        }),
+        StageKind::Documents => Arc::new(documents::Documents {
+            bus: deps.bus.clone(),
+            status: deps.status.clone(),
+            documents: deps.documents.clone(),
+            output_topic: topics::DOCUMENTED.to_owned(),
+            metrics: deps.metrics.clone(),
+            decoders: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            )),
         }),
         StageKind::IdCheck => Arc::new(idcheck::IdCheck {
             bus: deps.bus.clone(),

@@ -67,7 +67,7 @@ pub enum Handled {
 
 #[async_trait]
 pub trait Stage: Send + Sync + 'static {
-    /// Stage name: `dedupe`, `idcheck`, `coupon`. Used as the consumer group suffix and label.
+    /// Stage name: `dedupe`, `documents`, `idcheck`, `coupon`. Used as the consumer group suffix and label.
     fn name(&self) -> &'static str;
     /// Handles one application event. Must be idempotent.
     async fn handle(&self, event: &ApplicationEvent, raw: &Message) -> Result<Handled, StageError>;

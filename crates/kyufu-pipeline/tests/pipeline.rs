@@ -1,4 +1,4 @@
-//! The three stages on the embedded bus and store, driven by publishing application events the
+//! The stages on the embedded bus and store, driven by publishing application events the
 //! way intake does: decisions, duplicates, replays, poison messages.
 
 use std::sync::Arc;
@@ -81,8 +81,13 @@ fn app_for(guardian: &Resident, child: &Resident) -> Application {
 impl World {
     /// Does what intake does: document, record, event.
     async fn submit(&self, app: Application) -> Uuid {
+        self.submit_document(app, kyufu_pipeline::synthetic::sample_jpeg()).await
+    }
+
+    /// Like `submit`, with the given JPEG as the document.
+    async fn submit_document(&self, app: Application, jpeg: bytes::Bytes) -> Uuid {
         let id = Uuid::new_v4();
-        let doc = Document { content_type: "image/jpeg".into(), sha256: "a".repeat(64), bytes: vec![0xFF, 0xD8, 0xFF, 0xE0, 1, 2].into() };
+        let doc = Document { content_type: "image/jpeg".into(), sha256: "a".repeat(64), bytes: jpeg };
         let key = format!("{}/{id}/document", self.program.id);
         self.deps.documents.put(&key, &doc).await.expect("doc");
         self.deps.status.create(&ApplicationRecord::received(id, &self.program.id, Utc::now()), None).await.expect("create");
@@ -93,7 +98,7 @@ impl World {
             identity_key: child_identity_key(&self.secret, &self.program.id, &app),
             received_at: Utc::now(),
             application: app,
-            document: DocumentRef { key, content_type: doc.content_type.clone(), size: 6, sha256: doc.sha256.clone() },
+            document: DocumentRef { key, content_type: doc.content_type.clone(), size: doc.bytes.len() as u64, sha256: doc.sha256.clone() },
         };
         self.deps.bus.publish(topics::RECEIVED, ev.identity_key.as_bytes(), &ev.to_json()).await.expect("publish");
         id
@@ -388,7 +393,7 @@ async fn a_poison_message_is_dead_lettered_and_sent_to_review() {
     w.deps.bus.publish(topics::UNIQUE, b"k", &ev.to_json()).await.expect("publish");
     let m = dlq.poll(Duration::from_secs(5)).await.expect("poll").expect("dead letter");
     let letter: DeadLetter = serde_json::from_slice(&m.payload).expect("json");
-    assert_eq!((letter.stage.as_str(), letter.application_id), ("idcheck", Some(ev.application_id)));
+    assert_eq!((letter.stage.as_str(), letter.application_id), ("documents", Some(ev.application_id)));
 
     // A document that is missing sends the application to review (not the dead-letter topic).
     let (g, kids) = &w.families()[6];
@@ -485,4 +490,38 @@ async fn a_mail_outage_never_holds_back_issuance() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mails = w.outbox.0.lock().await.clone();
     assert_eq!(mails.len(), 6, "each receipt and coupon email exactly once after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendition_keeps_no_metadata_and_an_undecodable_photo_goes_to_review() {
+    use kyufu_domain::imagefile::metadata_kinds;
+    use loadtest::photos::{camera_jpeg, looks_upright};
+    let w = world().await;
+    let fams = w.families();
+    // A phone photo as it was taken (orientation 6, GPS in EXIF and XMP), even unstripped.
+    let photo = camera_jpeg(2400, 1800, 6, 5);
+    assert!(metadata_kinds(&photo).contains(&"gps") && metadata_kinds(&photo).contains(&"xmp"));
+    let (g, kids) = &fams[0];
+    let id = w.submit_document(app_for(g, &kids[0]), photo.into()).await;
+    assert_eq!(w.settled(id).await.status, Status::CouponIssued);
+    let stored = w.deps.documents.get(&kyufu_ports::events::rendition_key(&w.program.id, id)).await.expect("get").expect("a rendition");
+    assert_eq!(stored.content_type, "image/jpeg");
+    assert_eq!(metadata_kinds(&stored.bytes), Vec::<&str>::new(), "no EXIF, XMP or GPS in what reviewers see");
+    for needle in [&b"Kyufu Phone"[..], b"GPSLatitude", b"Exif\0\0"] {
+        assert!(!stored.bytes.windows(needle.len()).any(|w| w == needle), "{} anywhere in the file", String::from_utf8_lossy(needle));
+    }
+    let img = image::load_from_memory(&stored.bytes).expect("decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (2000, 1500));
+    assert!(looks_upright(&img));
+
+    // Well-formed segment by segment, but its Huffman table cannot be read: review, never lost.
+    let mut broken = camera_jpeg(64, 48, 1, 6);
+    let dht = broken.windows(2).position(|w| w == [0xFF, 0xC4]).expect("DHT");
+    broken[dht + 5..dht + 21].fill(0xFF);
+    let (g, kids) = &fams[1];
+    let id = w.submit_document(app_for(g, &kids[0]), broken.into()).await;
+    let rec = w.settled(id).await;
+    assert_eq!(rec.status, Status::NeedsReview, "{rec:?}");
+    assert_eq!(rec.reasons, vec![ReasonCode::DocumentUnreadable]);
+    assert!(w.deps.documents.get(&kyufu_ports::events::rendition_key(&w.program.id, id)).await.expect("get").is_none());
 }

@@ -10,8 +10,10 @@ use uuid::Uuid;
 pub mod topics {
     /// Intake -> dedupe.
     pub const RECEIVED: &str = "applications.received";
-    /// Dedupe -> ID-check: applications that are not duplicates.
+    /// Dedupe -> documents: applications that are not duplicates.
     pub const UNIQUE: &str = "applications.unique";
+    /// Documents -> ID-check: applications whose document rendition is made (or failed).
+    pub const DOCUMENTED: &str = "applications.documented";
     /// ID-check and reviewers -> coupon issuance.
     pub const APPROVED: &str = "applications.approved";
     /// Coupon issuance -> notification: applications whose coupon was issued.
@@ -24,13 +26,19 @@ pub mod topics {
     /// Messages a stage gave up on, with the reason.
     pub const DEAD_LETTER: &str = "applications.deadletter";
     /// Every topic, in pipeline order (what a deployment creates).
-    pub const ALL: &[&str] = &[RECEIVED, UNIQUE, APPROVED, ISSUED, SETTLED, RESEND, DEAD_LETTER];
+    pub const ALL: &[&str] = &[RECEIVED, UNIQUE, DOCUMENTED, APPROVED, ISSUED, SETTLED, RESEND, DEAD_LETTER];
 }
 
 /// Where intake keeps the full application event in the document store, before the commit point:
 /// the outbox relay republishes from it and the review console shows it.
 pub fn payload_key(program_id: &str, application_id: Uuid) -> String {
     format!("{program_id}/{application_id}/application.json")
+}
+
+/// Where the documents step keeps the rendition of an image document that reviewers see: upright,
+/// at most 2,000 px on its longer side, JPEG, no metadata.
+pub fn rendition_key(program_id: &str, application_id: Uuid) -> String {
+    format!("{program_id}/{application_id}/rendition")
 }
 
 /// Where the uploaded identity document is.

@@ -10,9 +10,10 @@
 //!   reviewer (an atomic claim in the status store, so two reviewers never get one case) and
 //!   opened. The lease is short ([`LEASE_SECS`]); the open case page renews it every
 //!   [`RENEW_SECS`] and gives it back when left; deciding ends it.
-//! - `GET /review/cases/{id}` — one case: the document (zoom, rotation) beside the application
-//!   and the registry records it was compared with, field by field; the history with reviewers and
-//!   reject reasons; keyboard shortcuts. Looking at a case takes nothing.
+//! - `GET /review/cases/{id}` — one case: the document (zoom, rotation; `/review/cases/{id}/document`
+//!   serves the documents step's rendition of an image, else the document as stored) beside the
+//!   application and the registry records it was compared with, field by field; the history with
+//!   reviewers and reject reasons; keyboard shortcuts. Looking at a case takes nothing.
 //! - `POST /review/cases/{id}/decision` — approve (on to coupon issuance) or reject with a reason,
 //!   then on to the next case. Every decision is in the application's history as
 //!   `reviewer:<name>`, and logged without personal data.
@@ -617,7 +618,15 @@ async fn document(State(console): State<Console>, Path(id): Path<String>, header
         Ok((_, None)) => return ApiError::new(ErrorCode::NotFound).into_response(),
         Err(e) => return e.into_response(),
     };
-    match console.deps.documents.get(&event.document.key).await {
+    // The rendition the documents step made (upright, small, no metadata) when there is one; a
+    // PDF, or an image not yet rendered, as stored.
+    let rendition = console.deps.documents.get(&kyufu_ports::events::rendition_key(&event.program_id, event.application_id)).await;
+    let stored = match rendition {
+        Ok(Some(doc)) => Ok(Some(doc)),
+        Ok(None) => console.deps.documents.get(&event.document.key).await,
+        Err(e) => Err(e),
+    };
+    match stored {
         Ok(Some(doc)) => (
             [
                 (header::CONTENT_TYPE, doc.content_type.clone()),

@@ -41,7 +41,8 @@ enum Command {
     Gateway(roles::GatewayArgs),
     /// The intake service alone.
     Intake(roles::IntakeArgs),
-    /// One pipeline stage: `worker dedupe`, `worker idcheck`, `worker coupon` or `worker notify`.
+    /// One pipeline stage: `worker dedupe`, `worker documents`, `worker idcheck`, `worker coupon` or
+    /// `worker notify`.
     Worker(roles::WorkerArgs),
     /// The staff review console alone.
     Review(roles::ReviewArgs),

@@ -157,8 +157,9 @@ pub struct IntakeArgs {
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// `dedupe`, `idcheck`, `coupon`, `notify`, or `all` (every stage in this one process, each in
-    /// its own consumer group as in separate processes: fewer processes for a small deployment).
+    /// `dedupe`, `documents`, `idcheck`, `coupon`, `notify`, or `all` (every stage in this one
+    /// process, each in its own consumer group as in separate processes: fewer processes for a
+    /// small deployment).
     stage: String,
     /// Address for `/metrics` and health.
     #[arg(long, env = "KYUFU_METRICS_LISTEN", default_value = "127.0.0.1:9102")]
@@ -300,7 +301,7 @@ pub async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         StageKind::ALL.to_vec()
     } else {
         vec![StageKind::parse(&args.stage)
-            .with_context(|| format!("unknown stage {:?}: expected dedupe, idcheck, coupon, notify or all", args.stage))?]
+            .with_context(|| format!("unknown stage {:?}: expected dedupe, documents, idcheck, coupon, notify or all", args.stage))?]
     };
     anyhow::ensure!((1..=1024).contains(&args.lanes), "--lanes / KYUFU_WORKER_LANES: 1-1024");
     anyhow::ensure!(

@@ -45,8 +45,8 @@ fn expectant_mother(registry: &Path) -> Value {
     json!({ "guardian": m, "due": row[col("expecting")] })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
+/// The Chromium to drive, after checking node, Chromium and playwright-core are there.
+fn browser_tools() -> String {
     let node = Command::new("node").arg("--version").output();
     assert!(node.is_ok_and(|o| o.status.success()), "node is missing: run `make deps` (scripts/install-deps.sh)");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
@@ -55,6 +55,31 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
         repo().join("e2e/node_modules/playwright-core").exists(),
         "e2e/node_modules is missing: run `make deps` (npm ci in e2e/)"
     );
+    chromium
+}
+
+/// Runs `e2e/<script>` with `input` on the blocking pool; its log, after asserting it passed.
+async fn run_script(script: &'static str, input: &Path, chromium: &str, shots: Option<PathBuf>) -> String {
+    let (input, chromium) = (input.to_owned(), chromium.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("node");
+        cmd.arg(repo().join("e2e").join(script)).arg(&input).env("CHROMIUM", &chromium);
+        if let Some(shots) = shots {
+            cmd.env("SHOTS", shots);
+        }
+        cmd.output().expect("run node")
+    })
+    .await
+    .expect("join");
+    let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{log}");
+    assert!(out.status.success(), "{script} failed:\n{log}");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
+    let chromium = browser_tools();
 
     let dir = tempfile::tempdir().expect("tempdir");
     // A slow door (1 admission a second) and three people ahead, so the waiting room is seen.
@@ -111,20 +136,7 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
         let r = c.post(format!("{}/queue/join", sys.base)).send().await.expect("join");
         assert_eq!(r.status(), 200);
     }
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(repo().join("e2e/walk.mjs"))
-            .arg(&input_path)
-            .env("SHOTS", &shots)
-            .env("CHROMIUM", &chromium)
-            .output()
-            .expect("run node")
-    })
-    .await
-    .expect("join");
-    let log = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{log}");
-    assert!(out.status.success(), "browser walk failed:\n{log}");
+    let log = run_script("walk.mjs", &input_path, &chromium, Some(shots)).await;
     assert!(log.contains("walk passed"));
     // Each browser's form spent its pass once (the parent's and the mother's); the API visitor
     // above never spent theirs.
@@ -133,4 +145,55 @@ async fn a_parent_applies_for_two_siblings_in_a_phone_browser() {
     let metrics = c.get(format!("{}/metrics", sys.staff)).send().await.expect("metrics").text().await.expect("text");
     assert!(metrics.lines().any(|l| l == "kyufu_gateway_passes_spent_total 2"), "{metrics}");
     assert!(metrics.lines().any(|l| l == "kyufu_intake_passes_spent_total 2"), "{metrics}");
+}
+
+/// The part named `name` of a multipart body.
+fn multipart_part<'a>(body: &'a [u8], name: &str) -> &'a [u8] {
+    let delimiter_end = body.windows(2).position(|w| w == b"\r\n").expect("first boundary");
+    let mut delimiter = b"\r\n".to_vec();
+    delimiter.extend_from_slice(&body[..delimiter_end]);
+    let header = format!("name=\"{name}\"");
+    let at = body.windows(header.len()).position(|w| w == header.as_bytes()).expect("the part");
+    let start = at + body[at..].windows(4).position(|w| w == b"\r\n\r\n").expect("part headers end") + 4;
+    let len = body[start..].windows(delimiter.len()).position(|w| w == delimiter.as_slice()).expect("part end");
+    &body[start..start + len]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_photo_leaves_the_browser_small_upright_and_without_metadata() {
+    use kyufu_domain::imagefile::metadata_kinds;
+    use loadtest::photos::{camera_jpeg, looks_upright, CAMERA_12MP};
+    let chromium = browser_tools();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sys = System::start(dir.path(), &["--households", "200"]);
+    let registry = read_registry(&dir.path().join("registry.csv"));
+    let fams = families(&registry, chrono::Local::now().date_naive());
+    let (guardian, child) = &fams[0];
+    let mut g = person(guardian);
+    g["postal_code"] = json!(guardian.postal_code);
+    g["email"] = json!("parent@example.jp");
+    g["phone"] = json!("090-1234-5678");
+
+    // A 12-megapixel photo taken with the phone turned (orientation 6), GPS in EXIF and XMP.
+    let (w, h) = CAMERA_12MP;
+    let jpeg = camera_jpeg(w, h, 6, 11);
+    assert!(metadata_kinds(&jpeg).contains(&"gps") && metadata_kinds(&jpeg).contains(&"xmp"));
+    let photo = dir.path().join("IMG_0001.jpg");
+    std::fs::write(&photo, &jpeg).expect("write photo");
+    let capture = dir.path().join("upload.bin");
+    let input = json!({ "base": sys.base, "guardian": g, "child": person(child), "document": photo, "capture": capture });
+    let input_path = dir.path().join("photo.json");
+    std::fs::write(&input_path, input.to_string()).expect("write input");
+    let log = run_script("photo.mjs", &input_path, &chromium, None).await;
+    assert!(log.contains("photo passed"));
+
+    let body = std::fs::read(&capture).expect("the captured upload");
+    let sent = multipart_part(&body, "document");
+    println!("camera photo {} bytes -> uploaded {} bytes", jpeg.len(), sent.len());
+    assert!(sent.len() <= 800 * 1024, "uploaded {} bytes", sent.len());
+    assert!(sent.starts_with(&[0xFF, 0xD8, 0xFF]), "a JPEG");
+    assert_eq!(metadata_kinds(sent), Vec::<&str>::new(), "no EXIF, XMP or GPS leaves the phone");
+    let img = image::load_from_memory(sent).expect("decodes").to_rgb8();
+    assert_eq!(img.dimensions(), (2000, 1500), "longer side 2,000 px, turned upright");
+    assert!(looks_upright(&img), "red band on top");
 }

@@ -77,7 +77,7 @@ fn check_invocation(what: &str, command: &[String], env: &[String]) {
     );
     if command[0] == "worker" {
         let stage = command.get(1).map(String::as_str).unwrap_or("");
-        assert!(["dedupe", "idcheck", "coupon", "notify"].contains(&stage), "{what}: unknown stage {stage:?}");
+        assert!(["dedupe", "documents", "idcheck", "coupon", "notify"].contains(&stage), "{what}: unknown stage {stage:?}");
     }
     for arg in command.iter().filter(|a| a.starts_with("--")) {
         let flag = arg.split('=').next().unwrap_or(arg);
@@ -136,10 +136,14 @@ fn compose_uses_only_what_the_binary_offers_and_names_only_what_exists() {
         }
     }
     assert!(ours >= 8, "every role is a service: {ours}");
-    for role in ["gateway", "intake", "worker-dedupe", "worker-idcheck", "worker-coupon", "worker-notify", "review"] {
+    for role in ["gateway", "intake", "worker-dedupe", "worker-documents", "worker-idcheck", "worker-coupon", "worker-notify", "review"] {
         assert!(names.contains(role), "compose lacks {role}");
     }
-    for infra in ["kafka", "redis", "minio", "prometheus", "grafana"] {
+    // Intake scans every upload and waits for a healthy scanner (it fails closed while clamd is away).
+    let intake = &services["intake"];
+    assert_eq!(intake["environment"]["KYUFU_CLAMD"].as_str(), Some("tcp:clamd:3310"), "intake scans with clamd");
+    assert_eq!(intake["depends_on"]["clamd"]["condition"].as_str(), Some("service_healthy"));
+    for infra in ["kafka", "redis", "minio", "clamd", "prometheus", "grafana"] {
         assert!(names.contains(infra), "compose lacks {infra}");
     }
     // Secret files are generated, never committed.
@@ -180,6 +184,11 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         let pod = &d["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true), "{name}: non-root");
         for c in pod["containers"].as_sequence().expect("containers") {
+            if c["image"].as_str() != Some("kyufu") {
+                // Not ours (clamd): it still needs resources and a readiness probe.
+                assert!(c["readinessProbe"].is_mapping() && c["resources"]["limits"]["memory"].as_str().is_some(), "{name}: probe and resources");
+                continue;
+            }
             let args = strings(&c["args"]);
             // The environment the container gets: the ConfigMap, then its own `env` entries.
             let mut env: BTreeMap<String, String> = config["data"]
@@ -219,9 +228,10 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         );
         names.insert(name);
     }
-    for role in ["gateway", "intake", "review", "worker-dedupe", "worker-idcheck", "worker-coupon", "worker-notify"] {
+    for role in ["gateway", "intake", "review", "clamd", "worker-dedupe", "worker-documents", "worker-idcheck", "worker-coupon", "worker-notify"] {
         assert!(names.contains(role), "no Deployment {role}");
     }
+    assert_eq!(config["data"]["KYUFU_CLAMD"].as_str(), Some("tcp:clamd:3310"), "intake scans every upload with clamd");
     let pdb_components: BTreeSet<String> = by_kind["PodDisruptionBudget"].iter().filter_map(component).collect();
     for d in deployments {
         assert!(pdb_components.contains(&component(d).expect("component")), "{:?} has no PodDisruptionBudget", d["metadata"]["name"]);
@@ -233,7 +243,7 @@ fn kubernetes_manifests_are_complete_and_consistent() {
         assert!(h["spec"]["maxReplicas"].as_u64().unwrap_or(0) <= 12 || !target.starts_with("worker"), "{target}: more members than partitions");
         scaled.insert(target);
     }
-    for role in ["gateway", "intake", "worker-dedupe", "worker-idcheck", "worker-coupon"] {
+    for role in ["gateway", "intake", "worker-dedupe", "worker-documents", "worker-idcheck", "worker-coupon"] {
         assert!(scaled.contains(role), "{role} does not scale");
     }
     let deployment_components: BTreeSet<String> = deployments.iter().filter_map(component).collect();

@@ -1,8 +1,8 @@
 //! Each role as its own process on the same data: `kyufu gateway` and `kyufu intake` accept an
 //! application; then, with intake stopped (the embedded store admits one process at a time),
-//! `kyufu worker dedupe`, `worker idcheck` and `worker coupon` each run alone and carry it
-//! forward through their own consumer groups; intake started again shows `coupon_issued`. Then a
-//! second application goes the whole way through one `kyufu worker all`.
+//! `kyufu worker dedupe`, `worker documents`, `worker idcheck` and `worker coupon` each run alone
+//! and carry it forward through their own consumer groups; intake started again shows
+//! `coupon_issued`. Then a second application goes the whole way through one `kyufu worker all`.
 
 mod common;
 
@@ -62,7 +62,7 @@ async fn every_role_runs_as_its_own_process() {
     drop(intake);
 
     // Each stage alone, in its own process, until its input is drained.
-    for stage in ["dedupe", "idcheck", "coupon"] {
+    for stage in ["dedupe", "documents", "idcheck", "coupon"] {
         let _worker = worker_until_processed(dir.path(), &data, stage).await;
     }
 

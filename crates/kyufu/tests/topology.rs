@@ -1,5 +1,5 @@
 //! The multi-process topology on real services: `kyufu gateway`, `kyufu intake`, `kyufu review`
-//! and one process per worker stage (dedupe, idcheck, coupon, notify), all at once, on a real
+//! and one process per worker stage (dedupe, documents, idcheck, coupon, notify), all at once, on a real
 //! `redis-server`, a real S3 server (`s3s-fs`) and a real three-broker Apache Kafka cluster
 //! (KRaft, replication factor 3, `min.insync.replicas=2`; the roles create the topics through the
 //! admin API as they start). The tests of this binary share one cluster, each behind its own topic
@@ -163,7 +163,7 @@ impl Topology {
         procs.insert("gateway".to_owned(), self.spawn("gateway", &args, format!("http://{gateway}/readyz")));
         self.gateway_base = format!("http://{gateway}");
         self.gateway_ops = format!("http://{ops}");
-        for stage in ["dedupe", "idcheck", "coupon", "notify"] {
+        for stage in ["dedupe", "documents", "idcheck", "coupon", "notify"] {
             procs.insert(stage.to_owned(), self.worker(stage, 0));
         }
         for (name, p) in &procs {
@@ -401,7 +401,7 @@ async fn every_fault_in_turn(topo: &mut Topology, procs: &mut BTreeMap<String, P
     let pause = |s: u64| tokio::time::sleep(Duration::from_secs(s));
     pause(15).await;
     // Each worker role and intake killed mid-stream (SIGKILL) and started again.
-    for stage in ["dedupe", "idcheck-b", "coupon", "notify"] {
+    for stage in ["dedupe", "documents", "idcheck-b", "coupon", "notify"] {
         let (role, n) = stage.split_once('-').map_or((stage, 0), |(r, _)| (r, 1));
         drop(procs.remove(stage));
         note(format!("SIGKILL {role} {n}"));

@@ -41,7 +41,7 @@
 
   function wire(block) {
     const file = block.querySelector("input[type=file]");
-    file.addEventListener("change", () => checkFile(block));
+    file.addEventListener("change", () => { forgetPrepared(block); checkFile(block); });
     block.querySelector("[data-remove]").addEventListener("click", () => {
       block.remove();
       retitle();
@@ -215,13 +215,11 @@
     if (!block.dataset.key) block.dataset.key = newKey();
     const body = new FormData();
     body.append("application", new Blob([JSON.stringify(application(block))], { type: "application/json" }));
-    body.append("document", block.querySelector("input[type=file]").files[0]);
+    body.append("document", await preparedDocument(block));
     try {
-      const r = await fetch("/api/v1/applications", {
-        method: "POST", body: body, credentials: "same-origin",
-        headers: { "Idempotency-Key": block.dataset.key, Accept: "application/json" },
-      });
-      const v = await r.json().catch(() => ({}));
+      const r = await uploadWithProgress("/api/v1/applications", body,
+        { "Idempotency-Key": block.dataset.key, Accept: "application/json" }, (share) => showProgress(block, share));
+      const v = r.json || {};
       if (r.status === 202) return { ok: true, id: v.application_id, token: v.status_token, reference: v.reference, code: v.lookup_code };
       return { ok: false, status: r.status, code: v.code || "service_unavailable", errors: v.errors || [] };
     } catch (e) {
@@ -512,6 +510,96 @@
       if (left > 0) setTimeout(tick, 15000);
     };
     tick();
+  }
+
+  // ---- Documents as phones send them: downscaled before upload, with a progress bar. ----
+  // Kept apart from the form logic above: the only links are preparedDocument, forgetPrepared,
+  // uploadWithProgress and showProgress.
+  const PHOTO_MAX_SIDE = 2000;
+  const PHOTO_QUALITY = 0.85;
+  const prepared = new WeakMap();
+
+  // A photo decoded, turned upright by its EXIF orientation, scaled so its longer side is at most
+  // PHOTO_MAX_SIDE, and re-encoded as JPEG, which carries no metadata (no GPS position, no camera
+  // tags). A file the browser cannot decode, and a PDF, go as they are: the server decides.
+  async function downscalePhoto(file) {
+    if (!/^image\//.test(file.type) || typeof createImageBitmap !== "function") return file;
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+    } catch (e) {
+      return file;
+    }
+    const scale = Math.min(1, PHOTO_MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+    const canvas = document.createElement("canvas");
+    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    const ctx = canvas.getContext("2d");
+    ctx.fillStyle = "#fff"; // a transparent screenshot turns white, not black
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+    bitmap.close();
+    const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", PHOTO_QUALITY));
+    if (!blob) return file;
+    return new File([blob], file.name.replace(/\.[^.]*$/, "") + ".jpg", { type: "image/jpeg" });
+  }
+  // The same prepared bytes for every retry of a child, so the idempotency key keeps its meaning.
+  function preparedDocument(block) {
+    const file = block.querySelector("input[type=file]").files[0];
+    if (!prepared.has(block)) prepared.set(block, downscalePhoto(file).catch(() => file));
+    return prepared.get(block);
+  }
+  function forgetPrepared(block) {
+    prepared.delete(block);
+    showProgress(block, null);
+  }
+  // POST with upload progress (fetch has none); resolves to { status, json }.
+  function uploadWithProgress(url, body, headers, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open("POST", url);
+      xhr.withCredentials = true;
+      Object.keys(headers).forEach((k) => xhr.setRequestHeader(k, headers[k]));
+      xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+      xhr.upload.onload = () => onProgress(1);
+      xhr.onload = () => {
+        let json = null;
+        try { json = JSON.parse(xhr.responseText); } catch (e) { json = null; }
+        resolve({ status: xhr.status, json: json });
+      };
+      xhr.onerror = () => reject(new Error("network"));
+      xhr.onabort = () => reject(new Error("network"));
+      onProgress(0);
+      xhr.send(body);
+    });
+  }
+  // One bar per child's document on the check page, above the send button; `share` 0..1, or null
+  // to take it away.
+  function showProgress(block, share) {
+    let box = $("upload-progress");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "upload-progress";
+      $("send").insertAdjacentElement("beforebegin", box);
+    }
+    let bar = box.querySelector('progress[data-n="' + block.dataset.n + '"]');
+    if (share === null) {
+      if (bar) bar.parentNode.remove();
+      return;
+    }
+    if (!bar) {
+      const file = block.querySelector("input[type=file]").files[0];
+      const row = document.createElement("label");
+      row.className = "upload";
+      row.textContent = M.uploading + ": " + (file ? file.name : "");
+      bar = document.createElement("progress");
+      bar.max = 100;
+      bar.dataset.n = block.dataset.n;
+      row.appendChild(bar);
+      box.appendChild(row);
+    }
+    bar.value = Math.round(share * 100);
   }
 
   number(children.querySelector("[data-child]"));
