@@ -11,7 +11,9 @@
 # the same run, so the figures can be read against "one fsync per application" on this machine.
 #
 # Knobs: BENCH_APPLICATIONS, BENCH_RATE, BENCH_HOUSEHOLDS (40000), BENCH_PORT (18080),
-# BENCH_OUT (bench-report), TARGET_DIR (target), BENCH_KYUFU (the kyufu binary; $TARGET_DIR/release/kyufu).
+# BENCH_OUT (bench-report), TARGET_DIR (target), BENCH_KYUFU (the kyufu binary; $TARGET_DIR/release/kyufu),
+# BENCH_DOCUMENTS (small: 32x32 images, the pipeline's own cost; camera: 5-12 MP phone photos with
+# EXIF/GPS and PDFs with object streams, what launch day uploads when the form cannot shrink them).
 set -uo pipefail
 
 TARGET_DIR=${TARGET_DIR:-target}
@@ -72,7 +74,7 @@ run() {
   cpu0=$(cpu_of "$sys"); f0=$(metric kyufu_storage_fsyncs_total); c0=$(metric kyufu_storage_commits_total); o0=$(metric kyufu_storage_operations_total)
   "$TARGET_DIR/release/loadtest" --target "http://127.0.0.1:$PORT" --metrics "http://$STAFF" --registry "$work/$name/registry.csv" --applications "$n" \
     --profile steady --steady-secs 3600 --speedup "$speedup" --out "$OUT/$name" --quiet \
-    --abandon 0 --bad-input 0 --retry 0.05 --settle-timeout 600 --drain-timeout 600 >"$OUT/$name.txt" 2>&1 &
+    --abandon 0 --bad-input 0 --retry 0.05 --settle-timeout 600 --drain-timeout 600 --documents "${BENCH_DOCUMENTS:-small}" >"$OUT/$name.txt" 2>&1 &
   lg=$!
   while kill -0 "$lg" 2>/dev/null; do
     local c; c=$(cpu_of "$lg"); [ "$c" != 0 ] && lgcpu=$c

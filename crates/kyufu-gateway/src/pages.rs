@@ -5,8 +5,8 @@
 //!
 //! - `GET /` explains the benefit and offers one button: join the queue (`POST /wait`).
 //! - `GET /wait` is the waiting room: position, estimated wait, last update, the operator's
-//!   message; it refreshes itself at the advertised interval (`<meta refresh>` without
-//!   JavaScript; a live poll of `/queue/status` with it) and moves on to `/apply` once admitted.
+//!   message; it refreshes itself at the advertised interval (`<meta refresh>` in `<noscript>`
+//!   without JavaScript; a live poll of `/queue/status` with it) and moves on to `/apply` once admitted.
 //! - `GET /apply` is the form: the guardian once, then one block per child ("add another child"),
 //!   each with its document (camera capture, preview, size check). The script submits one
 //!   application per child through `POST /api/v1/applications` (the pass travels in its cookie),
@@ -120,7 +120,12 @@ impl Page<'_> {
             site = l.t("こども食料支援 申請", "Child food support application"),
         );
         if let Some(secs) = self.refresh {
-            let _ = write!(html, "<meta http-equiv=\"refresh\" content=\"{secs}\">");
+            // A page whose script polls by itself keeps the refresh for browsers without
+            // JavaScript only: inside <noscript> it is never scheduled where scripts run (once
+            // scheduled, removing the element does not cancel it, and the reload would cut the
+            // script's own move to the form short).
+            let (open, close) = if self.scripts.is_empty() { ("", "") } else { ("<noscript>", "</noscript>") };
+            let _ = write!(html, "{open}<meta http-equiv=\"refresh\" content=\"{secs}\">{close}");
         }
         let _ = write!(
             html,

@@ -220,6 +220,10 @@ async fn waiting_page_before_opening_says_early_arrival_gives_no_advantage() {
         assert!(page.contains(text), "{lang}: {page}");
         assert!(page.contains(&hhmm), "{lang}: the opening time {hhmm}");
         assert!(page.contains("data-prequeue"), "the script knows to reload at the draw");
+        // Without JavaScript the page refreshes itself; with it, the script polls and the refresh
+        // (inside <noscript>) is never scheduled, so it cannot reload the page under the script.
+        assert!(page.contains("<noscript><meta http-equiv=\"refresh\""), "{lang}: {page}");
+        assert!(!page.replace("<noscript><meta http-equiv=\"refresh\"", "").contains("http-equiv=\"refresh\""), "{lang}: a bare refresh");
     }
 }
 

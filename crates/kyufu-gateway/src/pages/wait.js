@@ -1,12 +1,10 @@
-// The waiting room, live: polls /queue/status at the advertised interval (the meta refresh is the
-// fallback without JavaScript), updates the numbers, and opens the form when admitted.
+// The waiting room, live: polls /queue/status at the advertised interval (the meta refresh in <noscript>
+// is the fallback without JavaScript), updates the numbers, and opens the form when admitted.
 "use strict";
 (function () {
   const box = document.getElementById("queue");
   if (!box) return;
   kyufu.once("queue_joined");
-  // The script takes over from the meta refresh.
-  document.querySelectorAll('meta[http-equiv="refresh"]').forEach((m) => m.remove());
   const strings = document.getElementById("wait-strings").dataset;
   let every = Math.max(1, Number(box.dataset.refresh) || 5);
   const pad = (n) => String(n).padStart(2, "0");
