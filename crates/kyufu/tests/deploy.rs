@@ -5,29 +5,18 @@
 //! probes, resources, a non-root read-only security context and a PodDisruptionBudget; every
 //! HPA and Service points at a Deployment that exists.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize as _;
+use common::yaml_docs;
 use serde_yaml::Value;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
-
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            let mut v = Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            v.apply_merge().unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
-            v
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
 
 /// The `--help` text of `kyufu <args...>`.
 fn help(args: &[&str]) -> String {
@@ -145,6 +134,11 @@ fn compose_uses_only_what_the_binary_offers_and_names_only_what_exists() {
     assert_eq!(intake["depends_on"]["clamd"]["condition"].as_str(), Some("service_healthy"));
     for infra in ["kafka", "redis", "minio", "clamd", "prometheus", "grafana"] {
         assert!(names.contains(infra), "compose lacks {infra}");
+    }
+    // The roles create no topics (KYUFU_KAFKA_CREATE_TOPICS=false): kafka-init makes every one they use.
+    let init = strings(&services["kafka-init"]["command"]).join("\n");
+    for topic in kyufu_ports::events::topics::ALL {
+        assert!(init.split(|c: char| c.is_whitespace() || c == ';').any(|w| w == *topic), "compose's kafka-init does not make the topic {topic}");
     }
     // Secret files are generated, never committed.
     let ignore = std::fs::read_to_string(root.join(".gitignore")).expect(".gitignore");

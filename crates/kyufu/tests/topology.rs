@@ -173,29 +173,6 @@ impl Topology {
     }
 }
 
-/// On a failing test, prints every process's log (they live in the temporary directory, which
-/// goes away with the test).
-struct LogsOnPanic(PathBuf);
-
-impl Drop for LogsOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "log") {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                eprintln!("===== {} (last 40 lines)", path.display());
-                for line in tail.iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
-
 async fn wait_ready(name: &str, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -322,3 +322,40 @@ pub async fn wait_http_logged(url: &str, log: Option<&Path>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// On a failing test, prints every process's log (they live in the temporary directory, which
+/// goes away with the test).
+pub struct LogsOnPanic(pub PathBuf);
+
+impl Drop for LogsOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for entry in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("===== {} (last 40 lines)", path.display());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// Every document of a (multi-document) YAML file, merge keys (`<<:`) applied.
+pub fn yaml_docs(path: &Path) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let mut v = serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            v.apply_merge().unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
+            v
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
