@@ -206,6 +206,12 @@ fn kubernetes_manifests_are_complete_and_consistent() {
                     "{name}: behind the ingress, KYUFU_TRUSTED_PROXIES must name it ({trusted:?})"
                 );
             }
+            if args.first().map(String::as_str) == Some("worker") && args.get(1).map(String::as_str) == Some("notify") {
+                // The links in citizens' emails must point at the public site, not at the default
+                // (the process's own loopback address).
+                let public = env.get("KYUFU_PUBLIC_URL").map(String::as_str).unwrap_or_default();
+                assert!(public.starts_with("https://"), "{name}: KYUFU_PUBLIC_URL must be the public https site ({public:?})");
+            }
             for probe in ["readinessProbe", "livenessProbe"] {
                 assert!(c[probe]["httpGet"]["path"].as_str().is_some(), "{name}: {probe}");
             }

@@ -36,6 +36,10 @@ fn repo() -> PathBuf {
 /// write it), each run by this test. A manifest that names anything else fails the test.
 const EXTERNAL: [&str; 3] = ["kafka-bootstrap.kafka.svc:9092", "redis.redis.svc:6379", "clamd:3310"];
 
+/// Values that name the public site for people (the links in emails), never something a process
+/// connects to: kept as they are.
+const PUBLIC: [&str; 1] = ["https://kyufu.example.jp"];
+
 /// Deployments in the manifests that are not ours and that the test replaces by a local server.
 const REPLACED: [&str; 1] = ["clamd"];
 
@@ -112,6 +116,9 @@ struct Localizer<'a> {
 
 impl Localizer<'_> {
     fn value(&self, pod: &Pod, value: &str) -> String {
+        if PUBLIC.contains(&value) {
+            return value.to_owned();
+        }
         if value.starts_with('/') {
             return self.path(pod, value).display().to_string();
         }
