@@ -235,7 +235,12 @@ async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, Str
         queue::set_cookies(&gw, &answer, resp.headers_mut());
         return resp;
     }
-    let message = queue::visitor_message(&gw)
+    // The operator's words as typed; a pause without them is told in the page's language.
+    let paused = || l.t("ただいま受付を一時停止しています。順番はそのまま保たれますので、このページのままお待ちください。", "Admission is paused for a moment. You keep your place: please wait on this page.");
+    let message = gw
+        .admission
+        .message()
+        .or_else(|| gw.admission.is_paused().then(|| paused().to_owned()))
         .map(|m| format!("<div class=\"notice\" role=\"status\"><strong>{}</strong> {}</div>", l.t("お知らせ", "Notice"), esc(&m)))
         .unwrap_or_default();
     if let Some(opens_at) = answer.opens_at {

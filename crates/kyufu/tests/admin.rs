@@ -32,6 +32,14 @@ async fn operators_pause_message_and_resume() {
     let (ok, out) = admin(dir.path(), &staff, &["pause"]);
     assert!(ok, "{out}");
     assert_eq!(serde_json::from_str::<Value>(&out).expect("json")["paused"], true);
+    // Paused without a message: the waiting room says so in the visitor's language.
+    let early: Value = c.post(format!("{}/queue/join", sys.base)).send().await.expect("join").json().await.expect("json");
+    let early = early["ticket"].as_str().expect("ticket").to_owned();
+    for (lang, text) in [("ja", "受付を一時停止しています"), ("en", "Admission is paused")] {
+        let page = c.get(format!("{}/wait?lang={lang}", sys.base)).header("X-Queue-Ticket", &early).send().await.expect("wait");
+        let page = page.text().await.expect("html");
+        assert!(page.contains(text), "{lang}: {page}");
+    }
     let (ok, _) = admin(dir.path(), &staff, &["message", "ただいま混み合っています。順番は保たれます。"]);
     assert!(ok);
 
@@ -62,7 +70,8 @@ async fn operators_pause_message_and_resume() {
     let (ok, out) = admin(dir.path(), &staff, &["status"]);
     assert!(ok);
     let v: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((v["paused"].as_bool(), v["admitted"].as_u64()), (Some(false), Some(1)));
+    // Both waiting visitors, the early one first (fair order).
+    assert_eq!((v["paused"].as_bool(), v["admitted"].as_u64()), (Some(false), Some(2)));
     let (ok, _) = admin(dir.path(), &staff, &["rate", "0", "0"]);
     assert!(ok);
 }
