@@ -22,14 +22,18 @@ fn thread_cpu() -> Duration {
     Duration::from_nanos(ns)
 }
 
-/// Mean CPU per call of `f` over `n` calls.
+/// Mean CPU per call of `f`: at least `n` calls, and as many more as make 300 ms of CPU (the
+/// kernel brings a thread's CPU time up to date only every scheduler tick, so a few quick calls
+/// would read as none).
 fn cpu_per_call(n: u32, mut f: impl FnMut()) -> Duration {
     f();
     let start = thread_cpu();
-    for _ in 0..n {
+    let mut calls = 0u32;
+    while calls < n || thread_cpu() - start < Duration::from_millis(300) {
         f();
+        calls += 1;
     }
-    (thread_cpu() - start) / n
+    (thread_cpu() - start) / calls
 }
 
 fn ms(d: Duration) -> f64 {

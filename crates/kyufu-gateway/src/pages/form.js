@@ -287,10 +287,17 @@
       summary(M.fix_errors);
     } else if (failed.some((x) => /^admission_/.test(x.res.code))) {
       const code = failed.find((x) => /^admission_/.test(x.res.code)).res.code;
-      const a = document.createElement("a");
-      a.href = "/";
+      // One link, however often the send is retried; what was typed stays kept in this browser,
+      // so the form comes back filled after the queue.
+      let a = $("pass-again");
+      if (!a) {
+        a = document.createElement("a");
+        a.id = "pass-again";
+        a.className = "notice urgent";
+        a.href = "/";
+        $("confirm").appendChild(a);
+      }
       a.textContent = M[code] || M.admission_expired;
-      $("confirm").appendChild(a);
     } else if (!failed.length) {
       $("confirm").hidden = true;
       $("intro").hidden = true;
