@@ -326,13 +326,17 @@ fn application_table(a: &Application) -> String {
     let (g, c) = (&a.guardian, &a.child);
     format!(
         "<h2>申請内容</h2><table><tr><th></th><th>氏名</th><th>フリガナ</th><th>生年月日</th><th>住民番号</th></tr>{}{}</table>\
-         <p>郵便番号 {} ・ 電話 {} ・ メール {} ・ 種別 {:?}</p>",
+         <p>郵便番号 {} ・ 電話 {} ・ メール {} ・ 種別 {}</p>",
         row("保護者", [&g.family_name, &g.given_name, &g.family_name_kana, &g.given_name_kana], g.birth_date, g.resident_id.as_deref()),
         row("対象者", [&c.family_name, &c.given_name, &c.family_name_kana, &c.given_name_kana], c.birth_date, c.resident_id.as_deref()),
         esc(&a.guardian.postal_code),
         esc(&a.guardian.phone),
         esc(&a.guardian.email),
-        a.kind,
+        match (a.kind, a.expected_delivery_date) {
+            (kyufu_domain::BeneficiaryKind::ExpectantMother, Some(due)) => format!("妊娠中の方（出産予定日 {due}）"),
+            (kyufu_domain::BeneficiaryKind::ExpectantMother, None) => "妊娠中の方".to_owned(),
+            (kyufu_domain::BeneficiaryKind::Child, _) => "お子さん".to_owned(),
+        },
     )
 }
 

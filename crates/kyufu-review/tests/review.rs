@@ -46,21 +46,6 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
     }
     let base = common::serve(deps.clone()).await;
 
-    // Two applications held for review by the real stages: the guardian's kana name mistyped.
-    let households = registry.households_with_children(common::reference(), 18);
-    let mut ids = Vec::new();
-    let mut events = Vec::new();
-    for (i, h) in households.iter().take(2).enumerate() {
-        let mut app = kyufu_pipeline::synthetic::application_for(h.guardian, h.children[0]);
-        app.guardian.given_name_kana = "マチガイ".into();
-        app.guardian.email = format!("Parent.{i}@Example.jp");
-        app.guardian.phone = format!("080-1111-22{i:02}");
-        let ev = common::store_application(&deps, app).await;
-        deps.bus.publish(topics::RECEIVED, ev.identity_key.as_bytes(), &ev.to_json()).await.expect("publish");
-        ids.push(ev.application_id);
-        events.push(ev);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let settled = |id: Uuid, want: Status| {
         let status = deps.status.clone();
         async move {
@@ -74,6 +59,23 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
             panic!("{id} never reached {want}");
         }
     };
+    // Two applications held for review by the real stages: the guardian's kana name mistyped.
+    let households = registry.households_with_children(common::reference(), 18);
+    let mut ids = Vec::new();
+    let mut events = Vec::new();
+    for (i, h) in households.iter().take(2).enumerate() {
+        let mut app = kyufu_pipeline::synthetic::application_for(h.guardian, h.children[0]);
+        app.guardian.given_name_kana = "マチガイ".into();
+        app.guardian.email = format!("Parent.{i}@Example.jp");
+        app.guardian.phone = format!("080-1111-22{i:02}");
+        let ev = common::store_application(&deps, app).await;
+        deps.bus.publish(topics::RECEIVED, ev.identity_key.as_bytes(), &ev.to_json()).await.expect("publish");
+        // The queue is oldest first by the time a case reached review: the first is there
+        // before the second is sent.
+        settled(ev.application_id, Status::NeedsReview).await;
+        ids.push(ev.application_id);
+        events.push(ev);
+    }
     for id in &ids {
         let r = settled(*id, Status::NeedsReview).await;
         assert!(r.reasons.contains(&ReasonCode::GuardianNotInRegistry), "{r:?}");
@@ -113,6 +115,7 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
     // Looking at a case takes nothing: the document, the registry comparison, a "take" button.
     let case = alice.get(format!("{base}/review/cases/{}", ids[0])).send().await.expect("get").text().await.expect("html");
     assert!(case.contains("住民記録との照合") && case.contains("未担当です") && case.contains("承認する"), "{case}");
+    assert!(case.contains("種別 お子さん"), "the kind in the reviewer's language: {case}");
     let doc = alice.get(format!("{base}/review/cases/{}/document", ids[0])).send().await.expect("get");
     // The documents step ran before the ID check sent the case here: its rendition (a JPEG, no
     // metadata) is what the reviewer sees, not the uploaded PNG.
