@@ -201,7 +201,7 @@ impl Gateway {
         tracing::info!(
             addr = %listener.local_addr()?,
             event = %self.shared.config.event_id,
-            upstream = %self.shared.config.upstream,
+            upstream = %if self.shared.proxy.in_process() { "intake in process" } else { self.shared.config.upstream.as_str() },
             "gateway listening"
         );
         // As `kyufu_http::serve`, with the poll taken before the router (`front`).

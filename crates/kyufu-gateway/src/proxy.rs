@@ -80,6 +80,11 @@ impl Proxy {
     pub(crate) fn serve_in_process(&mut self, router: axum::Router) {
         self.upstream = Upstream::InProcess(router);
     }
+
+    /// Whether intake is served in this process (for the start-up log line).
+    pub(crate) fn in_process(&self) -> bool {
+        matches!(self.upstream, Upstream::InProcess(_))
+    }
 }
 
 /// Where proxied requests go.

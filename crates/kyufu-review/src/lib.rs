@@ -497,9 +497,20 @@ async fn list(console: &Console, p: &ListParams, status: Option<Status>) -> Resu
     }
     // With a search, every case is read with its application; without, only the page's.
     let mut found: Vec<(ApplicationRecord, Option<ApplicationEvent>)> = Vec::new();
+    // A reference (`XXXXX-XXXXX`, any case, hyphen optional) names one application: the
+    // reference index says which; other searches read every listed case.
+    let by_reference = match kyufu_domain::reference::Reference::parse(&q) {
+        Some(r) => kyufu_ports::reference::resolve(&**store, &console.deps.program.id, &r).await.map_err(unavailable)?,
+        None => None,
+    };
     match search::Query::parse(&q) {
         Some(query) => {
             for r in records {
+                if by_reference.is_some_and(|id| id == r.application_id) {
+                    let ev = load_event(console, &r).await?;
+                    found.push((r, ev));
+                    continue;
+                }
                 let ev = load_event(console, &r).await?;
                 if query.matches(&r, ev.as_ref()) {
                     found.push((r, ev));

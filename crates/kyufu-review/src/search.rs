@@ -1,6 +1,8 @@
 //! Staff search: what a reviewer types into `?q=`, matched against an application.
 //!
-//! One box takes an application number (or its first characters), a phone number (any width,
+//! One box takes an application number (the short reference, `7K3QX-M2P9D` in any case, with or
+//! without its hyphen: looked up in the reference index by the listing), the first characters of
+//! an application id, a phone number (any width,
 //! with or without hyphens), an e-mail address, or a kana name (full or half width, hiragana or
 //! katakana, with or without the space between family and given name), of the guardian or the
 //! child.
@@ -17,8 +19,8 @@ pub enum Query {
     Email(String),
     /// A kana name as a matching key (no spaces).
     Kana(String),
-    /// Anything else: the start of an application number (lower case, hyphens kept), or a
-    /// reference.
+    /// Anything else: the start of an application id (lower case, hyphens kept). A short
+    /// reference is looked up in the reference index by the listing itself.
     Text(String),
 }
 
@@ -62,18 +64,9 @@ impl Query {
                     format!("{f}{g}").contains(k.as_str()) || format!("{g}{f}") == *k
                 })
             }),
-            Query::Text(t) => (t.len() >= 4 && id.starts_with(t.as_str())) || matches_reference(t, record, event),
+            Query::Text(t) => t.len() >= 4 && id.starts_with(t.as_str()),
         }
     }
-}
-
-// ── HUMAN REFERENCE: to be filled in by the change that adds it (issue #21, item 1) ─────────────
-// Applications are getting a short human reference (about 10 typeable characters with a check
-// symbol). When the record or the event carries it, compare it here: normalise `text` with the
-// reference's own rules (upper case, no hyphens, confusable letters) and compare it with the
-// stored reference. Until that change lands no search matches by reference.
-fn matches_reference(_text: &str, _record: &ApplicationRecord, _event: Option<&ApplicationEvent>) -> bool {
-    false
 }
 
 #[cfg(test)]

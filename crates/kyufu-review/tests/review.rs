@@ -218,6 +218,11 @@ async fn reviewers_take_cases_once_and_approvals_become_coupons() {
     assert_eq!(found(g.phone.replace('-', ""), "rejected").await, one, "phone without hyphens");
     assert_eq!(found(g.email.to_uppercase(), "all").await, one, "e-mail in any case");
     assert_eq!(found(ids[1].to_string()[..8].to_owned(), "all").await, one, "number prefix");
+    // The short reference from the completion page and the emails, typed in lower case without
+    // its hyphen (assign finds the one the application already holds).
+    let reference = kyufu_ports::reference::assign(&*deps.status, &program.id, ids[1]).await.expect("reference");
+    assert_eq!(found(reference.as_str().to_lowercase(), "all").await, one, "reference {}", reference.display());
+    assert_eq!(found(reference.display(), "rejected").await, one, "reference with its hyphen");
     assert!(found(g.phone.clone(), "needs_review").await.is_empty(), "the status filter applies");
     assert!(found("ソンザイシナイ".into(), "all").await.is_empty());
     let resp = alice.get(format!("{base}/review/api/queue?status=bogus")).send().await.expect("get");
