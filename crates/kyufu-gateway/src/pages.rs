@@ -243,8 +243,11 @@ async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, Str
         .or_else(|| gw.admission.is_paused().then(|| paused().to_owned()))
         .map(|m| format!("<div class=\"notice\" role=\"status\"><strong>{}</strong> {}</div>", l.t("お知らせ", "Notice"), esc(&m)))
         .unwrap_or_default();
+    // The notice as the poll's JSON states it: when a poll says otherwise (a pause or a message
+    // set while this page is open), the script reloads the page, which words it in its language.
+    let notice = format!(" data-notice=\"{}\"", esc(&queue::visitor_message(&gw).unwrap_or_default()));
     if let Some(opens_at) = answer.opens_at {
-        return prequeue_page(&gw, &answer, l, remember, opens_at, &message);
+        return prequeue_page(&gw, &answer, l, remember, opens_at, &message, &notice);
     }
     let eta = match answer.eta {
         Some(s) if s < 60 => l.t("まもなく", "Any moment now").to_owned(),
@@ -257,7 +260,7 @@ async fn wait(State(gw): State<Arc<Shared>>, Query(q): Query<HashMap<String, Str
     let now = chrono_like_now_jst();
     let body = format!(
         "<h1>{h1}</h1>{message}\
-         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\" aria-live=\"polite\">\
+         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\"{notice} aria-live=\"polite\">\
          <p class=\"big\"><span class=\"label\">{posl}</span> <span id=\"position\">{position}</span><span class=\"unit\">{posu}</span></p>\
          <p><span class=\"label\">{etal}</span> <span id=\"eta\">{eta}</span></p>\
          <p class=\"updated\"><span class=\"label\">{updl}</span> <time id=\"updated\">{now}</time></p></div>\
@@ -301,11 +304,11 @@ fn waiting_room(gw: &Shared, answer: &Answer, l: Lang, remember: bool, title: &'
 }
 
 /// The waiting room before the opening time: no place yet, and why arriving early does not help.
-fn prequeue_page(gw: &Shared, answer: &Answer, l: Lang, remember: bool, opens_at: u64, message: &str) -> Response {
+fn prequeue_page(gw: &Shared, answer: &Answer, l: Lang, remember: bool, opens_at: u64, message: &str, notice: &str) -> Response {
     let hhmm = jst_hhmm(opens_at);
     let body = format!(
         "<h1>{h1}</h1>{message}\
-         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\" data-prequeue=\"1\" aria-live=\"polite\">\
+         <div class=\"queue\" id=\"queue\" data-refresh=\"{refresh}\" data-prequeue=\"1\"{notice} aria-live=\"polite\">\
          <p class=\"big\"><span class=\"label\">{opensl}</span> <time>{hhmm}</time></p></div>\
          <div class=\"reassure\"><p><strong>{r1}</strong></p><p>{r2}</p><p>{r3}</p></div>\
          <p class=\"note\"><a href=\"/queue/fairness\">{how}</a></p>\

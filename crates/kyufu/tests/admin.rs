@@ -39,6 +39,10 @@ async fn operators_pause_message_and_resume() {
         let page = c.get(format!("{}/wait?lang={lang}", sys.base)).header("X-Queue-Ticket", &early).send().await.expect("wait");
         let page = page.text().await.expect("html");
         assert!(page.contains(text), "{lang}: {page}");
+        // The page records the notice the polls carry, so its script reloads it when they change.
+        let polled: Value = c.get(format!("{}/queue/status", sys.base)).header("X-Queue-Ticket", &early).send().await.expect("poll").json().await.expect("json");
+        let notice = polled["message"].as_str().expect("a paused queue's poll says so");
+        assert!(page.contains(&format!("data-notice=\"{notice}\"")), "{lang}: {notice:?} in {page}");
     }
     let (ok, _) = admin(dir.path(), &staff, &["message", "ただいま混み合っています。順番は保たれます。"]);
     assert!(ok);

@@ -20,6 +20,12 @@
       const r = await fetch("/queue/status", { headers: { Accept: "application/json" }, credentials: "same-origin" });
       if (r.status === 200) {
         const v = await r.json();
+        // A pause or an operator's message set (or lifted) since this page was made: the page
+        // shows it in the visitor's language, so load it again.
+        if (v.state !== "admitted" && (v.message || "") !== (box.dataset.notice || "")) {
+          location.reload();
+          return;
+        }
         if (v.state === "admitted") {
           kyufu.once("admitted");
           location.assign("/apply");
