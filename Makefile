@@ -54,11 +54,13 @@ deploy-down:
 bench-gateway: deps
 	$(CARGO) run -j$(JOBS) --release -p kyufu-gateway --example gateway_bench
 
-## Identity documents: request-path CPU per 12-MP camera JPEG (structure walk) against the full
-## decode it replaced, the documents step's CPU per image, the PDF check, the bytes after the form's
-## downscale.
-bench-documents:
-	$(CARGO) run -j$(JOBS) --release -p kyufu-pipeline --example document_bench
+## Identity documents in one run: request-path CPU per 12-MP camera JPEG (structure walk) against
+## the full decode it replaced, the documents step's CPU per image, the PDF check, the bytes after
+## the form's downscale, then the all-in-one with camera documents (accepted/s and settled/s).
+bench-documents: deps
+	$(CARGO) build -j$(JOBS) --release -p kyufu -p loadtest
+	$(CARGO) build -j$(JOBS) --release -p kyufu-pipeline --example document_bench
+	TARGET_DIR=$(TARGET_DIR) bash scripts/bench-documents.sh
 
 ## Simulated launch: 1,000,000 visitors within 60 s at 200 admissions/s on virtual time; order and
 ## ETA error, without and with a pre-queue drawn at opening.
