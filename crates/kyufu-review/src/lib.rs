@@ -506,13 +506,8 @@ async fn list(console: &Console, p: &ListParams, status: Option<Status>) -> Resu
     match search::Query::parse(&q) {
         Some(query) => {
             for r in records {
-                if by_reference.is_some_and(|id| id == r.application_id) {
-                    let ev = load_event(console, &r).await?;
-                    found.push((r, ev));
-                    continue;
-                }
                 let ev = load_event(console, &r).await?;
-                if query.matches(&r, ev.as_ref()) {
+                if by_reference == Some(r.application_id) || query.matches(&r, ev.as_ref()) {
                     found.push((r, ev));
                 }
             }
